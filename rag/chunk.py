@@ -1,0 +1,199 @@
+"""Stage 2, chunk: paragraphs, sentences and overlapping chunks, each with exact offsets.
+
+Sentences come from a rule-based splitter that knows French, German, Spanish and English
+abbreviations, quotes and parentheses. Chunks are made by langchain-text-splitters from whole
+sentences (a sentence longer than a chunk is cut at clause, then word boundaries) and never
+cross a paragraph. Every span is located in the original text, so ``doc.text[start:end]``
+equals its text by construction.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from langchain_text_splitters import RecursiveCharacterTextSplitter, TextSplitter
+
+from .types import Chunk, Document, Span
+
+SPLITTER_VERSION = 1  # bump when sentence or chunk boundaries change: the manifest records it
+
+_PARAGRAPH_BREAK = re.compile(r"\n[ \t\r\f\v]*\n\s*")
+_LINE_BREAK = re.compile(r"\s*\n\s*")
+# Sentence-final punctuation, then any closing quotes or brackets (French puts a space before »).
+_END = re.compile(r"[.!?…]+(?:[ \u00a0\u202f]?[»”\"’')\]])*")
+_WHITESPACE = re.compile(r"[\s\u00a0\u202f]+")
+_OPENERS = "«\"“„‘'([¿¡—–-"
+# Words that end with a period without ending a sentence (lower-cased, without the period).
+ABBREVIATIONS = frozenset(
+    """
+    m mm mme mmes mlle mlles dr drs pr prof st ste sts mgr me mes
+    mr mrs ms jr sr sra srta sres dra dña dn etc cf vs env art ch chap vol no nos nr nº n° p pp
+    fig figs éd ed eds min max ca bzw usw vgl ggf evtl inkl z. b. d. h. u. a. o. s. hl gen
+    av avda apdo ud uds lic ing arq gral ej pág págs núm co corp inc ltd dept univ approx
+    janv févr avr juil sept oct nov déc jan feb mar apr jun jul aug sep dec
+    """.split()
+)
+
+
+@dataclass(frozen=True)
+class Paragraph:
+    start: int
+    end: int
+    number: int
+
+
+def paragraphs(doc: Document) -> list[Paragraph]:
+    """Non-empty paragraphs of the document body (blank-line separated), 1-based."""
+    out: list[Paragraph] = []
+    pos = doc.body_start
+    text = doc.text
+    for brk in _PARAGRAPH_BREAK.finditer(text, pos):
+        _append_paragraph(out, text, pos, brk.start())
+        pos = brk.end()
+    _append_paragraph(out, text, pos, len(text))
+    return out
+
+
+def _append_paragraph(out: list[Paragraph], text: str, start: int, end: int) -> None:
+    start, end = _trim(text, start, end)
+    if start < end:
+        out.append(Paragraph(start, end, len(out) + 1))
+
+
+def _trim(text: str, start: int, end: int) -> tuple[int, int]:
+    while start < end and (text[start].isspace() or text[start] == "\ufeff"):
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return start, end
+
+
+def _is_abbreviation(text: str, start: int, dot: int) -> bool:
+    """Is the period at ``dot`` part of an abbreviation, an initial or an ordinal number?"""
+    word_start = dot
+    while word_start > start and not text[word_start - 1].isspace():
+        word_start -= 1
+    word = text[word_start:dot].lstrip("(«\"“'‘[")
+    if not word:
+        return False
+    low = word.lower()
+    if low in ABBREVIATIONS or low.split(".")[-1] in ABBREVIATIONS and "." in low:
+        return True
+    if len(word) == 1 and word.isalpha():  # an initial: "J. Sullivan"
+        return True
+    if re.fullmatch(r"(?:[A-Za-zÀ-ÿ]\.)+[A-Za-zÀ-ÿ]", word):  # "U.S", "z.B"
+        return True
+    # German and Danish ordinals ("am 3. Oktober") and list numbers.
+    return word.isdigit() and len(word) <= 2
+
+
+def sentence_bounds(text: str, start: int, end: int) -> Iterator[tuple[int, int]]:
+    """Sentence spans inside ``text[start:end]`` (a paragraph)."""
+    for line in _lines(text, start, end):
+        yield from _sentences_in_line(text, *line)
+
+
+def _lines(text: str, start: int, end: int) -> Iterator[tuple[int, int]]:
+    pos = start
+    for brk in _LINE_BREAK.finditer(text, start, end):
+        if brk.start() > pos:
+            yield _trim(text, pos, brk.start())
+        pos = brk.end()
+    s, e = _trim(text, pos, end)
+    if s < e:
+        yield s, e
+
+
+def _sentences_in_line(text: str, start: int, end: int) -> Iterator[tuple[int, int]]:
+    sent_start = start
+    depth = 0  # parenthesis depth: a period inside "( … )" does not end the sentence
+    scan = start
+    for match in _END.finditer(text, start, end):
+        depth += text.count("(", scan, match.start()) - text.count(")", scan, match.start())
+        depth += match.group().count("(") - match.group().count(")")
+        scan = match.end()
+        depth = max(depth, 0)
+        if depth > 0:
+            continue
+        gap = _WHITESPACE.match(text, match.end(), end)
+        if gap is None:
+            continue  # "3.5", "example.com", or the end of the line
+        nxt = gap.end()
+        if nxt >= end:
+            continue
+        follower = text[nxt]
+        if not (follower.isupper() or follower.isdigit() or follower in _OPENERS):
+            continue
+        if match.group()[0] == "." and len(match.group().rstrip("»”\"’')] \u00a0\u202f")) == 1:
+            if _is_abbreviation(text, sent_start, match.start()):
+                continue
+        yield sent_start, match.end()
+        sent_start = nxt
+    if sent_start < end:
+        yield _trim(text, sent_start, end)
+
+
+def split_sentences(doc: Document, paras: Iterable[Paragraph] | None = None) -> list[Span]:
+    """Every sentence of the document body, in order."""
+    out: list[Span] = []
+    for para in paragraphs(doc) if paras is None else paras:
+        for s, e in sentence_bounds(doc.text, para.start, para.end):
+            out.append(Span(doc.id, s, e, doc.text[s:e], para.number))
+    return out
+
+
+class _SentenceMerger(TextSplitter):
+    """langchain's merging of small pieces into overlapping chunks, fed with whole sentences."""
+
+    def __init__(self, chunk_size: int, chunk_overlap: int) -> None:
+        super().__init__(chunk_size=chunk_size, chunk_overlap=chunk_overlap, strip_whitespace=True)
+        self._long = RecursiveCharacterTextSplitter(
+            chunk_size=chunk_size,
+            chunk_overlap=0,
+            separators=["; ", ", ", " ", ""],
+            keep_separator="end",
+            strip_whitespace=False,
+        )
+
+    def split_pieces(self, pieces: list[str]) -> list[str]:
+        small: list[str] = []
+        for piece in pieces:
+            small.extend(self._long.split_text(piece) if len(piece) > self._chunk_size else [piece])
+        return self._merge_splits(small, "")
+
+    def split_text(self, text: str) -> list[str]:  # required by the base class
+        return self.split_pieces([text])
+
+
+def chunk_document(
+    doc: Document, chunk_size: int, chunk_overlap: int, first_sentence_id: int = 0
+) -> tuple[list[Chunk], list[Span]]:
+    """Chunks and sentences of one document; chunk sentence ids start at ``first_sentence_id``."""
+    merger = _SentenceMerger(chunk_size, chunk_overlap)
+    paras = paragraphs(doc)
+    sentences = split_sentences(doc, paras)
+    chunks: list[Chunk] = []
+    sid = 0
+    for para in paras:
+        para_sents = [s for s in sentences if s.paragraph == para.number]
+        # each piece runs to the start of the next sentence, so joined pieces are the paragraph
+        starts = [s.start for s in para_sents] + [para.end]
+        pieces = [doc.text[a:b] for a, b in zip(starts, starts[1:])]
+        cursor = para.start
+        for piece in merger.split_pieces(pieces):
+            start = doc.text.find(piece, cursor, para.end)
+            if start < 0:  # cannot happen: merged pieces are substrings; keep offsets honest anyway
+                raise AssertionError(f"chunk not found in {doc.id}")
+            end = start + len(piece)
+            cursor = start + 1
+            while sid < len(sentences) and sentences[sid].end <= start:
+                sid += 1
+            last = sid
+            while last < len(sentences) and sentences[last].start < end:
+                last += 1
+            chunks.append(
+                Chunk(doc.id, start, end, piece, para.number, first_sentence_id + sid, first_sentence_id + last)
+            )
+    return chunks, sentences

