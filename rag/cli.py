@@ -99,11 +99,12 @@ def _report_lines(report: BuildReport) -> list[str]:
     lines = []
     if report.up_to_date:
         lines.append(f"Index {report.path} is up to date: {report.documents} documents, "
-                     f"{report.chunks} chunks, {report.sentences} sentences.")
+                     f"{report.chunks} chunks, {report.sentences} sentences, {len(report.skipped)} files skipped.")
     else:
         lines.append(
             f"Indexed {report.documents} documents ({report.embedded_documents} embedded, "
-            f"{report.reused_documents} reused, {report.removed_documents} removed): {report.chunks} chunks, "
+            f"{report.reused_documents} reused, {report.removed_documents} removed), "
+            f"{len(report.skipped)} files skipped: {report.chunks} chunks, "
             f"{report.sentences} sentences in {report.seconds:.1f} s -> {report.path}"
         )
     for skipped in report.skipped:
@@ -205,8 +206,10 @@ def ask_cmd(seeds: Path, index_dir: Path, model: str | None, debug: bool, questi
     with _friendly_errors(debug):
         settings = _settings(index_dir, model, top_k=top_k)
         clean_question(question, settings)  # refuse a bad question before any slow work
-        with _progress_bar("indexing") as bar:
-            report = ensure_index(seeds, index_dir, settings, progress=bar)
+        report = None
+        if seeds.is_dir() or not (index_dir / "CURRENT").exists():
+            with _progress_bar("indexing") as bar:
+                report = ensure_index(seeds, index_dir, settings, progress=bar)
         if report is not None:
             click.echo("\n".join(_report_lines(report)), err=True)
         answer = Pipeline.open(index_dir, settings).ask(question)
