@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -97,6 +98,16 @@ def load_documents(root: str | os.PathLike[str]) -> LoadResult:
     for path in iter_files(folder):
         doc_id = path.relative_to(folder).as_posix()
         try:
+            doc_id.encode("utf-8")
+        except UnicodeEncodeError:  # Linux names are bytes; ids must be text we can write and print
+            shown = doc_id.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            skipped.append(SkippedFile(shown, "file name is not valid UTF-8: rename the file"))
+            continue
+        try:
+            # a pipe would block the read and a device (a link to /dev/zero) would never end
+            if not stat.S_ISREG(path.stat().st_mode):
+                skipped.append(SkippedFile(doc_id, "not a regular file (a pipe, socket or device)"))
+                continue
             data = path.read_bytes()
         except OSError as exc:
             skipped.append(SkippedFile(doc_id, f"cannot be read ({exc.strerror or exc})"))
