@@ -12,12 +12,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import cast
 
 from langchain_text_splitters import RecursiveCharacterTextSplitter, TextSplitter
 
 from .types import Chunk, Document, Span
 
-SPLITTER_VERSION = 1  # bump when sentence or chunk boundaries change: the manifest records it
+SPLITTER_VERSION = 2  # bump when sentence or chunk boundaries change: the manifest records it
 
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t\r\f\v]*\n\s*")
 _LINE_BREAK = re.compile(r"\s*\n\s*")
@@ -157,14 +158,46 @@ class _SentenceMerger(TextSplitter):
             strip_whitespace=False,
         )
 
-    def split_pieces(self, pieces: list[str]) -> list[str]:
+    def split_pieces(self, pieces: list[str], start: int = 0) -> list[tuple[int, int]]:
+        """``(start, end)`` of each chunk merged from consecutive ``pieces``, the first at ``start``.
+
+        Offsets come from the pieces themselves, not from searching the chunk text, which
+        finds the wrong place when a paragraph repeats itself.
+        """
         small: list[str] = []
+        pos = start
         for piece in pieces:
-            small.extend(self._long.split_text(piece) if len(piece) > self._chunk_size else [piece])
-        return self._merge_splits(small, "")
+            parts = self._long.split_text(piece) if len(piece) > self._chunk_size else [piece]
+            if "".join(parts) != piece:  # cannot happen (no overlap, no stripping); never misplace text
+                raise AssertionError("long sentence split lost text")
+            for part in parts:
+                small.append(_Piece(part, pos))
+                pos += len(part)
+        self._spans: list[tuple[int, int]] = []
+        self._merge_splits(small, "")
+        return self._spans
+
+    def _join_docs(self, docs: list[str], separator: str) -> str | None:
+        text = super()._join_docs(docs, separator)
+        if text is not None:
+            joined = separator.join(docs)
+            start = cast(_Piece, docs[0]).start + len(joined) - len(joined.lstrip())
+            self._spans.append((start, start + len(text)))
+        return text
 
     def split_text(self, text: str) -> list[str]:  # required by the base class
-        return self.split_pieces([text])
+        return [text[a:b] for a, b in self.split_pieces([text])]
+
+
+class _Piece(str):
+    """A piece of text that knows where it starts in the document."""
+
+    start: int
+
+    def __new__(cls, text: str, start: int) -> _Piece:
+        piece = super().__new__(cls, text)
+        piece.start = start
+        return piece
 
 
 def chunk_document(
@@ -181,13 +214,8 @@ def chunk_document(
         # each piece runs to the start of the next sentence, so joined pieces are the paragraph
         starts = [s.start for s in para_sents] + [para.end]
         pieces = [doc.text[a:b] for a, b in zip(starts, starts[1:])]
-        cursor = para.start
-        for piece in merger.split_pieces(pieces):
-            start = doc.text.find(piece, cursor, para.end)
-            if start < 0:  # cannot happen: merged pieces are substrings; keep offsets honest anyway
-                raise AssertionError(f"chunk not found in {doc.id}")
-            end = start + len(piece)
-            cursor = start + 1
+        for start, end in merger.split_pieces(pieces, starts[0]):
+            piece = doc.text[start:end]
             while sid < len(sentences) and sentences[sid].end <= start:
                 sid += 1
             last = sid
