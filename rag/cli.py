@@ -216,5 +216,50 @@ def ask_cmd(seeds: Path, index_dir: Path, model: str | None, debug: bool, questi
         click.echo(json.dumps(answer_json(answer), ensure_ascii=False, indent=2) if as_json else answer_text(answer))
 
 
+@main.command("eval")
+@click.argument("questions", type=click.Path(path_type=Path))
+@click.option("--docs", type=click.Path(path_type=Path), default=None,
+              help="Documents folder: build the index from it first, or reuse it when unchanged.")
+@click.option("--index", "index_dir", type=click.Path(path_type=Path), default=Path("index"), show_default=True,
+              envvar="RAG_INDEX", help="Index folder.")
+@click.option("--model", default=None, envvar="RAG_MODEL",
+              help=f"Encoder [default: the index's model, else {DEFAULT_MODEL}].")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--min", "minimums", multiple=True, metavar="KEY=VALUE",
+              help="Exit 1 when a metric is below VALUE, e.g. passage_hit@1=0.9. Repeatable.")
+@click.option("--max", "maximums", multiple=True, metavar="KEY=VALUE",
+              help="Exit 1 when a metric is above VALUE, e.g. false_abstention_rate=0.1. Repeatable.")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Write one JSON line per question (gold ranks, answer, abstention, confidence, latency).")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def eval_cmd(questions: Path, docs: Path | None, index_dir: Path, model: str | None, as_json: bool,
+             minimums: tuple[str, ...], maximums: tuple[str, ...], out: Path | None, debug: bool) -> None:
+    """Measure retrieval, answers, citations, abstention and latency on QUESTIONS (a JSONL question set)."""
+    from .evaluate import check_limits, evaluate, load_questions, parse_limits, report_dict, report_text, write_results
+    from .pipeline import Pipeline, ensure_index
+
+    with _friendly_errors(debug):
+        settings = _settings(index_dir, model)
+        limits = parse_limits(minimums, maximums)
+        question_set = load_questions(questions)  # refuse a bad file before any slow work
+        build_s = None
+        if docs is not None:
+            with _progress_bar("indexing") as bar:
+                built = ensure_index(docs, index_dir, settings, progress=bar)
+            if built is not None:
+                click.echo("\n".join(_report_lines(built)), err=True)
+                build_s = built.seconds
+        with _progress_bar("evaluating") as bar:
+            report = evaluate(Pipeline.open(index_dir, settings), question_set, build_s=build_s, progress=bar)
+        if out is not None:
+            write_results(report, out)
+        click.echo(json.dumps(report_dict(report), ensure_ascii=False, indent=2) if as_json else report_text(report))
+        failures = check_limits(report, limits)
+    if failures:
+        for failure in failures:
+            click.echo(f"not met: {failure}", err=True)
+        sys.exit(1)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
