@@ -18,12 +18,14 @@ from langchain_text_splitters import RecursiveCharacterTextSplitter, TextSplitte
 
 from .types import Chunk, Document, Span
 
-SPLITTER_VERSION = 2  # bump when sentence or chunk boundaries change: the manifest records it
+SPLITTER_VERSION = 3  # bump when sentence or chunk boundaries change: the manifest records it
 
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t\r\f\v]*\n\s*")
 _LINE_BREAK = re.compile(r"\s*\n\s*")
-# Sentence-final punctuation, then any closing quotes or brackets (French puts a space before »).
-_END = re.compile(r"[.!?…]+(?:[ \u00a0\u202f]?[»”\"’')\]])*")
+# Sentence-final punctuation, then any closing quotes or brackets. German closes with “ and ‘;
+# only » may follow a space (French spacing): a straight quote after a space opens the next
+# sentence ('He left. "Hello," she said.').
+_END = re.compile(r"[.!?…]+(?:[ \u00a0\u202f]?»|[”“\"’‘')\]])*")
 _WHITESPACE = re.compile(r"[\s\u00a0\u202f]+")
 _OPENERS = "«\"“„‘'([¿¡—–-"
 # Words that end with a period without ending a sentence (lower-cased, without the period).
@@ -127,7 +129,9 @@ def _sentences_in_line(text: str, start: int, end: int) -> Iterator[tuple[int, i
         follower = text[nxt]
         if not (follower.isupper() or follower.isdigit() or follower in _OPENERS):
             continue
-        if match.group()[0] == "." and len(match.group().rstrip("»”\"’')] \u00a0\u202f")) == 1:
+        if follower == "(" and text[nxt + 1 : nxt + 2].isdigit():  # „Fürchtet sie!“ (2006) als auch …
+            continue
+        if match.group()[0] == "." and len(match.group().rstrip("»”“\"’‘')] \u00a0\u202f")) == 1:
             if _is_abbreviation(text, sent_start, match.start()):
                 continue
         yield sent_start, match.end()
