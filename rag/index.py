@@ -143,6 +143,9 @@ def clean_leftovers(root: Path, keep: int = 2) -> list[str]:
     for path in [p for p in builds.iterdir() if p.name.startswith(TMP_PREFIX)] + stale:
         shutil.rmtree(path, ignore_errors=True)
         removed.append(path.name)
+    for pointer in root.glob(f"{CURRENT}.*.tmp"):  # a CURRENT written but never swapped in
+        pointer.unlink(missing_ok=True)
+        removed.append(pointer.name)
     return removed
 
 
