@@ -213,6 +213,7 @@ class FusionEncoder:
         if not members:
             raise ModelError("a fused model needs at least one member")
         total = sum(w for _, w in members)
+        self.weights = [float(w) for _, w in members]
         self.members = [(enc, math.sqrt(w / total)) for enc, w in members]
 
     @property
@@ -240,6 +241,13 @@ class FusionEncoder:
             # report progress once, from the slowest (first) member
             parts.append(_encode_passages(enc, texts, progress if i == 0 else None) * s)
         return np.hstack(parts).astype(np.float32)
+
+
+def encoder_parts(enc: Encoder) -> list[dict[str, object]]:
+    """How the encoder's vectors are laid out: one entry per member model (recorded in the manifest)."""
+    if isinstance(enc, FusionEncoder):
+        return [{"id": m.model_id, "dim": m.dim, "weight": w} for (m, _), w in zip(enc.members, enc.weights)]
+    return [{"id": enc.model_id, "dim": enc.dim, "weight": 1.0}]
 
 
 def _encode_passages(enc: Encoder, texts: Sequence[str], progress: Callable[[int], None] | None) -> np.ndarray:

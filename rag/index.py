@@ -36,7 +36,7 @@ import numpy as np
 
 from . import __version__
 from .chunk import SPLITTER_VERSION, chunk_document
-from .encoders import Encoder, encode_passages
+from .encoders import Encoder, encode_passages, encoder_parts
 from .errors import IndexCorruptError, IndexMismatchError, IndexMissingError
 from .settings import Settings
 from .types import BuildReport, Chunk, Document, LoadResult, Span
@@ -311,7 +311,7 @@ def build_index(
             "format_version": FORMAT_VERSION,
             "rag_version": __version__,
             "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "model": {"spec": settings.model, "id": encoder.model_id, "dim": int(dim)},
+            "model": {"spec": settings.model, "id": encoder.model_id, "dim": int(dim), "parts": encoder_parts(encoder)},
             "settings": settings.to_dict(),
             "splitter_version": SPLITTER_VERSION,
             "exact_search_limit": EXACT_SEARCH_LIMIT,

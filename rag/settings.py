@@ -20,7 +20,7 @@ class Settings:
     # -- query time --
     threads: int = 2
     top_k: int = 5  # passages shown as sources
-    candidates: int = 50  # nearest chunks and sentences fetched before re-scoring
+    candidates: int = 100  # nearest chunks and sentences fetched before exact re-scoring
     max_answer_sentences: int = 3
     answer_margin: float = 0.5  # extra sentences must score within this of the best (z units)
     lexical: str = "same-language"
