@@ -147,7 +147,8 @@ class SentenceTransformerEncoder(_LazyEncoder):
 
     @property
     def model_id(self) -> str:
-        return f"sentence-transformers/{Path(self.name_or_path).name if os.path.isdir(self.name_or_path) else self.name_or_path}"
+        name = Path(self.name_or_path).name if os.path.isdir(self.name_or_path) else self.name_or_path
+        return f"sentence-transformers/{name}"
 
     @property
     def dim(self) -> int:
@@ -246,7 +247,8 @@ class FusionEncoder:
 def encoder_parts(enc: Encoder) -> list[dict[str, object]]:
     """How the encoder's vectors are laid out: one entry per member model (recorded in the manifest)."""
     if isinstance(enc, FusionEncoder):
-        return [{"id": m.model_id, "dim": m.dim, "weight": w} for (m, _), w in zip(enc.members, enc.weights)]
+        pairs = zip(enc.members, enc.weights, strict=True)
+        return [{"id": m.model_id, "dim": m.dim, "weight": w} for (m, _), w in pairs]
     return [{"id": enc.model_id, "dim": enc.dim, "weight": 1.0}]
 
 

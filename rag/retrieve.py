@@ -171,8 +171,8 @@ def retrieve(index: Index, query_vector: np.ndarray, question: str, settings: Se
     t_end = time.perf_counter()
     return Retrieval(
         question=question, question_lang=qlang, lexical=lexical, ranked=ranked,
-        sentence_score=dict(zip(sents.tolist(), sent_score.tolist())),
-        sentence_cosine=dict(zip(sents.tolist(), first_sent_cos.astype(float).tolist())),
+        sentence_score=dict(zip(sents.tolist(), sent_score.tolist(), strict=True)),
+        sentence_cosine=dict(zip(sents.tolist(), first_sent_cos.astype(float).tolist(), strict=True)),
         specificity=specificity,
         timings_ms={"search": (t_search - t0) * 1000, "score": (t_end - t_search) * 1000},
     )
