@@ -183,6 +183,7 @@ def make_faiss(vectors: np.ndarray) -> Any:
     import faiss
 
     dim = vectors.shape[1]
+    index: Any
     if len(vectors) <= EXACT_SEARCH_LIMIT:
         # inner product over unit vectors = cosine similarity
         index = faiss.IndexFlatIP(dim)
