@@ -224,6 +224,7 @@ def locate_passages(questions: QuestionSet, documents: Mapping[str, str]) -> dic
     """
     spans: dict[str, tuple[int, int]] = {}
     errors: list[str] = []
+    folded: dict[str, str] = {}  # normalised document texts, made once per document
     for case in questions.cases:
         where = f"line {case.line}"
         if case.doc is None:
@@ -242,9 +243,10 @@ def locate_passages(questions: QuestionSet, documents: Mapping[str, str]) -> dic
                               "from the document")
                 continue
             spans[case.id] = (start, start + len(case.context))
-        folded = normalise_text(text)
+        if case.doc not in folded:
+            folded[case.doc] = normalise_text(text)
         for answer in case.answers:
-            if normalise_text(answer) not in folded:
+            if normalise_text(answer) not in folded[case.doc]:
                 errors.append(f"{where}: answer {answer!r} does not occur in {case.doc!r}: copy it from the document")
     if errors:
         raise QuestionSetError(_error_list(questions.source, errors))
@@ -386,9 +388,10 @@ class CaseResult:
     answer_correct: bool | None = None  # None for unanswerable questions
     citation_correct: bool | None = None
     confidence: float = 0.0
-    # Raw dense cosine of the best answer sentence, the value the abstention threshold is
-    # compared with, and the sentences that would be shown without the threshold: together
-    # they let a calibration sweep thresholds without asking again.
+    # For calibrating abstention without asking again: the value make_answer compares with
+    # the threshold, the raw cosine of the best answer sentence, and the sentences that would
+    # be shown without the threshold.
+    abstain_score: float | None = None
     best_sentence_score: float | None = None
     candidate_answer: str | None = None
     candidate_correct: bool | None = None
@@ -506,10 +509,10 @@ def _run_case(pipe: Pipeline, memo: _ReuseQueryVectors, case: EvalCase, passage:
     if passage is not None:
         hits = [c.doc == case.doc and overlaps((c.start, c.end), passage) for c, _ in chunks]
         passage_rank = gold_rank(hits, scores)
-    # the same sentences and score make_answer compares with the abstention threshold
+    # the sentences make_answer shows unless it abstains; the best is the one of highest score
     picked = answer_sentences(index, retrieval, settings)
     candidate = " ".join(index.sentences[s].text for s, _ in picked) or None
-    best = max((retrieval.sentence_cosine[s] for s, _ in picked), default=None)
+    best = retrieval.sentence_cosine.get(max(picked, key=lambda p: p[1])[0]) if picked else None
     shown = answer.text
     return CaseResult(
         id=case.id, question_lang=case.question_lang, answerable=case.answerable, abstained=answer.abstained,
@@ -519,6 +522,7 @@ def _run_case(pipe: Pipeline, memo: _ReuseQueryVectors, case: EvalCase, passage:
         citation_correct=(citation_correct(answer.sentences, case.answers, case.doc, documents)
                           if case.answerable else None),
         confidence=answer.confidence,
+        abstain_score=round(retrieval.specificity, 6),
         best_sentence_score=None if best is None else round(best, 6),
         candidate_answer=candidate,
         candidate_correct=contains_answer(candidate, case.answers) if case.answerable else None,

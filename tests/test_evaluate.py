@@ -431,6 +431,7 @@ def test_evaluate_a_tiny_set_end_to_end(tiny: tuple[Path, Path], tmp_path: Path)
     assert t1.answer is not None and "Mira Castellan" in t1.answer
     assert t1.citations == (("lighthouse.txt", 0, 76),)
     assert t1.best_sentence_score is not None and t1.candidate_correct is True
+    assert t1.abstain_score is not None and t1.abstain_score >= report.abstain_threshold
     assert t1.top_docs[0] == "lighthouse.txt" and t1.latency_ms > 0
     assert report.results[2].has_context is False and report.results[2].passage_rank is None
     assert report.results[3].abstained and report.results[3].answer_correct is None
@@ -469,7 +470,7 @@ def test_write_results_one_json_line_per_question(tmp_path: Path) -> None:
     write_results(_report(), out)
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert [r["id"] for r in rows] == ["1", "2", "3", "4"]
-    assert {"doc_rank", "passage_rank", "answer", "abstained", "confidence", "best_sentence_score",
+    assert {"doc_rank", "passage_rank", "answer", "abstained", "confidence", "abstain_score", "best_sentence_score",
             "candidate_correct", "latency_ms"} <= set(rows[0])
 
 
@@ -482,5 +483,7 @@ def test_seed_questions_with_the_default_model(real_pipeline: Pipeline) -> None:
     for r in report.results:
         assert r.abstained == (r.answer is None)
         assert r.best_sentence_score is not None and r.latency_ms > 0
+        # the row's abstain_score is the value the answer was refused or given on
+        assert r.abstained == (r.abstain_score is not None and r.abstain_score < report.abstain_threshold)
     # every quoted sentence is cited at its exact span (citations hold by construction)
     assert m["citation_accuracy"] == m["answer_accuracy"]
