@@ -204,13 +204,15 @@ def _bm25(texts: Sequence[str]) -> Any:
 
 
 def index_status(root: str | os.PathLike[str], loaded: LoadResult, settings: Settings) -> str:
-    """``missing``, ``mismatch`` (another model), ``stale`` (documents, chunking or damage) or ``ok``."""
+    """``missing``, ``mismatch`` (another model), ``stale`` (documents or chunking) or ``ok``.
+
+    A damaged index raises ``IndexCorruptError``: rebuilding it unasked would hide the damage
+    and overwrite an index written by a newer version.
+    """
     try:
         manifest = read_manifest(current_build(root))
     except IndexMissingError:
         return "missing"
-    except IndexCorruptError:
-        return "stale"
     if manifest.get("settings", {}).get("model") != settings.model:
         return "mismatch"
     if _build_key(manifest) != _wanted_key(settings):
