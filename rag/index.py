@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from shlex import quote
 from typing import Any
 
 import numpy as np
@@ -98,16 +99,19 @@ def current_build(root: str | os.PathLike[str]) -> Path:
     """The folder of the build in use; ``IndexMissingError`` when there is none."""
     root = Path(root)
     pointer = root / CURRENT
+    arg = quote(str(root))  # the fix commands below must run as printed, spaces and all
     try:
         name = pointer.read_text(encoding="utf-8").strip()
     except FileNotFoundError:
-        raise IndexMissingError(f"no index at {str(root)!r}: build it with `rag index --index {root}`") from None
+        raise IndexMissingError(f"no index at {str(root)!r}: build it with `rag index --index {arg}`") from None
     except OSError as exc:
-        raise IndexCorruptError(f"cannot read {pointer} ({exc}): rebuild with `rag index --full --index {root}`") from exc
+        raise IndexCorruptError(
+            f"cannot read {pointer} ({exc}): rebuild with `rag index --full --index {arg}`"
+        ) from exc
     build = _builds(root) / name
     if not name or "/" in name or not build.is_dir():
         raise IndexCorruptError(
-            f"index {str(root)!r} points to a missing build {name!r}: rebuild with `rag index --full --index {root}`"
+            f"index {str(root)!r} points to a missing build {name!r}: rebuild with `rag index --full --index {arg}`"
         )
     return build
 
@@ -425,7 +429,7 @@ def _write_build(
 
 def read_manifest(build: Path) -> dict[str, Any]:
     root = build.parent.parent
-    fix = f"rebuild with `rag index --full --index {root}`"
+    fix = f"rebuild with `rag index --full --index {quote(str(root))}`"
     try:
         manifest = json.loads((build / "manifest.json").read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -452,7 +456,7 @@ def read_manifest(build: Path) -> dict[str, Any]:
 
 def verify_files(build: Path, manifest: dict[str, Any], checksums: bool = True) -> None:
     """Check every file the manifest lists: present, same size and (optionally) same SHA-256."""
-    fix = f"rebuild with `rag index --full --index {build.parent.parent}`"
+    fix = f"rebuild with `rag index --full --index {quote(str(build.parent.parent))}`"
     for name, meta in manifest["files"].items():
         path = build / name
         try:
@@ -470,7 +474,8 @@ def check_model(manifest: dict[str, Any], settings: Settings, root: Path) -> Non
     if have != settings.model:
         raise IndexMismatchError(
             f"the index at {str(root)!r} was built with model {have!r}, not {settings.model!r}: "
-            f"rebuild it with `rag index --full --model {settings.model} --index {root}`, or ask with --model {have}"
+            f"rebuild it with `rag index --full --model {quote(settings.model)} --index {quote(str(root))}`, "
+            f"or ask with --model {have}"
         )
 
 
@@ -485,7 +490,7 @@ def open_index(root: str | os.PathLike[str], settings: Settings | None = None, v
     if settings is not None:
         check_model(manifest, settings, root)
     verify_files(build, manifest, checksums=verify)
-    fix = f"rebuild with `rag index --full --index {root}`"
+    fix = f"rebuild with `rag index --full --index {quote(str(root))}`"
     try:
         documents: dict[str, Document] = {}
         with open(build / "documents.jsonl", encoding="utf-8") as handle:
