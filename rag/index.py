@@ -143,8 +143,11 @@ def clean_leftovers(root: Path, keep: int = 2) -> list[str]:
     except (IndexMissingError, IndexCorruptError):
         in_use = None
     finished = sorted((p for p in builds.iterdir() if not p.name.startswith(TMP_PREFIX)), key=lambda p: p.name)
+    # newer than the build in use yet never switched to: a crash between rename and switch
+    orphans = [p for p in finished if in_use is not None and p.name > in_use]
+    finished = [p for p in finished if p not in orphans]
     stale = [p for p in finished if p.name != in_use][: max(0, len(finished) - keep)]
-    for path in [p for p in builds.iterdir() if p.name.startswith(TMP_PREFIX)] + stale:
+    for path in [p for p in builds.iterdir() if p.name.startswith(TMP_PREFIX)] + orphans + stale:
         shutil.rmtree(path, ignore_errors=True)
         removed.append(path.name)
     for pointer in root.glob(f"{CURRENT}.*.tmp"):  # a CURRENT written but never swapped in
