@@ -40,12 +40,13 @@ def iter_files(root: Path) -> Iterator[Path]:
             if entry.name.startswith("."):
                 continue
             try:
-                if entry.is_dir():
-                    subfolders.append(Path(entry.path))
-                elif entry.name.lower().endswith(SUFFIXES):
-                    yield Path(entry.path)
-            except OSError:
-                continue
+                is_dir = entry.is_dir()
+            except OSError:  # a symlink to itself: load_documents reports it below instead of losing it
+                is_dir = False
+            if is_dir:
+                subfolders.append(Path(entry.path))
+            elif entry.name.lower().endswith(SUFFIXES):
+                yield Path(entry.path)
         stack.extend(reversed(subfolders))
 
 
