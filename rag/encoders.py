@@ -70,14 +70,16 @@ class _LazyEncoder:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         out = []
-        with self._lock:
-            if self._model is None:
-                self._model = self._load()
-            for i in range(0, len(texts), BATCH):
-                batch = texts[i : i + BATCH]
+        for i in range(0, len(texts), BATCH):
+            batch = texts[i : i + BATCH]
+            # Locked per batch, with progress reported outside the lock: a question asked while
+            # an index is being built waits for one batch, not the whole build.
+            with self._lock:
+                if self._model is None:
+                    self._model = self._load()
                 out.append(normalise(self._encode(self._model, batch, is_query)))
-                if progress:
-                    progress(len(batch))
+            if progress:
+                progress(len(batch))
         return np.concatenate(out)
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
