@@ -45,7 +45,7 @@ def _friendly_errors(debug: bool = False) -> Iterator[None]:
 
 
 @contextmanager
-def _progress_bar(label: str) -> Iterator[Progress]:
+def _progress_bar(label: str, unit: str = "passage") -> Iterator[Progress]:
     from tqdm import tqdm
 
     bar: Any = None
@@ -53,8 +53,8 @@ def _progress_bar(label: str) -> Iterator[Progress]:
     def update(done: int, total: int) -> None:
         nonlocal bar
         if bar is None:
-            bar = tqdm(total=total, desc=label, unit="passage", file=sys.stderr, leave=False,
-                       disable=None if sys.stderr.isatty() else total < 1)
+            # disable=None: no bar when stderr is not a terminal (CI logs, pipes)
+            bar = tqdm(total=total, desc=label, unit=unit, file=sys.stderr, leave=False, disable=None)
         bar.update(done - bar.n)
 
     try:
@@ -249,7 +249,7 @@ def eval_cmd(questions: Path, docs: Path | None, index_dir: Path, model: str | N
             if built is not None:
                 click.echo("\n".join(_report_lines(built)), err=True)
                 build_s = built.seconds
-        with _progress_bar("evaluating") as bar:
+        with _progress_bar("evaluating", unit="question") as bar:
             report = evaluate(Pipeline.open(index_dir, settings), question_set, build_s=build_s, progress=bar)
         if out is not None:
             write_results(report, out)

@@ -5,7 +5,7 @@ Layout of an index folder::
     index/
       CURRENT            name of the build in use (replaced atomically)
       builds/<build>/    manifest.json, documents.jsonl, chunks.npy, sentences.npy,
-                         chunk_vectors.npy, sentence_vectors.npy, chunks.faiss,
+                         chunk_vectors.npy, sentence_vectors.npy, background.npy, chunks.faiss,
                          sentences.faiss, bm25_chunks/, bm25_sentences/
 
 A build is written into ``builds/.tmp-*``, flushed, renamed, and only then named in
@@ -26,9 +26,11 @@ import shutil
 import time
 import unicodedata
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from importlib import resources
 from pathlib import Path
 from shlex import quote
 from typing import Any
@@ -75,6 +77,7 @@ class Index:
     sentence_faiss: Any
     bm25_chunks: Any
     bm25_sentences: Any
+    background: np.ndarray  # mean embedding of generic text in the documents' languages
 
     @property
     def model(self) -> str:
@@ -184,6 +187,34 @@ def _spans_array(rows: Sequence[Span], doc_pos: dict[str, int], chunk: bool) -> 
             assert isinstance(s, Chunk)
             out[i, 4:] = (s.first_sentence, s.last_sentence)
     return out
+
+
+def background_sentences(languages: Sequence[str | None]) -> list[str]:
+    """The bundled generic sentences in the documents' languages, in proportion to their documents.
+
+    All of them when no document language is among the bundled ones.
+    """
+    by_lang: dict[str, list[str]] = {}
+    with (resources.files("rag") / "data" / "background.tsv").open(encoding="utf-8") as handle:
+        for line in handle:
+            if line.startswith("#") or "\t" not in line:
+                continue
+            lang, text = line.rstrip("\n").split("\t", 1)
+            by_lang.setdefault(lang, []).append(text)
+    counts = Counter(lang for lang in languages if lang in by_lang)
+    if not counts:
+        return [t for texts in by_lang.values() for t in texts]
+    return [t for lang, n in sorted(counts.items()) for t in by_lang[lang] * n]
+
+
+def background_centroid(encoder: Encoder, languages: Sequence[str | None]) -> np.ndarray:
+    """Mean embedding of generic text in the documents' languages: the baseline for abstention."""
+    texts = background_sentences(languages)
+    unique = sorted(set(texts))
+    vectors = encode_passages(encoder, unique)
+    weights = Counter(texts)
+    mean = sum(vectors[i] * weights[t] for i, t in enumerate(unique)) / len(texts)
+    return np.asarray(mean, dtype=np.float32)
 
 
 def make_faiss(vectors: np.ndarray) -> Any:
@@ -317,6 +348,7 @@ def build_index(
             chunk_vectors[[i for i, c in enumerate(chunks) if c.doc == doc_id]] = cv
             sentence_vectors[[i for i, s in enumerate(sentences) if s.doc == doc_id]] = sv
 
+        background_vector = background_centroid(encoder, [d.lang for d in loaded.documents])
         manifest = {
             "format_version": FORMAT_VERSION,
             "rag_version": __version__,
@@ -333,7 +365,8 @@ def build_index(
             "skipped": [{"path": s.path, "reason": s.reason} for s in loaded.skipped],
             "versions": _versions(),
         }
-        _write_build(root, manifest, loaded.documents, chunks, sentences, chunk_vectors, sentence_vectors, _fail_after)
+        _write_build(root, manifest, loaded.documents, chunks, sentences, chunk_vectors, sentence_vectors,
+                     background_vector, _fail_after)
         clean_leftovers(root)
     return BuildReport(
         documents=len(loaded.documents), chunks=len(chunks), sentences=len(sentences),
@@ -367,6 +400,7 @@ def _write_build(
     sentences: list[Span],
     chunk_vectors: np.ndarray,
     sentence_vectors: np.ndarray,
+    background_vector: np.ndarray,
     fail_after: str | None,
 ) -> Path:
     import faiss
@@ -394,6 +428,7 @@ def _write_build(
     np.save(tmp / "chunk_vectors.npy", chunk_vectors, allow_pickle=False)
     step("chunk_vectors.npy")
     np.save(tmp / "sentence_vectors.npy", sentence_vectors, allow_pickle=False)
+    np.save(tmp / "background.npy", background_vector, allow_pickle=False)
     faiss.write_index(make_faiss(chunk_vectors), str(tmp / "chunks.faiss"))
     step("chunks.faiss")
     faiss.write_index(make_faiss(sentence_vectors), str(tmp / "sentences.faiss"))
@@ -508,6 +543,7 @@ def open_index(root: str | os.PathLike[str], settings: Settings | None = None, v
         sent_rows = np.load(build / "sentences.npy", allow_pickle=False)
         chunk_vectors = np.load(build / "chunk_vectors.npy", allow_pickle=False)
         sentence_vectors = np.load(build / "sentence_vectors.npy", allow_pickle=False)
+        background = np.load(build / "background.npy", allow_pickle=False)
         chunk_faiss = faiss.read_index(str(build / "chunks.faiss"))
         sentence_faiss = faiss.read_index(str(build / "sentences.faiss"))
         bm25_chunks = bm25s.BM25.load(str(build / "bm25_chunks"), show_progress=False)
@@ -534,8 +570,9 @@ def open_index(root: str | os.PathLike[str], settings: Settings | None = None, v
         and chunk_faiss.d == dim
         and sentence_faiss.d == dim
         and len(documents) == manifest["counts"]["documents"]
+        and background.shape == (dim,)
     )
     if not consistent:
         raise IndexCorruptError(f"index at {str(root)!r} has inconsistent sizes or dimensions: {fix}")
     return Index(build, manifest, documents, chunks, sentences, chunk_vectors, sentence_vectors,
-                 chunk_faiss, sentence_faiss, bm25_chunks, bm25_sentences)
+                 chunk_faiss, sentence_faiss, bm25_chunks, bm25_sentences, background)

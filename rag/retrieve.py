@@ -43,7 +43,7 @@ class Retrieval:
     ranked: list[RankedChunk]
     sentence_score: dict[int, float]  # fused z-score of every candidate sentence
     sentence_cosine: dict[int, float]  # first encoder's raw cosine of every candidate sentence
-    specificity: float  # best sentence cosine minus the cosine to the mean sentence (abstention feature)
+    specificity: float  # best sentence cosine minus the cosine to generic text (abstention feature)
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
@@ -76,15 +76,6 @@ def parts_of(index: Index) -> list[Part]:
             cached.append(Part(col, col + int(p["dim"]), float(np.sqrt(weight / total)), weight))
             col += int(p["dim"])
         index._parts = cached  # type: ignore[attr-defined]
-    return cached
-
-
-def _sentence_centroid(index: Index, part: Part) -> np.ndarray:
-    cached = getattr(index, "_centroid", None)
-    if cached is None:
-        vectors = index.sentence_vectors[:, part.start : part.stop]
-        cached = (vectors.mean(axis=0) / part.scale) if len(vectors) else np.zeros(part.stop - part.start)
-        index._centroid = cached  # type: ignore[attr-defined]
     return cached
 
 
@@ -152,7 +143,7 @@ def retrieve(index: Index, query_vector: np.ndarray, question: str, settings: Se
         if i == 0:
             first_sent_cos = s_cos
             if s_cos.size:
-                specificity = float(s_cos.max() - qp @ _sentence_centroid(index, part))
+                specificity = float(s_cos.max() - qp @ (index.background[part.start : part.stop] / part.scale))
     if lexical and bm25_sent_all is not None and sents.size:
         same = np.array([settings.lexical == "always" or index.documents[index.sentences[s].doc].lang == qlang
                          for s in sents])

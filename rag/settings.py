@@ -22,6 +22,7 @@ class Settings:
     top_k: int = 5  # passages shown as sources
     candidates: int = 100  # nearest chunks and sentences fetched before exact re-scoring
     max_answer_sentences: int = 3
+    answer_chunks: int = 3  # answer sentences are chosen among the sentences of this many top chunks
     answer_margin: float = 0.5  # extra sentences must score within this of the best (z units)
     lexical: str = "same-language"
     lexical_weight: float = 0.3
@@ -30,7 +31,8 @@ class Settings:
     followups: bool = True
 
     def __post_init__(self) -> None:
-        positive = ("chunk_size", "threads", "top_k", "candidates", "max_answer_sentences", "max_question_chars")
+        positive = ("chunk_size", "threads", "top_k", "candidates", "max_answer_sentences", "answer_chunks",
+                    "max_question_chars")
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
