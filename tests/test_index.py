@@ -1,0 +1,444 @@
+"""Stage 4, index: the manifest, no pickle, incremental builds, atomic writes, damage detection."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import re
+import shutil
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from conftest import FAKE, SEED_DOC
+
+from rag import index as index_module
+from rag.chunk import SPLITTER_VERSION, chunk_document
+from rag.encoders import HashEncoder
+from rag.errors import IndexCorruptError, IndexMismatchError, IndexMissingError
+from rag.index import (
+    BUILDS,
+    CURRENT,
+    FORMAT_VERSION,
+    TMP_PREFIX,
+    build_index,
+    current_build,
+    index_status,
+    open_index,
+    read_manifest,
+)
+from rag.load import load_documents
+from rag.pipeline import Pipeline
+from rag.types import Answer, BuildReport
+
+NEW_DOC = (
+    "Le phare de Cordouan a été construit en 1611 par Louis de Foix. "
+    "Il se dresse dans l'estuaire de la Gironde.\n\n"
+    "Il est classé monument historique depuis 1862."
+)
+QUESTIONS = ["Qu'a proposé Antony Blinken pour la délimitation des frontières ?", "Qui a reçu un coup de téléphone ?"]
+FULL_FIX = "rag index --full"
+
+
+class CountingEncoder(HashEncoder):
+    """The hashing encoder, remembering every passage it was asked to embed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.passages: list[str] = []
+        self.queries: list[str] = []
+
+    def encode_passages(self, texts: Sequence[str], progress: Callable[[int], None] | None = None) -> np.ndarray:
+        self.passages.extend(texts)
+        return super().encode_passages(texts, progress)
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        self.queries.extend(texts)
+        return super().encode_queries(texts)
+
+
+def build(seeds: Path, index_dir: Path, encoder: HashEncoder | None = None, **kwargs: Any) -> BuildReport:
+    return build_index(load_documents(seeds), index_dir, FAKE, encoder or HashEncoder(), **kwargs)
+
+
+def document_passages(encoder: CountingEncoder, seeds: Path) -> list[str]:
+    """The passages embedded that come from the documents (not, say, generic calibration text)."""
+    texts = [d.text for d in load_documents(seeds).documents]
+    return [p for p in encoder.passages if any(p in t for t in texts)]
+
+
+def texts_of(seeds: Path, doc_id: str) -> list[str]:
+    """The chunk and sentence texts the index embeds for one document."""
+    doc = next(d for d in load_documents(seeds).documents if d.id == doc_id)
+    chunks, sentences = chunk_document(doc, FAKE.chunk_size, FAKE.chunk_overlap)
+    return [c.text for c in chunks] + [s.text for s in sentences]
+
+
+def answers(index_dir: Path) -> list[Answer]:
+    pipeline = Pipeline.open(index_dir, FAKE, HashEncoder())
+    return [pipeline.ask(q) for q in QUESTIONS]
+
+
+def snapshot(index_dir: Path) -> dict[str, tuple[int, int]]:
+    """Every file with its size and modification time."""
+    return {
+        p.relative_to(index_dir).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in index_dir.rglob("*") if p.is_file()
+    }
+
+
+@pytest.fixture
+def built(tmp_path: Path, seeds_copy: Path) -> Path:
+    index_dir = tmp_path / "index"
+    build(seeds_copy, index_dir)
+    return index_dir
+
+
+# ------------------------------------------------------------------------------- manifest
+
+
+def test_manifest_records_how_the_index_was_built(built: Path, seeds_copy: Path) -> None:
+    before = datetime.now(timezone.utc)
+    build_dir = current_build(built)
+    manifest = read_manifest(build_dir)
+    on_disk = json.loads((build_dir / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest == on_disk
+
+    assert manifest["format_version"] == FORMAT_VERSION == 1
+    model = manifest["model"]
+    assert {k: model[k] for k in ("spec", "id", "dim")} == {"spec": "hash", "id": "hash-bow-256", "dim": 256}
+    assert manifest["settings"] == FAKE.to_dict()
+    assert manifest["splitter_version"] == SPLITTER_VERSION
+    built_at = datetime.fromisoformat(manifest["built_at"])
+    assert built_at.tzinfo is not None
+    assert before - timedelta(minutes=5) < built_at <= before + timedelta(seconds=1)
+
+    doc = load_documents(seeds_copy).documents[0]
+    chunks, sentences = chunk_document(doc, FAKE.chunk_size, FAKE.chunk_overlap)
+    assert manifest["counts"] == {"documents": 1, "chunks": len(chunks), "sentences": len(sentences)}
+    [entry] = manifest["documents"]
+    assert entry["id"] == SEED_DOC.name
+    assert entry["sha256"] == hashlib.sha256((seeds_copy / SEED_DOC.name).read_bytes()).hexdigest()
+    assert (entry["date"], entry["lang"], entry["chars"]) == ("2022-10", "fr", len(doc.text))
+    assert set(manifest["versions"]) >= {"rag", "faiss", "numpy", "bm25s"}
+
+    # every file of the build is listed with its true size and checksum
+    files = {p.relative_to(build_dir).as_posix(): p for p in build_dir.rglob("*") if p.is_file()}
+    assert set(manifest["files"]) == set(files) - {"manifest.json"}
+    assert {"documents.jsonl", "chunks.npy", "sentences.npy", "chunk_vectors.npy", "sentence_vectors.npy",
+            "chunks.faiss", "sentences.faiss"} <= set(manifest["files"])
+    for name, meta in manifest["files"].items():
+        data = files[name].read_bytes()
+        assert meta == {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    assert manifest["build"] == build_dir.name
+    assert (built / CURRENT).read_text(encoding="utf-8").strip() == build_dir.name
+
+
+def test_only_json_numpy_and_faiss_files_never_pickle(built: Path) -> None:
+    allowed = {".json", ".jsonl", ".npy", ".faiss"}
+    files = [p for p in built.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".npy" for p in files) and any(p.suffix == ".faiss" for p in files)
+    for path in files:
+        assert path.suffix not in {".pkl", ".pickle", ".joblib"}
+        if path.name in {CURRENT, ".lock"}:
+            continue
+        assert path.suffix in allowed, path
+        head = path.read_bytes()[:2]
+        assert not (head[:1] == b"\x80" and head[1:2] in {b"\x02", b"\x03", b"\x04", b"\x05"}), f"{path} is a pickle"
+        if path.suffix == ".npy":
+            array = np.load(path, allow_pickle=False)
+            assert array.dtype != object
+        elif path.suffix == ".json":
+            json.loads(path.read_text(encoding="utf-8"))
+        elif path.suffix == ".jsonl":
+            for line in path.read_text(encoding="utf-8").splitlines():
+                json.loads(line)
+
+
+def test_opened_index_holds_exactly_what_was_built(built: Path, seeds_copy: Path) -> None:
+    index = open_index(built, FAKE)
+    doc = load_documents(seeds_copy).documents[0]
+    chunks, sentences = chunk_document(doc, FAKE.chunk_size, FAKE.chunk_overlap)
+    assert index.documents == {doc.id: doc}
+    assert index.chunks == chunks and index.sentences == sentences
+    np.testing.assert_allclose(index.chunk_vectors, HashEncoder().encode_passages([c.text for c in chunks]))
+    np.testing.assert_allclose(index.sentence_vectors, HashEncoder().encode_passages([s.text for s in sentences]))
+    assert index.chunk_faiss.ntotal == len(chunks) and index.sentence_faiss.ntotal == len(sentences)
+    assert index.model == "hash"
+
+
+def test_missing_index_says_how_to_build_it(tmp_path: Path) -> None:
+    with pytest.raises(IndexMissingError, match=r"no index at '.*': build it with `rag index --index "):
+        open_index(tmp_path / "index")
+
+
+def test_another_model_is_refused_with_the_fix(built: Path) -> None:
+    with pytest.raises(IndexMismatchError, match=re.escape(
+        f"was built with model 'hash', not 'e5': rebuild it with `rag index --full --model e5 --index {built}`, "
+        "or ask with --model hash"
+    )):
+        open_index(built, FAKE.with_(model="e5"))
+
+
+# ------------------------------------------------------------------------------- incremental
+
+
+def test_adding_a_document_embeds_only_it(built: Path, seeds_copy: Path) -> None:
+    old = open_index(built, FAKE)
+    (seeds_copy / "sub").mkdir()
+    (seeds_copy / "sub" / "phare.txt").write_text(NEW_DOC, encoding="utf-8")
+    encoder = CountingEncoder()
+
+    report = build(seeds_copy, built, encoder)
+
+    assert sorted(document_passages(encoder, seeds_copy)) == sorted(texts_of(seeds_copy, "sub/phare.txt"))
+    assert (report.embedded_documents, report.reused_documents, report.removed_documents) == (1, 1, 0)
+    assert not report.up_to_date and report.documents == 2
+    new = open_index(built, FAKE)
+    assert set(new.documents) == {SEED_DOC.name, "sub/phare.txt"}
+    seed_rows = [i for i, c in enumerate(new.chunks) if c.doc == SEED_DOC.name]
+    np.testing.assert_array_equal(new.chunk_vectors[seed_rows], old.chunk_vectors)  # reused, not recomputed
+    answer = Pipeline(new, HashEncoder(), FAKE).ask("Qui a construit le phare de Cordouan ?")
+    assert not answer.abstained and answer.sentences[0].doc == "sub/phare.txt"
+    assert "Louis de Foix" in answer.sentences[0].text
+
+
+def test_a_changed_document_is_re_embedded(built: Path, seeds_copy: Path) -> None:
+    (seeds_copy / "phare.txt").write_text(NEW_DOC, encoding="utf-8")
+    build(seeds_copy, built)
+    changed = NEW_DOC.replace("1611", "1612")
+    (seeds_copy / "phare.txt").write_text(changed, encoding="utf-8")
+    encoder = CountingEncoder()
+
+    report = build(seeds_copy, built, encoder)
+
+    assert (report.embedded_documents, report.reused_documents) == (1, 1)
+    assert sorted(document_passages(encoder, seeds_copy)) == sorted(texts_of(seeds_copy, "phare.txt"))
+    assert any("1612" in t for t in encoder.passages)
+    index = open_index(built, FAKE)
+    assert index.documents["phare.txt"].text == changed
+    assert all("1611" not in s.text for s in index.sentences)
+
+
+def test_a_removed_document_is_dropped(built: Path, seeds_copy: Path) -> None:
+    (seeds_copy / "phare.txt").write_text(NEW_DOC, encoding="utf-8")
+    build(seeds_copy, built)
+    (seeds_copy / "phare.txt").unlink()
+    encoder = CountingEncoder()
+
+    report = build(seeds_copy, built, encoder)
+
+    assert document_passages(encoder, seeds_copy) == []
+    assert (report.embedded_documents, report.reused_documents, report.removed_documents) == (0, 1, 1)
+    index = open_index(built, FAKE)
+    assert set(index.documents) == {SEED_DOC.name}
+    assert {c.doc for c in index.chunks} == {s.doc for s in index.sentences} == {SEED_DOC.name}
+    assert index.manifest["counts"]["documents"] == 1
+
+
+def test_unchanged_documents_write_nothing(built: Path, seeds_copy: Path) -> None:
+    before = snapshot(built)
+    encoder = CountingEncoder()
+
+    report = build(seeds_copy, built, encoder)
+
+    assert report.up_to_date
+    assert (report.embedded_documents, report.reused_documents) == (0, 1)
+    assert encoder.passages == []
+    assert snapshot(built) == before
+
+
+def test_full_rebuild_embeds_everything(built: Path, seeds_copy: Path) -> None:
+    (seeds_copy / "phare.txt").write_text(NEW_DOC, encoding="utf-8")
+    build(seeds_copy, built)
+    first = current_build(built).name
+    encoder = CountingEncoder()
+
+    report = build(seeds_copy, built, encoder, full=True)
+
+    assert (report.embedded_documents, report.reused_documents) == (2, 0)
+    expected = texts_of(seeds_copy, SEED_DOC.name) + texts_of(seeds_copy, "phare.txt")
+    assert sorted(document_passages(encoder, seeds_copy)) == sorted(expected)
+    assert current_build(built).name != first
+
+
+def test_other_chunk_settings_re_embed_everything(built: Path, seeds_copy: Path) -> None:
+    encoder = CountingEncoder()
+    settings = FAKE.with_(chunk_size=300, chunk_overlap=50)
+    report = build_index(load_documents(seeds_copy), built, settings, encoder)
+    assert report.embedded_documents == 1 and document_passages(encoder, seeds_copy)
+    assert read_manifest(current_build(built))["settings"]["chunk_size"] == 300
+
+
+def test_progress_reports_passages_done(tmp_path: Path, seeds_copy: Path) -> None:
+    calls: list[tuple[int, int]] = []
+    build(seeds_copy, tmp_path / "index", progress=lambda done, total: calls.append((done, total)))
+    total = len(texts_of(seeds_copy, SEED_DOC.name))
+    assert calls[0] == (0, total) and calls[-1] == (total, total)
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)
+
+
+def test_index_status(tmp_path: Path, seeds_copy: Path) -> None:
+    index_dir = tmp_path / "index"
+    assert index_status(index_dir, load_documents(seeds_copy), FAKE) == "missing"
+    build(seeds_copy, index_dir)
+    assert index_status(index_dir, load_documents(seeds_copy), FAKE) == "ok"
+    assert index_status(index_dir, load_documents(seeds_copy), FAKE.with_(model="e5")) == "mismatch"
+    assert index_status(index_dir, load_documents(seeds_copy), FAKE.with_(chunk_size=500)) == "stale"
+    (seeds_copy / "phare.txt").write_text(NEW_DOC, encoding="utf-8")
+    assert index_status(index_dir, load_documents(seeds_copy), FAKE) == "stale"
+
+
+def test_old_builds_are_pruned(built: Path, seeds_copy: Path) -> None:
+    for year in (1611, 1612, 1613):
+        (seeds_copy / "phare.txt").write_text(NEW_DOC.replace("1611", str(year)), encoding="utf-8")
+        build(seeds_copy, built)
+    builds = sorted(p.name for p in (built / BUILDS).iterdir())
+    assert len(builds) == 2  # the build in use and the one before it, for readers that just read CURRENT
+    assert current_build(built).name == builds[-1]
+
+
+# ------------------------------------------------------------------------------- crash safety
+
+
+def _write_steps() -> list[str]:
+    steps = re.findall(r'\bstep\("([^"]+)"\)', inspect.getsource(index_module._write_build))
+    assert {"chunks.faiss", "manifest.json", "rename"} <= set(steps), steps
+    return steps
+
+
+@pytest.mark.parametrize("step", _write_steps())
+def test_a_failure_mid_write_keeps_the_old_index(built: Path, seeds_copy: Path, step: str) -> None:
+    before = answers(built)
+    in_use = current_build(built).name
+    (seeds_copy / "phare.txt").write_text(NEW_DOC, encoding="utf-8")
+
+    with pytest.raises(RuntimeError, match=f"injected failure after {re.escape(step)}"):
+        build(seeds_copy, built, _fail_after=step)
+
+    assert current_build(built).name == in_use
+    open_index(built, FAKE, verify=True)
+    assert answers(built) == before
+    leftovers = [p.name for p in (built / BUILDS).iterdir() if p.name.startswith(TMP_PREFIX)]
+    if step != "rename":
+        assert leftovers, "the interrupted build should have left its temporary folder"
+
+    report = build(seeds_copy, built)  # the next build finishes the job and cleans up
+
+    assert report.embedded_documents == 1 and not report.up_to_date
+    assert not [p for p in (built / BUILDS).iterdir() if p.name.startswith(TMP_PREFIX)]
+    assert not list(built.glob(f"{CURRENT}.*"))
+    assert "phare.txt" in open_index(built, FAKE).documents
+
+
+def test_a_build_never_switched_to_is_removed_before_the_build_in_use(built: Path, seeds_copy: Path) -> None:
+    in_use = current_build(built).name
+    (seeds_copy / "phare.txt").write_text(NEW_DOC, encoding="utf-8")
+    with pytest.raises(RuntimeError):
+        build(seeds_copy, built, _fail_after="rename")  # renamed into builds/, CURRENT not switched
+    orphan = {p.name for p in (built / BUILDS).iterdir()} - {in_use}
+    assert len(orphan) == 1
+
+    build(seeds_copy, built)
+
+    # the build that was in use stays for readers that read CURRENT just before the switch
+    assert sorted(p.name for p in (built / BUILDS).iterdir()) == sorted([in_use, current_build(built).name])
+
+
+# ------------------------------------------------------------------------------- damage
+
+
+def _edit_manifest(change: Callable[[dict], None]) -> Callable[[Path], None]:
+    def apply(build_dir: Path) -> None:
+        path = build_dir / "manifest.json"
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        change(manifest)
+        path.write_text(json.dumps(manifest), encoding="utf-8")
+    return apply
+
+
+def _truncate(name: str, keep: float = 0.5) -> Callable[[Path], None]:
+    def apply(build_dir: Path) -> None:
+        path = build_dir / name
+        data = path.read_bytes()
+        path.write_bytes(data[: int(len(data) * keep)])
+    return apply
+
+
+def _truncate_and_fix_manifest(name: str) -> Callable[[Path], None]:
+    """A truncated file whose manifest entry was updated too: only reading the file finds it."""
+    def apply(build_dir: Path) -> None:
+        _truncate(name)(build_dir)
+        data = (build_dir / name).read_bytes()
+        _edit_manifest(lambda m: m["files"].__setitem__(
+            name, {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}))(build_dir)
+    return apply
+
+
+def _flip_byte(name: str) -> Callable[[Path], None]:
+    def apply(build_dir: Path) -> None:
+        path = build_dir / name
+        data = bytearray(path.read_bytes())
+        data[-3] ^= 0xFF
+        path.write_bytes(bytes(data))
+    return apply
+
+
+def _set_dim(manifest: dict) -> None:
+    manifest["model"]["dim"] = 128
+
+
+def _set_chunks(manifest: dict) -> None:
+    manifest["counts"]["documents"] = 7
+
+
+DAMAGE = {
+    "future format": (_edit_manifest(lambda m: m.__setitem__("format_version", FORMAT_VERSION + 1)),
+                      rf"has format version {FORMAT_VERSION + 1}, newer than this program reads \({FORMAT_VERSION}\): "
+                      r"upgrade rag, or rebuild with `rag index --full"),
+    "old format": (_edit_manifest(lambda m: m.__setitem__("format_version", 0)), r"has old format version 0"),
+    "no format": (_edit_manifest(lambda m: m.pop("format_version")), r"has no format_version"),
+    "manifest not json": (_truncate("manifest.json"), r"manifest\.json is unreadable"),
+    "manifest not an object": (lambda b: (b / "manifest.json").write_text("[]"), r"is not a JSON object"),
+    "manifest key removed": (_edit_manifest(lambda m: m.pop("files")), r"index manifest lacks 'files'"),
+    "manifest checksum edited": (_edit_manifest(lambda m: m["files"]["chunks.npy"].__setitem__("sha256", "0" * 64)),
+                                 r"index file chunks\.npy does not match its checksum"),
+    "manifest dimension edited": (_edit_manifest(_set_dim), r"inconsistent sizes or dimensions"),
+    "manifest counts edited": (_edit_manifest(_set_chunks), r"inconsistent sizes or dimensions"),
+    "truncated faiss": (_truncate("chunks.faiss"), r"index file chunks\.faiss has \d+ bytes, the manifest says \d+"),
+    "truncated faiss, manifest updated": (_truncate_and_fix_manifest("chunks.faiss"), r"cannot be read"),
+    "truncated vectors, manifest updated": (_truncate_and_fix_manifest("sentence_vectors.npy"), r"cannot be read"),
+    "bad documents, manifest updated": (_truncate_and_fix_manifest("documents.jsonl"), r"cannot be read"),
+    "flipped byte": (_flip_byte("sentence_vectors.npy"), r"sentence_vectors\.npy does not match its checksum"),
+    "missing file": (lambda b: (b / "sentences.npy").unlink(), r"index file sentences\.npy is missing"),
+    "missing bm25 file": (lambda b: (b / "bm25_chunks" / "vocab.index.json").unlink(),
+                          r"index file bm25_chunks/vocab\.index\.json is missing"),
+    "missing manifest": (lambda b: (b / "manifest.json").unlink(), r"has no manifest\.json"),
+    "missing build": (lambda b: shutil.rmtree(b), r"points to a missing build"),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE, ids=list(DAMAGE))
+def test_damage_is_refused_with_the_fix(built: Path, seeds_copy: Path, damage: str) -> None:
+    harm, message = DAMAGE[damage]
+    harm(current_build(built))
+
+    with pytest.raises(IndexCorruptError, match=message) as caught:
+        open_index(built, FAKE)
+    assert FULL_FIX in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+    # the fix the message names works
+    build(seeds_copy, built, full=True)
+    assert answers(built)[0].sentences
+
+
+def test_a_damaged_index_is_rebuilt_by_the_next_incremental_build(built: Path, seeds_copy: Path) -> None:
+    _truncate("chunks.faiss")(current_build(built))
+    report = build(seeds_copy, built)
+    assert report.embedded_documents == 1  # nothing trusted from the damaged build
+    open_index(built, FAKE)
