@@ -82,20 +82,23 @@ class Pipeline:
     def ask(self, question: str, history: Sequence[str] = (), top_k: int | None = None) -> Answer:
         """Answer one question. ``history`` holds the earlier questions of the same conversation.
 
-        When the question alone finds no answer and there is a history, it is asked again
-        together with the previous question ("And what did Aliyev ask for?" after "What did
-        Blinken offer?"), and that answer is used if it is confident.
+        A question that finds no answer alone is searched again together with the previous
+        question ("Et de celle de Prague ?" after "Qu'a dit Aliyev de la rencontre de Genève ?"),
+        and that answer is used when it is confident. (Also trying short follow-ups that did
+        find an answer, keeping the more confident of the two, answered 3 of the 6 seed
+        follow-ups instead of 4: measured, not adopted.)
         """
         settings = self.settings if top_k is None else self.settings.with_(top_k=top_k)
         text = clean_question(question, settings)
         answer = self._ask(text, settings)
-        if settings.followups and answer.abstained and history:
-            previous = " ".join(h for h in history[-1:] if h.strip())
-            if previous:
-                combined = clean_question(f"{previous} {text}"[: settings.max_question_chars], settings)
-                contextual = self._ask(combined, settings)
-                if not contextual.abstained:
-                    answer = replace(contextual, question=text, rewritten_question=combined)
+        previous = next((h for h in reversed(history) if h and h.strip()), None)
+        if not settings.followups or previous is None:
+            return answer
+        if answer.abstained:
+            combined = clean_question(f"{previous} {text}"[: settings.max_question_chars], settings)
+            contextual = self._ask(combined, settings)
+            if not contextual.abstained:
+                answer = replace(contextual, question=text, rewritten_question=combined)
         return answer
 
     def _ask(self, text: str, settings: Settings) -> Answer:
