@@ -7,8 +7,8 @@
 # xquad-*/ (default: ../shared/bench next to the repo). Per set and model it writes
 #   bench/results/<set>.<model>.json             the report (`rag eval --json`)
 #   bench/results/<set>.<model>.questions.jsonl  one row per question (`--out`), for error analysis
-# and keeps the set's index in bench/results/index/<set>.<model>/ (reused while the documents are
-# unchanged, so build_s is null on a rerun). SETS="xquad-de-de xquad-es-es" runs fewer sets; extra
+# and keeps the index in bench/results/index/<documents hash>.<model>/ (shared by sets over the same
+# documents and reused while they are unchanged, so build_s is null on a rerun). SETS="xquad-de-de xquad-es-es" runs fewer sets; extra
 # `rag eval` options go in RAG_EVAL_OPTS (e.g. RAG_EVAL_OPTS="--min passage_hit@1=0.8").
 # Exit status: 0 when every set ran (and met its limits), else the last failing status.
 set -euo pipefail
@@ -39,7 +39,9 @@ for set in $sets; do
   report=$results/$set.$name.json
   echo "== $set, model $model -> $report" >&2
   rc=0
-  "$py" -m rag.cli eval "$dir/questions.jsonl" --docs "$dir/docs" --index "$results/index/$set.$name" \
+  # sets over the same documents (en-de and de-de) share one index: named by the documents' content
+  docs_key=$(cd "$dir/docs" && find . -type f -print0 | sort -z | xargs -0 sha1sum | sha1sum | cut -c1-12)
+  "$py" -m rag.cli eval "$dir/questions.jsonl" --docs "$dir/docs" --index "$results/index/$docs_key.$name" \
     --model "$model" --json --out "$results/$set.$name.questions.jsonl" "${extra[@]}" > "$report.tmp" || rc=$?
   if [ -s "$report.tmp" ]; then  # also on exit 1 (a --min/--max not met): the report is complete
     mv "$report.tmp" "$report"
