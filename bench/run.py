@@ -825,7 +825,7 @@ def w_pipe_build(args: dict[str, Any]) -> dict[str, Any]:
     from rag.load import load_documents
     from rag.settings import Settings
 
-    settings = Settings(model="synthetic")
+    settings = Settings(model="synthetic", lexical="always")
     started = time.perf_counter()
     loaded = load_documents(args["docs_dir"])
     load_s = time.perf_counter() - started
@@ -839,7 +839,9 @@ def w_pipe_query(args: dict[str, Any]) -> dict[str, Any]:
     from rag.pipeline import Pipeline
     from rag.settings import Settings
 
-    settings = Settings(model="synthetic")
+    # lexical "always": every question pays for BM25 too (the bench questions are English and the
+    # corpus German and Spanish, so "same-language" would never use it)
+    settings = Settings(model="synthetic", lexical="always")
     base = current_rss_mb()
     started = time.perf_counter()
     pipe = Pipeline.open(args["index_dir"], settings, SyntheticEncoder(args["dim"]))
@@ -853,7 +855,8 @@ def w_pipe_query(args: dict[str, Any]) -> dict[str, Any]:
             for key in timings:
                 timings[key].append(answer.timings_ms[key])
     out: dict[str, Any] = {"open_s": open_s, "index_mb": loaded_mb, "serve_peak_rss_mb": peak_rss_mb(),
-                           "faiss": type(pipe.index.chunk_faiss).__name__}
+                           "faiss": type(pipe.index.chunk_faiss).__name__,
+                           "faiss_sentences": type(pipe.index.sentence_faiss).__name__}
     for key, values in timings.items():
         out[f"{key}_p50_ms"] = round(pct(values, 50) or 0, 2)
         out[f"{key}_p95_ms"] = round(pct(values, 95) or 0, 2)
@@ -979,9 +982,10 @@ def run_encoding(opts: argparse.Namespace, bench: dict[str, Any], runner: Runner
     return out
 
 
-def run_scale(opts: argparse.Namespace, runner: Runner, dim: int) -> dict[str, Any]:
-    """Part 3: the vector scale curve."""
-    out: dict[str, Any] = {"dim": dim, "k": K, "queries": N_QUERIES, "sizes": {}}
+def run_scale(opts: argparse.Namespace, runner: Runner, dim: int, out: dict[str, Any],
+              saved: Callable[[], None]) -> None:
+    """Part 3: the vector scale curve, into ``out``; ``saved`` is called after each size."""
+    out.update({"dim": dim, "k": K, "queries": N_QUERIES, "sizes": {}})
     for n in opts.sizes:
         folder = CACHE / f"vectors-{dim}-{n}"
         entry: dict[str, Any] = {"raw_vectors_mb": n * dim * 4 / 2**20}
@@ -1006,9 +1010,9 @@ def run_scale(opts: argparse.Namespace, runner: Runner, dim: int) -> dict[str, A
                     (folder / f"{method}.faiss").unlink()
             entry[method] = result
         out["sizes"][n] = entry
+        saved()
         if not opts.keep_vectors and n >= 100_000:
             shutil.rmtree(folder, ignore_errors=True)
-    return out
 
 
 def run_pipeline_scale(opts: argparse.Namespace, bench: dict[str, Any], runner: Runner, work: Path,
@@ -1148,15 +1152,17 @@ def report(results: dict[str, Any]) -> str:
     if pipe:
         lines += ["", f"## Whole-project scale curve (synthetic corpus, generated d={pipe['dim']} vectors; "
                       "encoding excluded)", "",
-                  "| chunks | sentences | FAISS | build s | open s | p50 ms (search / answer) | p95 ms | RAM after "
-                  "open MB | peak build MB | disk MB |", "|---|---|---|---|---|---|---|---|---|---|"]
+                  "| chunks | sentences | FAISS chunks / sentences | build s | open s | p50 ms (search / answer) "
+                  "| p95 ms | RAM after open MB | peak build MB | disk MB |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for n, entry in pipe["sizes"].items():
             b, q = entry.get("build", {}), entry.get("query", {})
             if "error" in b or "error" in q:
                 lines.append(f"| ~{int(n):,} | error: {(b.get('error') or q.get('error'))[:120]} | | | | | | | | |")
                 continue
             lines.append(
-                f"| {b['chunks']:,} | {b['sentences']:,} | {q['faiss']} | {_f(b['build_s'])} | {_f(q['open_s'], 2)} "
+                f"| {b['chunks']:,} | {b['sentences']:,} | {q['faiss']} / {q.get('faiss_sentences', '-')} "
+                f"| {_f(b['build_s'])} | {_f(q['open_s'], 2)} "
                 f"| {_f(q['total_p50_ms'])} ({_f(q['search_p50_ms'])} / {_f(q['answer_p50_ms'])}) "
                 f"| {_f(q['total_p95_ms'])} | {_f(q['index_mb'], 0)} | {_f(b['build_peak_rss_mb'], 0)} "
                 f"| {_f(b['disk_bytes'] / 2**20, 1)} |")
@@ -1182,6 +1188,7 @@ def finish_systems(systems: dict[str, Any], bench: dict[str, Any]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    global CACHE
     parser = argparse.ArgumentParser(description="Speed, quality and scale benchmark (see bench/README.md).")
     parser.add_argument("--set", default="xquad-en-de", help="bench set in ../shared/bench [xquad-en-de]")
     parser.add_argument("--max-docs", type=int, default=None, help="use the first N documents of the set [all]")
@@ -1204,7 +1211,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--keep-vectors", action="store_true", help="keep generated vectors >= 100k in the cache")
     parser.add_argument("--timeout", type=float, default=7200, help="seconds allowed per worker [7200]")
     parser.add_argument("--out", type=Path, default=None, help="JSON file [bench/results/bench-<time>.json]")
+    parser.add_argument("--cache", type=Path, default=CACHE,
+                        help="folder for copied sets, generated vectors and corpora, indexes [bench/results/cache]")
     opts = parser.parse_args(argv)
+    CACHE = opts.cache.resolve()
     if opts.quick:
         opts.max_docs = opts.max_docs or 2
         opts.questions = min(opts.questions, 12)
@@ -1238,8 +1248,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     out_path = opts.out or RESULTS / f"bench-{started.strftime('%Y%m%dT%H%M%S')}.json"
 
     def save() -> None:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
         out_path.write_text(json.dumps(results, indent=2, default=str), encoding="utf-8")
-        shutil.copyfile(out_path, RESULTS / "latest.json")
+        if opts.out is None:
+            shutil.copyfile(out_path, RESULTS / "latest.json")
 
     if not opts.skip_systems:
         log("systems side by side")
@@ -1256,7 +1268,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         save()
     if opts.sizes:
         log("vector scale curve")
-        results["scale"] = run_scale(opts, runner, dim)
+        results["scale"] = {}
+        run_scale(opts, runner, dim, results["scale"], save)
         save()
     results["seconds"] = (datetime.now(timezone.utc) - started).total_seconds()
     results["table"] = report(results)

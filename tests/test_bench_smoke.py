@@ -1,0 +1,131 @@
+"""The benchmark command at its smallest size, its pure helpers, and the backend contract.
+
+No assertion here depends on how fast anything ran: the machine may be shared.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+
+from rag.backends import EmbeddingBackend, FaissStore, LocalEmbedder, VectorStore
+from rag.encoders import HashEncoder
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_BENCH = ROOT.parent / "shared" / "bench"
+
+
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_run", ROOT / "bench" / "run.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _errors(value: object, where: str = "") -> list[str]:
+    """Every worker error anywhere in the results."""
+    if isinstance(value, dict):
+        found = [f"{where}: {value['error']}"] if "error" in value else []
+        for key, item in value.items():
+            found += _errors(item, f"{where}/{key}")
+        return found
+    return []
+
+
+@pytest.mark.skipif(not (SHARED_BENCH / "xquad-en-de").is_dir(), reason="needs ../shared/bench/xquad-en-de")
+def test_benchmark_runs_at_its_smallest_size(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "bench/run.py", "--quick", "--models", "hash", "--skip-baselines",
+         "--cache", str(tmp_path / "cache"), "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=1800,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(out.read_text(encoding="utf-8"))
+    assert _errors(results) == []
+    assert "| ours[hash] |" in proc.stdout
+    assert "## Vector scale curve" in proc.stdout and "## Whole-project scale curve" in proc.stdout
+
+    query = results["systems"]["ours[hash]"]["query"]
+    assert query["questions"] == results["bench"]["questions_count"] > 0
+    assert 0 <= query["passage_hit@1"] <= 1
+    assert set(results["encoding"]["raw"]) == {"threads2", "procs2"}
+    assert results["encoding"]["build"]["procs2"]["chunks"] == results["encoding"]["build"]["library"]["chunks"]
+
+    size = results["scale"]["sizes"]["1000"]
+    assert [s["recall@10"] for s in size["flat"]["serve"]["settings"]] == [1.0]  # exact search is its own truth
+    for method in ("hnsw", "ivf", "ivfsq8"):
+        assert all(0 <= s["recall@10"] <= 1 for s in size[method]["serve"]["settings"])
+    assert results["pipeline_scale"]["sizes"]["1000"]["build"]["chunks"] > 0
+
+
+def test_percentile_and_answer_matching(bench: ModuleType) -> None:
+    assert bench.pct([], 50) is None
+    assert bench.pct([5.0, 1.0, 3.0], 50) == 3.0
+    assert bench.pct([float(i) for i in range(1, 101)], 95) == 95.0
+    assert bench.contains_answer("Die Verteidigung gab nur 308 Punkte ab", ["308"])
+    assert bench.contains_answer("in MÜNCHEN  gebaut", ["munchen gebaut"])
+    assert not bench.contains_answer(None, ["308"])
+    assert not bench.contains_answer("309", ["308"])
+    assert bench.overlaps((0, 10), (9, 20)) and not bench.overlaps((0, 10), (10, 20))
+
+
+def test_exact_top_k_matches_brute_force(bench: ModuleType) -> None:
+    gen = bench.ClusteredVectors(32, centres=50)
+    vectors = gen.sample(1000, seed=1)
+    queries = gen.sample(7, seed=2)
+    found = bench.exact_top_k(vectors, queries, 10, block=128)  # several blocks
+    expected = np.argsort(-(queries @ vectors.T), axis=1, kind="stable")[:, :10]
+    assert np.array_equal(np.sort(found, axis=1), np.sort(expected, axis=1))
+
+
+def test_clustered_vectors_are_unit_deterministic_and_not_isotropic(bench: ModuleType) -> None:
+    gen = bench.ClusteredVectors(64, centres=100)
+    a, b = gen.sample(500, seed=3), gen.sample(500, seed=3)
+    assert np.array_equal(a, b)
+    assert np.allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
+    stats = bench.vector_stats(a)
+    assert stats["random_pair_cosine"] > 0.2  # a shared direction, as real embeddings have
+    assert stats["nearest_cosine"] > stats["random_pair_cosine"]
+
+
+def test_ivf_list_count_grows_with_the_corpus(bench: ModuleType) -> None:
+    assert bench.ivf_nlist(1_000) == 64
+    assert bench.ivf_nlist(1_000_000) == 2048
+    assert bench.ivf_nlist(10) == 16
+
+
+def test_backends_keep_the_contract() -> None:
+    import faiss
+
+    embedder = LocalEmbedder(HashEncoder())
+    assert isinstance(embedder, EmbeddingBackend)
+    vectors = embedder.embed_passages(["alpha beta", "gamma delta", "alpha gamma"])
+    assert vectors.dtype == np.float32 and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    for store in (FaissStore.flat(embedder.dim),
+                  FaissStore(faiss.IndexHNSWFlat(embedder.dim, 8, faiss.METRIC_INNER_PRODUCT))):
+        assert isinstance(store, VectorStore)
+        store.add(np.array([10, 20, 30]), vectors)
+        scores, ids = store.search(vectors[1], 5)
+        assert ids[0, 0] == 20 and scores[0, 0] == pytest.approx(1.0, abs=1e-5)
+        assert list(ids[0, 3:]) == [-1, -1]  # fewer rows than k: padded
+
+
+def test_backend_refuses_mismatched_rows(tmp_path: Path) -> None:
+    store = FaissStore.flat(4)
+    with pytest.raises(ValueError, match="2 ids for 1 vectors"):
+        store.add(np.array([1, 2]), np.ones((1, 4), dtype=np.float32))
+    with pytest.raises(ValueError, match="dimension 3, the index 4"):
+        store.add(np.array([1]), np.ones((1, 3), dtype=np.float32))
+    store.add(np.array([7]), np.ones((1, 4), dtype=np.float32))
+    store.save(tmp_path / "v.faiss")
+    assert FaissStore.load(tmp_path / "v.faiss").search(np.ones(4), 1)[1][0, 0] == 7
