@@ -1,0 +1,122 @@
+"""The app in a real browser: `streamlit run app.py` on the real seeds and default model, driven by Chromium.
+
+Needs Debian's chromium and the `playwright` package (scripts/install_chromium.sh installs both;
+never `playwright install`, which downloads a browser). Saves docs/screenshot.png for the README.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rag.settings import DEFAULT_MODEL
+
+ROOT = Path(__file__).resolve().parent.parent
+SCREENSHOT = ROOT / "docs" / "screenshot.png"
+ARTIFACTS = ROOT / "tests" / "artifacts"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+QUESTION = "What did Blinken offer?"
+EXPECTED = "délimitation des frontières"
+START_TIMEOUT_S = 300  # the first start embeds the seeds with the real model
+ANSWER_TIMEOUT_S = 120
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    # offline: every host but the app's loopback address fails to resolve
+    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+]
+
+pytestmark = pytest.mark.browser
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def app_url(tmp_path: Path) -> Iterator[str]:
+    """`streamlit run app.py` on a free loopback port, with a fresh index of the real seeds."""
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"no Chromium at {CHROMIUM}: run scripts/install_chromium.sh")
+    pytest.importorskip("playwright.sync_api", reason="playwright is missing: run scripts/install_chromium.sh")
+    port = _free_port()
+    env = dict(os.environ, RAG_SEEDS=str(ROOT / "seeds"), RAG_INDEX=str(tmp_path / "index"), RAG_MODEL=DEFAULT_MODEL,
+               STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
+    log_path = tmp_path / "streamlit.log"
+    with open(log_path, "w") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.address", "127.0.0.1",
+             "--server.port", str(port), "--server.headless", "true", "--client.toolbarMode", "viewer"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if server.poll() is not None:
+                pytest.fail(f"streamlit exited with {server.returncode}:\n{log_path.read_text()}")
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"streamlit did not answer on {url}:\n{log_path.read_text()}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def test_ask_in_the_browser_and_open_the_source(app_url: str) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1250})  # the whole chat in one shot
+        try:
+            page.goto(app_url)
+            # the index is built at the first start; the chat input and the facts appear once it is loaded
+            expect(page.get_by_text("Documents: 1")).to_be_visible(timeout=START_TIMEOUT_S * 1000)
+            box = page.get_by_placeholder("Ask a question about the documents")
+            box.fill(QUESTION)
+            box.press("Enter")
+            answer = page.locator("[data-testid='stChatMessage']").nth(1)
+            expect(answer.locator(".rag-answer")).to_be_visible(timeout=ANSWER_TIMEOUT_S * 1000)
+            expect(answer.locator(".rag-answer")).to_contain_text(EXPECTED)
+            quotes = re.findall(r"«(.*?)»\s*\[(\d+)\]", answer.locator(".rag-answer").inner_text())
+            number = next(n for quote, n in quotes if EXPECTED in quote)
+            source = answer.locator("[data-testid='stExpander'] summary").nth(int(number) - 1)
+            expect(source).to_contain_text(f"[{number}] 000_5af0c40136177a6e.txt · 2022-10 · paragraph")
+            source.click()
+            mark = answer.locator("[data-testid='stExpander']").nth(int(number) - 1).locator("mark")
+            expect(mark).to_be_visible()
+            expect(mark).to_contain_text(EXPECTED)
+            assert mark.inner_text() == dict((n, q) for q, n in quotes)[number]  # exactly the cited sentence
+            page.wait_for_timeout(1000)  # let the expander finish opening
+            SCREENSHOT.parent.mkdir(exist_ok=True)
+            page.screenshot(path=str(SCREENSHOT), full_page=True)
+        except Exception:
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "browser-failure.png"), full_page=True)
+            raise
+        finally:
+            browser.close()
