@@ -13,7 +13,6 @@ import streamlit as st
 
 from rag.errors import RagError
 from rag.index import Progress
-from rag.types import BuildReport
 from rag.ui import AnswerView, AppConfig, ChatMessage, Engine, escape_label, history_for, readable_time, text_block
 
 EXAMPLES = (
@@ -37,11 +36,6 @@ def progress_bar(label: str) -> tuple[Progress, st.delta_generator.DeltaGenerato
         bar.progress(done / total if total else 1.0, text=f"{label}: {done} of {total} passages embedded")
 
     return update, bar
-
-
-def report_skipped(report: BuildReport | None) -> None:
-    for skipped in report.skipped if report else ():
-        st.warning(escape_label(f"Skipped {skipped.path}: {skipped.reason}"))
 
 
 def show_answer(view: AnswerView) -> None:
@@ -90,7 +84,6 @@ def rebuild_controls(engine: Engine) -> None:
             st.error(escape_label(f"The index was not rebuilt (the previous one is still in use): {status.error}"))
         elif status.report is not None:
             st.success(f"Index rebuilt: {status.report.documents} documents in {status.report.seconds:.1f} s.")
-            report_skipped(status.report)
 
 
 st.set_page_config(page_title="Ask the documents", page_icon=":material/article:")
@@ -106,9 +99,8 @@ try:
     if not engine.ready:
         with st.spinner("Loading the model and the index…"):
             update, bar = progress_bar("Building the index")
-            report = engine.start(update)
+            engine.start(update)
             bar.empty()
-        report_skipped(report)
 except RagError as exc:
     st.error(escape_label(f"The documents cannot be searched yet: {exc}"))
 
@@ -127,6 +119,8 @@ with st.sidebar:
             f"- Documents: {facts.documents}\n- Chunks: {facts.chunks}\n- Sentences: {facts.sentences}\n"
             f"- Model: {escape_label(facts.model)}\n- Built at: {escape_label(readable_time(facts.built_at))}"
         )
+        for skipped in facts.skipped:
+            facts_box.caption(escape_label(f"Skipped {skipped.path}: {skipped.reason}"))
     st.header("Try")
     for number, example in enumerate(EXAMPLES):
         if st.button(escape_label(example), key=f"example-{number}", width="stretch"):

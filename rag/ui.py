@@ -272,6 +272,7 @@ class Engine:
         self._encoder_factory = encoder_factory
         self._encoder: Encoder | None = None
         self._pipeline: Pipeline | None = None
+        self._refused_build: str | None = None  # a build on disk that could not be opened
         self._lock = threading.Lock()
         self._rebuild = RebuildStatus()
         self._rebuild_thread: threading.Thread | None = None
@@ -303,12 +304,15 @@ class Engine:
         if self._pipeline is None:
             raise IndexMissingError("the index is not loaded yet")
         try:
-            changed = current_build(self.config.index).name != self._pipeline.index.path.name
+            on_disk = current_build(self.config.index).name
         except RagError:  # removed or damaged on disk: the loaded copy still answers
-            changed = False
-        if changed:
+            return self._pipeline
+        if on_disk not in (self._pipeline.index.path.name, self._refused_build):
             with self._lock:
-                self._pipeline = Pipeline.open(self.config.index, self.settings, self.encoder)
+                try:
+                    self._pipeline = Pipeline.open(self.config.index, self.settings, self.encoder)
+                except RagError:  # damaged, or built with another model: keep answering, and do not retry it
+                    self._refused_build = on_disk
         return self._pipeline
 
     def rebuild(self, progress: Progress | None = None) -> BuildReport:

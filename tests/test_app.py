@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
+from test_ui import HOSTILE, make_harbour, visible  # tests/ is on sys.path (no __init__.py)
 
 import rag.index
 from rag.index import current_build
 from rag.pipeline import Pipeline
-from tests.test_ui import HOSTILE, make_harbour, visible
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
 TIMEOUT = 120
@@ -135,7 +135,9 @@ def test_model_and_index_load_once(seeds: Path, monkeypatch: pytest.MonkeyPatch)
 
 
 def test_sidebar_top_k_examples_and_clear(seeds: Path) -> None:
+    (seeds / "broken.txt").write_bytes(b"\x00\x01binary")
     at = start()
+    assert any(c.value.startswith(r"Skipped broken\.txt\: binary file") for c in at.sidebar.caption)
     at.sidebar.slider(key="top_k").set_value(1).run()
     at.sidebar.button(key="example-0").click().run()
     assert not at.exception
