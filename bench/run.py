@@ -209,16 +209,21 @@ def summarise_cases(cases: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def chunk_texts(docs_dir: str, settings: Any) -> tuple[list[str], list[str]]:
-    """The chunk and sentence texts ``build_index`` encodes for these documents."""
+    """The texts ``build_index`` encodes for these documents: chunks, then sentences and the
+    bundled background sentences of the documents' languages (when the library has them)."""
+    from rag import index as rag_index
     from rag.chunk import chunk_document
     from rag.load import load_documents
 
     chunks, sentences = [], []
-    for doc in load_documents(docs_dir).documents:
+    documents = load_documents(docs_dir).documents
+    for doc in documents:
         c, s = chunk_document(doc, settings.chunk_size, settings.chunk_overlap, len(sentences))
         chunks.extend(c)
         sentences.extend(s)
-    return [c.text for c in chunks], [s.text for s in sentences]
+    background = getattr(rag_index, "background_sentences", None)
+    extra = sorted(set(background([d.lang for d in documents]))) if background else []
+    return [c.text for c in chunks], [s.text for s in sentences] + extra
 
 
 def e5_tokens(texts: Sequence[str]) -> int:
