@@ -82,7 +82,7 @@ def _is_abbreviation(text: str, start: int, dot: int) -> bool:
     if not word:
         return False
     low = word.lower()
-    if low in ABBREVIATIONS or low.split(".")[-1] in ABBREVIATIONS and "." in low:
+    if low in ABBREVIATIONS or (low.split(".")[-1] in ABBREVIATIONS and "." in low):
         return True
     if len(word) == 1 and word.isalpha():  # an initial: "J. Sullivan"
         return True

@@ -231,15 +231,18 @@ def ask_cmd(seeds: Path, index_dir: Path, model: str | None, debug: bool, questi
               help="Exit 1 when a metric is above VALUE, e.g. false_abstention_rate=0.1. Repeatable.")
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Write one JSON line per question (gold ranks, answer, abstention, confidence, latency).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Change a setting for this run, e.g. lexical=never or answer_margin=1.0. Repeatable.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def eval_cmd(questions: Path, docs: Path | None, index_dir: Path, model: str | None, as_json: bool,
-             minimums: tuple[str, ...], maximums: tuple[str, ...], out: Path | None, debug: bool) -> None:
+             minimums: tuple[str, ...], maximums: tuple[str, ...], out: Path | None, overrides: tuple[str, ...],
+             debug: bool) -> None:
     """Measure retrieval, answers, citations, abstention and latency on QUESTIONS (a JSONL question set)."""
     from .evaluate import check_limits, evaluate, load_questions, parse_limits, report_dict, report_text, write_results
     from .pipeline import Pipeline, ensure_index
 
     with _friendly_errors(debug):
-        settings = _settings(index_dir, model)
+        settings = _settings(index_dir, model).with_overrides(overrides)
         limits = parse_limits(minimums, maximums)
         question_set = load_questions(questions)  # refuse a bad file before any slow work
         build_s = None

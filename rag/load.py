@@ -93,7 +93,9 @@ def load_documents(root: str | os.PathLike[str]) -> LoadResult:
     """
     folder = Path(root)
     if not folder.is_dir():
-        raise DocumentsError(f"documents folder {str(folder)!r} does not exist: create it and put .txt or .md files in it")
+        raise DocumentsError(
+            f"documents folder {str(folder)!r} does not exist: create it and put .txt or .md files in it"
+        )
     documents: list[Document] = []
     skipped: list[SkippedFile] = []
     for path in iter_files(folder):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -60,6 +61,34 @@ class Settings:
     def with_(self, **changes: Any) -> Settings:
         """A copy with some fields changed; None values are ignored (handy for CLI options)."""
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def with_overrides(self, pairs: Sequence[str]) -> Settings:
+        """A copy with ``KEY=VALUE`` strings applied (``lexical=never``, ``answer_margin=1.0``)."""
+        types = {f.name: f.type for f in fields(self)}
+        changes: dict[str, Any] = {}
+        for pair in pairs:
+            key, sep, raw = pair.partition("=")
+            key = key.strip()
+            if not sep or key not in types:
+                known = ", ".join(sorted(types))
+                raise SettingsError(f"unknown setting {pair!r}: use KEY=VALUE with KEY one of {known}")
+            kind = str(types[key])
+            try:
+                if raw.strip().lower() in ("none", "null") and "None" in kind:
+                    changes[key] = None
+                elif kind.startswith("int"):
+                    changes[key] = int(raw)
+                elif kind.startswith("float"):
+                    changes[key] = float(raw)
+                elif kind.startswith("bool"):
+                    if raw.strip().lower() not in ("true", "false", "1", "0", "yes", "no"):
+                        raise ValueError(raw)
+                    changes[key] = raw.strip().lower() in ("true", "1", "yes")
+                else:
+                    changes[key] = raw
+            except ValueError:
+                raise SettingsError(f"setting {key} needs a value of type {kind}, not {raw!r}") from None
+        return replace(self, **changes)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Settings:
