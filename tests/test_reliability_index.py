@@ -8,6 +8,7 @@ stderr and no traceback; and running the named command must repair the index.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shlex
@@ -99,8 +100,6 @@ def _replace_vectors(name: str, dim: int) -> Callable[[Path], None]:
         rows = np.load(build / name).shape[0]
         np.save(build / name, np.ones((rows, dim), dtype=np.float32), allow_pickle=False)
         manifest = json.loads((build / "manifest.json").read_text(encoding="utf-8"))
-        import hashlib
-
         data = (build / name).read_bytes()
         manifest["files"][name] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
         (build / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
