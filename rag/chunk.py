@@ -211,10 +211,13 @@ def chunk_document(
     merger = _SentenceMerger(chunk_size, chunk_overlap)
     paras = paragraphs(doc)
     sentences = split_sentences(doc, paras)
+    by_paragraph: dict[int, list[Span]] = {}
+    for sentence in sentences:  # grouped once: a scan per paragraph made big files quadratic
+        by_paragraph.setdefault(sentence.paragraph, []).append(sentence)
     chunks: list[Chunk] = []
     sid = 0
     for para in paras:
-        para_sents = [s for s in sentences if s.paragraph == para.number]
+        para_sents = by_paragraph.get(para.number, [])
         # each piece runs to the start of the next sentence, so joined pieces are the paragraph
         starts = [s.start for s in para_sents] + [para.end]
         pieces = [doc.text[a:b] for a, b in zip(starts, starts[1:])]

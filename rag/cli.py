@@ -133,7 +133,7 @@ def index_cmd(seeds: Path, index_dir: Path, model: str | None, debug: bool, full
     from .load import load_documents
 
     with _friendly_errors(debug):
-        settings = Settings().with_(model=model or DEFAULT_MODEL)
+        settings = _settings(index_dir, model)
         loaded = load_documents(seeds)
         for skipped in loaded.skipped:
             click.echo(f"warning: skipping {skipped.path}: {skipped.reason}", err=True)

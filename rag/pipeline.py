@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import time
 import unicodedata
 from collections.abc import Sequence
@@ -35,6 +36,8 @@ def clean_question(question: str, settings: Settings) -> str:
             f"the question is {len(question):,} characters long; the limit is "
             f"{settings.max_question_chars:,}: ask a shorter question"
         )
+    # lone surrogates come from undecodable bytes on the command line; they cannot be printed
+    question = question.encode("utf-8", "replace").decode("utf-8")
     text = _CONTROL.sub(" ", unicodedata.normalize("NFC", question))
     text = " ".join(text.split())
     if not text:
@@ -77,7 +80,15 @@ class Pipeline:
              encoder: Encoder | None = None) -> Pipeline:
         settings = settings or Settings()
         index = open_index(Path(index_dir), settings)
-        return cls(index, encoder or create_encoder(settings.model, settings.threads), settings)
+        encoder = encoder or create_encoder(settings.model, settings.threads)
+        built = index.manifest["model"]
+        if encoder.dim != built.get("dim") or encoder.model_id != built.get("id"):
+            raise IndexMismatchError(
+                f"the index at {str(index_dir)!r} was built by {built.get('id')!r} ({built.get('dim')} dimensions) "
+                f"but the model now loaded is {encoder.model_id!r} ({encoder.dim} dimensions): rebuild it with "
+                f"`rag index --full --model {settings.model} --index {shlex.quote(str(index_dir))}`"
+            )
+        return cls(index, encoder, settings)
 
     def ask(self, question: str, history: Sequence[str] = (), top_k: int | None = None) -> Answer:
         """Answer one question. ``history`` holds the earlier questions of the same conversation.

@@ -208,8 +208,6 @@ class _SameDimOtherModel(HashEncoder):
     model_id = "another-model-256"
 
 
-@pytest.mark.xfail(strict=True, reason="bug (pipeline.py): Pipeline.open does not compare the encoder's dim and "
-                                       "model_id with the manifest; the first question fails in FAISS")
 @pytest.mark.parametrize("encoder", [_OtherHash, _SameDimOtherModel], ids=["other-dimension", "other-model-id"])
 def test_encoder_that_differs_from_the_manifest_is_refused_at_open(built: Path, encoder: type) -> None:
     with pytest.raises(IndexMismatchError, match=r"`rag index --full"):

@@ -65,10 +65,6 @@ QUESTIONS: dict[str, str] = {
     "Greek": "Ποιος τηλεφώνησε στον πρόεδρο Αλίεφ;",
     "French, plain": "Qui a appelé le président Ilham Aliyev ?",
 }
-SURROGATE_BUG = pytest.mark.xfail(
-    strict=True, reason="bug (pipeline.clean_question): a lone surrogate (argv bytes that are not UTF-8) is kept, "
-    "so the answer cannot be written as UTF-8: CliRunner fails, a real process prints invalid UTF-8 JSON",
-)
 REFUSED = {
     "empty": "empty", "spaces": "empty", "whitespace mix": "empty", "unicode spaces": "empty",
     "only NUL": "empty", "only control characters": "empty",
@@ -90,7 +86,7 @@ def pipeline(index_dir: Path) -> Pipeline:
 
 
 def _cases() -> list[object]:
-    return [pytest.param(n, marks=SURROGATE_BUG) if n == "lone surrogate" else n for n in sorted(QUESTIONS)]
+    return sorted(QUESTIONS)
 
 
 def _check_citations(answer: Answer) -> None:
@@ -191,7 +187,7 @@ def _real_ask(index_dir: Path, question: bytes) -> subprocess.CompletedProcess[b
     (b"\x1b[2J\x1b[31mAliyev\x07 \xe2\x80\xae?", 0),
     (b"   ", 2),
     (b"B" * 100_000, 2),
-    pytest.param(b"Blinken \xff\xfe ?", 0, marks=SURROGATE_BUG),
+    (b"Blinken \xff\xfe ?", 0),
 ], ids=["escape sequences", "blank", "100,000 bytes", "not UTF-8"])
 def test_cli_in_a_real_process_with_raw_argv_bytes(index_dir: Path, question: bytes, expected: int) -> None:
     """Through a real argv: escape sequences, bytes that are not UTF-8, a 100,000-byte argument."""
