@@ -201,7 +201,7 @@ def summarise_cases(cases: list[dict[str, Any]]) -> dict[str, Any]:
     for key in ("passage_hit@1", "answer_accuracy", "top_chunk_has_answer"):
         values = [c[key] for c in cases if c.get(key) is not None]
         out[key] = round(sum(values) / len(values), 4) if values else None
-    for part in ("encode", "search", "answer", "total"):
+    for part in ("encode", "search", "answer", "total", "cpu"):
         values = [c["ms"][part] for c in cases if part in c.get("ms", {})]
         out[f"{part}_p50_ms"] = round(pct(values, 50), 2) if values else None  # type: ignore[arg-type]
         out[f"{part}_p95_ms"] = round(pct(values, 95), 2) if values else None  # type: ignore[arg-type]
@@ -544,11 +544,13 @@ def w_ours_query(args: dict[str, Any]) -> dict[str, Any]:
         pipe.ask(row["question"])
     cases = []
     for row in rows:
+        c0 = time.process_time()
         answer = pipe.ask(row["question"])
+        cpu = (time.process_time() - c0) * 1000
         top = answer.sources[0] if answer.sources else None
         case = score_case(row, texts, (top.doc, top.start, top.end) if top else None, answer.text,
                           top.text if top else None)
-        case["ms"] = dict(answer.timings_ms)
+        case["ms"] = {**answer.timings_ms, "cpu": cpu}
         cases.append(case)
     return {**summarise_cases(cases), "peak_rss_mb": peak_rss_mb()}
 
@@ -610,7 +612,7 @@ def w_lc_query(args: dict[str, Any]) -> dict[str, Any]:
         index.search(model.encode([row["question"]], normalize_embeddings=True), 1)
     cases = []
     for row in rows:
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         q = model.encode([row["question"]], normalize_embeddings=True, convert_to_numpy=True).astype(np.float32)
         t1 = time.perf_counter()
         _, ids = index.search(q, 1)
@@ -619,7 +621,7 @@ def w_lc_query(args: dict[str, Any]) -> dict[str, Any]:
         t3 = time.perf_counter()
         case = score_case(row, texts, (top["doc"], top["start"], top["end"]), top["text"], top["text"])
         case["ms"] = {"encode": (t1 - t0) * 1000, "search": (t2 - t1) * 1000, "answer": (t3 - t2) * 1000,
-                      "total": (t3 - t0) * 1000}
+                      "total": (t3 - t0) * 1000, "cpu": (time.process_time() - c0) * 1000}
         cases.append(case)
     return {**summarise_cases(cases), "peak_rss_mb": peak_rss_mb()}
 
@@ -654,13 +656,14 @@ def w_tx_query(args: dict[str, Any]) -> dict[str, Any]:
         embeddings.search(row["question"], 1)
     cases = []
     for row in rows:
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         found = embeddings.search(row["question"], 1)
         t1 = time.perf_counter()
+        cpu = (time.process_time() - c0) * 1000
         top = chunks[int(found[0]["id"])] if found else None
         case = score_case(row, texts, (top["doc"], top["start"], top["end"]) if top else None,
                           found[0]["text"] if found else None, top["text"] if top else None)
-        case["ms"] = {"total": (t1 - t0) * 1000}  # txtai encodes and searches in one call
+        case["ms"] = {"total": (t1 - t0) * 1000, "cpu": cpu}  # txtai encodes and searches in one call
         cases.append(case)
     return {**summarise_cases(cases), "peak_rss_mb": peak_rss_mb()}
 
@@ -748,9 +751,9 @@ def w_scale_serve(args: dict[str, Any]) -> dict[str, Any]:
         apply_search_setting(index, setting)
         index.search(queries[:2], K)  # warm
         found = np.zeros((len(queries), K), dtype=np.int64)
-        latencies = []
+        latencies, cpu = [], []
         for i, q in enumerate(queries):
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             _, ids = index.search(q[None, :], max(K, rerank))
             if vectors is not None:  # exact cosine of the candidates, as rag.retrieve re-scores them
                 cand = ids[0][ids[0] >= 0]
@@ -758,10 +761,12 @@ def w_scale_serve(args: dict[str, Any]) -> dict[str, Any]:
                 ids = np.sort(cand)[np.argsort(-sims)][None, :K]
             if i < len(timed):
                 latencies.append((time.perf_counter() - t0) * 1000)
+                cpu.append((time.process_time() - c0) * 1000)
             found[i, : ids.shape[1]] = ids[0][:K]
         recall = float(np.mean([len(set(found[i]) & set(truth[i])) / K for i in range(len(queries))]))
         results.append({**setting, "recall@10": round(recall, 4), "p50_ms": round(pct(latencies, 50) or 0, 3),
-                        "p95_ms": round(pct(latencies, 95) or 0, 3), "timed_queries": len(latencies)})
+                        "p95_ms": round(pct(latencies, 95) or 0, 3),
+                        "cpu_p50_ms": round(pct(cpu, 50) or 0, 3), "timed_queries": len(latencies)})
     return {"load_s": load_s, "index_mb": loaded_mb, "serve_peak_rss_mb": peak_rss_mb(), "settings": results}
 
 
@@ -1065,28 +1070,29 @@ def report(results: dict[str, Any]) -> str:
     systems = results.get("systems", {})
     if systems:
         lines += ["", "## Systems side by side (ratios: system / ours with the default model)", "",
-                  "| system | build s | chunks/s | tokens/s | p50 ms (enc / search / answer) | p95 ms | cold s "
-                  "| peak MB build/serve | disk MB | passage_hit@1 | answer_acc | top chunk has answer |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| system | build s | chunks/s | tokens/s | p50 ms (enc / search / answer) | p95 ms | CPU ms p50 "
+                  "| cold s | peak MB build/serve | disk MB | passage_hit@1 | answer_acc | top chunk has answer |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         ours_key = next(iter(systems))
         ours = systems[ours_key]
         for label, entry in systems.items():
             b, q, c = entry.get("build", {}), entry.get("query", {}), entry.get("cold", {})
             if "error" in b or "error" in q:
                 lines.append(f"| {label} | not available: {(b.get('error') or q.get('error'))[:160]} "
-                             + "| " * 11)
+                             + "| " * 12)
                 continue
             split = " / ".join(_f(q.get(f"{p}_p50_ms")) for p in ("encode", "search", "answer"))
             lines.append(
                 f"| {label} | {_f(b.get('seconds'))} | {_f(b.get('chunks_per_s'))} | {_f(b.get('tokens_per_s'), 0)} "
-                f"| {_f(q.get('total_p50_ms'))} ({split}) | {_f(q.get('total_p95_ms'))} "
+                f"| {_f(q.get('total_p50_ms'))} ({split}) | {_f(q.get('total_p95_ms'))} | {_f(q.get('cpu_p50_ms'))} "
                 f"| {_f(c.get('cold_start_s'))} | {_f(b.get('peak_rss_mb'), 0)}/{_f(q.get('peak_rss_mb'), 0)} "
                 f"| {_f(b.get('disk_bytes', 0) / 2**20, 2)} | {_f(q.get('passage_hit@1'), 3)} "
                 f"| {_f(q.get('answer_accuracy'), 3)} | {_f(q.get('top_chunk_has_answer'), 3)} |")
         ob, oq, oc = ours.get("build", {}), ours.get("query", {}), ours.get("cold", {})
         if "error" not in ob and "error" not in oq:
-            lines += ["", "| system | build time | p50 latency | p95 latency | cold start | serve memory | disk "
-                          "| passage_hit@1 | answer_acc |", "|---|---|---|---|---|---|---|---|---|"]
+            lines += ["", "| system | build time | p50 latency | p95 latency | CPU per question | cold start "
+                          "| serve memory | disk | passage_hit@1 | answer_acc |",
+                          "|---|---|---|---|---|---|---|---|---|---|"]
             for label, entry in systems.items():
                 b, q, c = entry.get("build", {}), entry.get("query", {}), entry.get("cold", {})
                 if "error" in b or "error" in q:
@@ -1095,6 +1101,7 @@ def report(results: dict[str, Any]) -> str:
                     f"| {label} | {_ratio(b.get('seconds'), ob.get('seconds'))} "
                     f"| {_ratio(q.get('total_p50_ms'), oq.get('total_p50_ms'))} "
                     f"| {_ratio(q.get('total_p95_ms'), oq.get('total_p95_ms'))} "
+                    f"| {_ratio(q.get('cpu_p50_ms'), oq.get('cpu_p50_ms'))} "
                     f"| {_ratio(c.get('cold_start_s'), oc.get('cold_start_s'))} "
                     f"| {_ratio(q.get('peak_rss_mb'), oq.get('peak_rss_mb'))} "
                     f"| {_ratio(b.get('disk_bytes'), ob.get('disk_bytes'))} "
@@ -1120,12 +1127,12 @@ def report(results: dict[str, Any]) -> str:
     if scale:
         lines += ["", f"## Vector scale curve (synthetic clustered vectors, d={scale['dim']}, {scale['queries']} "
                       f"queries, recall@{scale['k']} against exact search, single-query latency)", "",
-                  "| n | index | build s | setting | recall@10 | p50 ms | p95 ms | index MB in RAM | x raw | disk MB |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  "| n | index | build s | setting | recall@10 | p50 ms | p95 ms | CPU p50 ms | index MB in RAM "
+                  "| x raw | disk MB |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         for n, entry in scale["sizes"].items():
             raw = entry["raw_vectors_mb"]
             if "error" in entry.get("data", {}):
-                lines.append(f"| {int(n):,} | data | error: {entry['data']['error'][:100]} | | | | | | | |")
+                lines.append(f"| {int(n):,} | data | error: {entry['data']['error'][:100]} | | | | | | | | |")
                 continue
             for method in ("flat", "hnsw", "ivf", "ivfsq8"):
                 m = entry.get(method)
@@ -1133,7 +1140,7 @@ def report(results: dict[str, Any]) -> str:
                     continue
                 if "skipped" in m or "error" in m.get("build", {}):
                     why = m.get("skipped") or m["build"]["error"][:100]
-                    lines.append(f"| {int(n):,} | {method} | {why} | | | | | | | |")
+                    lines.append(f"| {int(n):,} | {method} | {why} | | | | | | | | |")
                     continue
                 build = m["build"]
                 for key in ("serve", "serve_rerank50"):
@@ -1141,7 +1148,7 @@ def report(results: dict[str, Any]) -> str:
                     if not serve:
                         continue
                     if "error" in serve:
-                        lines.append(f"| {int(n):,} | {method} | error: {serve['error'][:100]} | | | | | | | |")
+                        lines.append(f"| {int(n):,} | {method} | error: {serve['error'][:100]} | | | | | | | | |")
                         continue
                     for s in serve["settings"]:
                         setting = ", ".join(f"{k}={v}" for k, v in s.items()
@@ -1151,7 +1158,9 @@ def report(results: dict[str, Any]) -> str:
                         extra = f" nlist={build['nlist']}" if "nlist" in build else ""
                         lines.append(
                             f"| {int(n):,} | {method}{extra} | {_f(build['build_s'])} | {setting} | "
-                            f"{s['recall@10']:.3f} | {s['p50_ms']:.2f} | {s['p95_ms']:.2f} | {serve['index_mb']:,.0f} "
+                            f"{s['recall@10']:.3f} | {s['p50_ms']:.2f} | {s['p95_ms']:.2f} "
+                            f"| {_f(s.get('cpu_p50_ms'), 2)} "
+                            f"| {serve['index_mb']:,.0f} "
                             f"| {serve['index_mb'] / raw:.2f} | {build['disk_bytes'] / 2**20:,.0f} |")
     pipe = results.get("pipeline_scale")
     if pipe:
