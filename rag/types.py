@@ -58,6 +58,12 @@ class Chunk(Span):
     last_sentence: int = 0
 
 
+def citation_label(quoted: Citation | Source) -> str:
+    """``[1] doc.txt, 2022-10, paragraph 2, chars 743-1094``"""
+    dated = f", {quoted.date}" if quoted.date else ""
+    return f"[{quoted.number}] {quoted.doc}{dated}, paragraph {quoted.paragraph}, chars {quoted.start}-{quoted.end}"
+
+
 @dataclass(frozen=True)
 class Citation:
     """One quoted sentence of an answer with where it comes from."""
@@ -73,8 +79,7 @@ class Citation:
 
     @property
     def label(self) -> str:
-        dated = f", {self.date}" if self.date else ""
-        return f"[{self.number}] {self.doc}{dated}, paragraph {self.paragraph}, chars {self.start}-{self.end}"
+        return citation_label(self)
 
 
 @dataclass(frozen=True)
@@ -92,8 +97,7 @@ class Source:
 
     @property
     def label(self) -> str:
-        dated = f", {self.date}" if self.date else ""
-        return f"[{self.number}] {self.doc}{dated}, paragraph {self.paragraph}, chars {self.start}-{self.end}"
+        return citation_label(self)
 
 
 @dataclass(frozen=True)
