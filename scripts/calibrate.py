@@ -89,6 +89,8 @@ def main() -> int:
     parser.add_argument("--halves", default="even,odd")
     parser.add_argument("--target", type=float, default=0.03)
     parser.add_argument("--work", type=Path, default=REPO / "bench" / "results" / "calibration")
+    parser.add_argument("--reuse-rows", action="store_true",
+                        help="Pool the rows files of an earlier run instead of asking the questions again.")
     parser.add_argument("--from-index", type=Path, action="append", default=[],
                         help="A full index of the same documents and model (e.g. from scripts/xquad_eval.sh) to "
                              "start each half from: the incremental build then reuses its vectors and only "
@@ -114,8 +116,9 @@ def main() -> int:
             cmd = [sys.executable, "-m", "rag.cli", "eval", str(questions), "--docs", str(docs),
                    "--index", str(index), "--model", args.model,
                    "--json", "--out", str(out)]
-            print("$", " ".join(cmd), file=sys.stderr)
-            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+            if not (args.reuse_rows and out.exists()):
+                print("$", " ".join(cmd), file=sys.stderr)
+                subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
             set_rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
             per_set[f"{name}/{half}"] = sweep(set_rows, args.target)
             rows.extend(set_rows)
