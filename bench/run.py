@@ -507,6 +507,26 @@ def w_raw_encode(args: dict[str, Any]) -> dict[str, Any]:
     return {"seconds": seconds, "texts": len(texts), "peak_rss_mb": peak_rss_mb() + children_peak_rss_mb()}
 
 
+def w_query_encode(args: dict[str, Any]) -> dict[str, Any]:
+    """CPU and wall time to encode one question, per member of the model, with N threads."""
+    from rag.encoders import FusionEncoder, create_encoder
+
+    encoder = create_encoder(resolve_model(args["model"]), args["threads"])
+    members = [m for m, _ in encoder.members] if isinstance(encoder, FusionEncoder) else [encoder]
+    questions = [row["question"] for row in read_questions(args["questions"])][: args.get("n", 30)]
+    out = {}
+    for member in members:
+        member.encode_queries(["warm up"])
+        cpu, wall = [], []
+        for question in questions:
+            c0, t0 = time.process_time(), time.perf_counter()
+            member.encode_queries([question])
+            cpu.append((time.process_time() - c0) * 1000)
+            wall.append((time.perf_counter() - t0) * 1000)
+        out[member.model_id] = {"cpu_p50_ms": pct(cpu, 50), "wall_p50_ms": pct(wall, 50), "questions": len(cpu)}
+    return {"threads": args["threads"], "members": out}
+
+
 def w_ours_build(args: dict[str, Any]) -> dict[str, Any]:
     from rag.encoders import create_encoder
     from rag.index import build_index
@@ -876,7 +896,7 @@ def w_pipe_query(args: dict[str, Any]) -> dict[str, Any]:
 
 
 WORKERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
-    "raw_encode": w_raw_encode, "ours_build": w_ours_build, "ours_query": w_ours_query,
+    "raw_encode": w_raw_encode, "query_encode": w_query_encode, "ours_build": w_ours_build, "ours_query": w_ours_query,
     "lc_build": w_lc_build, "lc_query": w_lc_query, "tx_build": w_tx_build, "tx_query": w_tx_query,
     "cold": w_cold, "scale_gen": w_scale_gen, "scale_build": w_scale_build, "scale_serve": w_scale_serve,
     "pipe_build": w_pipe_build, "pipe_query": w_pipe_query,
@@ -985,6 +1005,8 @@ def run_encoding(opts: argparse.Namespace, bench: dict[str, Any], runner: Runner
             r["tokens_per_s"] = tokens / r["seconds"]
             r["encode_tokens_per_s"] = tokens / r["encode_seconds"]
         out["build"][encoder] = r
+    out["query"] = {t: runner.run("query_encode", {"model": spec, "threads": t, "questions": bench["questions"]})
+                    for t in (1, 2)}
     raw_best = max((r["tokens_per_s"] for r in out["raw"].values() if "tokens_per_s" in r), default=None)
     out["raw_best_tokens_per_s"] = raw_best
     if raw_best:
@@ -1125,6 +1147,14 @@ def report(results: dict[str, Any]) -> str:
                 continue
             lines.append(f"| build_index, {name} encoder (whole build) | {_f(r['seconds'])} "
                          f"| {_f(r['tokens_per_s'], 0)} | {_f(r.get('fraction_of_raw', 0) * 100, 0, '%')} |")
+        if enc.get("query"):
+            lines += ["", "| query encoder (one question) | threads | CPU ms p50 | wall ms p50 |", "|---|---|---|---|"]
+            for threads, r in enc["query"].items():
+                if "error" in r:
+                    lines.append(f"| error: {r['error'][:120]} | {threads} | | |")
+                    continue
+                for member, m in r["members"].items():
+                    lines.append(f"| {member} | {threads} | {_f(m['cpu_p50_ms'])} | {_f(m['wall_p50_ms'])} |")
     scale = results.get("scale")
     if scale:
         lines += ["", f"## Vector scale curve (synthetic clustered vectors, d={scale['dim']}, {scale['queries']} "

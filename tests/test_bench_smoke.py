@@ -59,6 +59,7 @@ def test_benchmark_runs_at_its_smallest_size(tmp_path: Path) -> None:
     assert query["questions"] == results["bench"]["questions_count"] > 0
     assert 0 <= query["passage_hit@1"] <= 1
     assert set(results["encoding"]["raw"]) == {"threads2", "procs2"}
+    assert set(results["encoding"]["query"]) == {"1", "2"}
     assert results["encoding"]["build"]["procs2"]["chunks"] == results["encoding"]["build"]["library"]["chunks"]
 
     size = results["scale"]["sizes"]["1000"]
