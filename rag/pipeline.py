@@ -45,6 +45,11 @@ def clean_question(question: str, settings: Settings) -> str:
     return text
 
 
+def encoder_for(settings: Settings) -> Encoder:
+    """The encoder ``settings`` ask for (pooled for large builds when ``settings.processes`` > 1)."""
+    return create_encoder(settings.model, settings.threads, settings.processes)
+
+
 def ensure_index(
     documents_dir: str | os.PathLike[str],
     index_dir: str | os.PathLike[str],
@@ -63,7 +68,7 @@ def ensure_index(
     if status == "mismatch":
         open_index(index_dir, settings, verify=False)  # raises IndexMismatchError with the fix
         raise IndexMismatchError(f"the index at {str(index_dir)!r} was built with another model")  # pragma: no cover
-    encoder = encoder or create_encoder(settings.model, settings.threads)
+    encoder = encoder or encoder_for(settings)
     return build_index(loaded, index_dir, settings, encoder, progress=progress)
 
 
@@ -80,7 +85,7 @@ class Pipeline:
              encoder: Encoder | None = None) -> Pipeline:
         settings = settings or Settings()
         index = open_index(Path(index_dir), settings)
-        encoder = encoder or create_encoder(settings.model, settings.threads)
+        encoder = encoder or create_encoder(settings.model, settings.threads)  # questions only: no pool
         built = index.manifest["model"]
         if encoder.dim != built.get("dim") or encoder.model_id != built.get("id"):
             raise IndexMismatchError(

@@ -18,8 +18,10 @@ class Settings:
     model: str = DEFAULT_MODEL
     chunk_size: int = 1200  # characters; XQuAD paragraphs are 803 chars at the median
     chunk_overlap: int = 200
+    # -- how fast, never what: free to change between builds --
+    threads: int = 2  # threads of the model in this process (questions, small builds)
+    processes: int = 2  # worker processes encoding a large build (1: encode in this process); see rag.pool
     # -- query time --
-    threads: int = 2
     top_k: int = 5  # passages shown as sources
     candidates: int = 100  # nearest chunks and sentences fetched before exact re-scoring
     max_answer_sentences: int = 3
@@ -32,8 +34,8 @@ class Settings:
     followups: bool = True
 
     def __post_init__(self) -> None:
-        positive = ("chunk_size", "threads", "top_k", "candidates", "max_answer_sentences", "answer_chunks",
-                    "max_question_chars")
+        positive = ("chunk_size", "threads", "processes", "top_k", "candidates", "max_answer_sentences",
+                    "answer_chunks", "max_question_chars")
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:

