@@ -14,8 +14,8 @@ Parts:
    hybrid + MiniLM: build time and throughput, warm latency p50/p95 (encode, search,
    answer), cold start to first answer, peak memory, index size, quality, ratios to ours;
 2. encoding: raw encoder throughput on the same texts (2 threads in one process vs 2
-   processes of 1 thread) against what ``rag.index.build_index`` reaches, with the library
-   encoder and with the process-pool prototype below;
+   warm worker processes of 1 thread, ``rag.pool``) against what ``rag.index.build_index``
+   reaches as a whole build, with the default settings (pooled) and with ``processes=1``;
 3. vector scale curve, 1k to 1M synthetic clustered vectors of the default model's
    dimension: exact, HNSW and IVF(+SQ8) indexes, build time, p50/p95 search latency,
    recall@10 against exact search, serving memory and disk;
@@ -72,6 +72,12 @@ N_CENTRES = 4096
 def peak_rss_mb() -> float:
     """This process's peak resident memory so far (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def workers_peak_rss_mb(workers: int = 2) -> float:
+    """Peak memory of the encoding workers: ``ru_maxrss`` of children is that of the largest one,
+    so ``workers`` of them count as ``workers`` times it (an upper bound; 0 if none ran)."""
+    return children_peak_rss_mb() * workers
 
 
 def children_peak_rss_mb() -> float:
@@ -240,8 +246,11 @@ def e5_tokens(texts: Sequence[str]) -> int:
 class TimedEncoder:
     """Wraps an encoder and adds up the seconds spent encoding passages."""
 
+    reports_progress = True
+
     def __init__(self, inner: Any) -> None:
         self.inner = inner
+        self.wrapped = inner  # so the manifest records the real (fused) layout, as without the timer
         self.seconds = 0.0
 
     @property
@@ -263,76 +272,6 @@ class TimedEncoder:
             return encode_passages(self.inner, texts, progress)
         finally:
             self.seconds += time.perf_counter() - started
-
-
-_POOL_ENCODER: Any = None
-
-
-def _pool_init(spec: str, threads: int) -> None:
-    global _POOL_ENCODER
-    os.environ["OMP_NUM_THREADS"] = str(threads)
-    from rag.encoders import create_encoder
-
-    _POOL_ENCODER = create_encoder(spec, threads)
-    _POOL_ENCODER.encode_passages(["warm up"])  # load the model now, not in the first batch
-
-
-def _pool_encode(texts: list[str]) -> np.ndarray:
-    return _POOL_ENCODER.encode_passages(texts)
-
-
-class PoolEncoder:
-    """Prototype for rag/encoders.py: passages encoded by N worker processes of T threads each.
-
-    Under contention a 2-thread OpenMP encode waits at every barrier for a descheduled
-    thread; two single-thread processes never wait for each other. Batches go out in order
-    with ``imap`` so rows come back in input order. Queries stay in-process (one short text).
-    """
-
-    def __init__(self, spec: str, processes: int = 2, threads: int = 1, batch: int = 32) -> None:
-        from rag.encoders import create_encoder
-
-        self.spec, self.processes, self.threads, self.batch = spec, processes, threads, batch
-        self._local = create_encoder(spec, processes * threads)
-        self._pool: Any = None
-
-    @property
-    def model_id(self) -> str:
-        return str(self._local.model_id)
-
-    @property
-    def dim(self) -> int:
-        return int(self._local.dim)
-
-    def start(self) -> None:
-        if self._pool is None:
-            import multiprocessing
-
-            # spawn, not fork: the parent may already run OpenMP threads (FAISS), which fork breaks
-            ctx = multiprocessing.get_context("spawn")
-            self._pool = ctx.Pool(self.processes, initializer=_pool_init, initargs=(self.spec, self.threads))
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.close()
-            self._pool.join()
-            self._pool = None
-
-    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
-        return self._local.encode_queries(texts)
-
-    def encode_passages(self, texts: Sequence[str], progress: Callable[[int], None] | None = None) -> np.ndarray:
-        texts = list(texts)
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        self.start()
-        batches = [texts[i : i + self.batch] for i in range(0, len(texts), self.batch)]
-        out = []
-        for rows in self._pool.imap(_pool_encode, batches):
-            out.append(rows)
-            if progress:
-                progress(len(rows))
-        return np.concatenate(out).astype(np.float32)
 
 
 # ============================================================================ synthetic vectors
@@ -494,17 +433,19 @@ def w_raw_encode(args: dict[str, Any]) -> dict[str, Any]:
         started = time.perf_counter()
         enc.encode_passages(texts)
         seconds = time.perf_counter() - started
-    elif strategy == "procs2":
-        enc = PoolEncoder(spec, processes=2, threads=1)
-        enc.start()
-        enc.encode_passages(["warm up"] * 4)  # both workers up and warm
-        started = time.perf_counter()
-        enc.encode_passages(texts)
-        seconds = time.perf_counter() - started
-        enc.close()
+    elif strategy == "procs2":  # rag.pool's workers, kept up: the pool's encoding alone, no start-up
+        from rag.encoders import create_encoder
+        from rag.pool import PooledEncoder
+
+        pooled = PooledEncoder(spec, create_encoder(spec, 2), processes=2, threads=1)
+        with pooled.workers():
+            pooled.encode_passages(["warm up"] * 4)
+            started = time.perf_counter()
+            pooled.encode_passages(texts)
+            seconds = time.perf_counter() - started
     else:
         raise ValueError(f"unknown strategy {strategy!r}")
-    return {"seconds": seconds, "texts": len(texts), "peak_rss_mb": peak_rss_mb() + children_peak_rss_mb()}
+    return {"seconds": seconds, "texts": len(texts), "peak_rss_mb": peak_rss_mb() + workers_peak_rss_mb()}
 
 
 def w_query_encode(args: dict[str, Any]) -> dict[str, Any]:
@@ -533,23 +474,16 @@ def w_ours_build(args: dict[str, Any]) -> dict[str, Any]:
     from rag.load import load_documents
     from rag.settings import Settings
 
-    settings = Settings(model=resolve_model(args["model"]))
+    settings = Settings(model=resolve_model(args["model"]), processes=args.get("processes", Settings.processes))
     started = time.perf_counter()
-    if args.get("encoder") == "procs2":
-        pool = PoolEncoder(settings.model, processes=2, threads=1)
-        inner: Any = pool
-    else:
-        pool = None
-        inner = create_encoder(settings.model, settings.threads)
-    timed = TimedEncoder(inner)
+    timed = TimedEncoder(create_encoder(settings.model, settings.threads, settings.processes))
     loaded = load_documents(args["docs_dir"])
     report = build_index(loaded, args["index_dir"], settings, timed, full=True)
-    seconds = time.perf_counter() - started  # includes model load (and pool start-up)
-    if pool is not None:
-        pool.close()
+    seconds = time.perf_counter() - started  # includes model load and worker start-up
     return {"seconds": seconds, "encode_seconds": timed.seconds, "chunks": report.chunks,
             "sentences": report.sentences, "documents": report.documents,
-            "peak_rss_mb": peak_rss_mb() + children_peak_rss_mb(), "disk_bytes": dir_bytes(Path(args["index_dir"]))}
+            "peak_rss_mb": peak_rss_mb() + workers_peak_rss_mb(settings.processes),
+            "disk_bytes": dir_bytes(Path(args["index_dir"]))}
 
 
 def w_ours_query(args: dict[str, Any]) -> dict[str, Any]:
@@ -992,14 +926,14 @@ def run_encoding(opts: argparse.Namespace, bench: dict[str, Any], runner: Runner
         if "error" not in r:
             r["tokens_per_s"] = tokens / r["seconds"]
         out["raw"][strategy] = r
-    for encoder in ("library", "procs2"):
-        if encoder == "library" and "error" not in reuse.get("build", {"error": ""}):
+    for encoder, processes in (("default", 2), ("processes=1", 1)):
+        if processes == 2 and "error" not in reuse.get("build", {"error": ""}):
             out["build"][encoder] = r = dict(reuse["build"])  # the systems part built exactly this
         else:
-            index_dir = work / f"index-enc-{encoder}"
+            index_dir = work / f"index-enc-{processes}"
             shutil.rmtree(index_dir, ignore_errors=True)
             r = runner.run("ours_build", {"docs_dir": bench["docs_dir"], "index_dir": str(index_dir), "model": spec,
-                                          "encoder": encoder})
+                                          "processes": processes})
             shutil.rmtree(index_dir, ignore_errors=True)
         if "error" not in r:
             r["tokens_per_s"] = tokens / r["seconds"]
@@ -1143,9 +1077,10 @@ def report(results: dict[str, Any]) -> str:
                          f"|" if "error" not in r else f"| raw encoder, {name} | error: {r['error'][:120]} | | |")
         for name, r in enc["build"].items():
             if "error" in r:
-                lines.append(f"| build_index, {name} encoder | error: {r['error'][:120]} | | |")
+                lines.append(f"| build_index, {name} | error: {r['error'][:120]} | | |")
                 continue
-            lines.append(f"| build_index, {name} encoder (whole build) | {_f(r['seconds'])} "
+            label = "default settings (2 worker processes)" if name == "default" else name
+            lines.append(f"| build_index, {label}: whole build, model load included | {_f(r['seconds'])} "
                          f"| {_f(r['tokens_per_s'], 0)} | {_f(r.get('fraction_of_raw', 0) * 100, 0, '%')} |")
         if enc.get("query"):
             lines += ["", "| query encoder (one question) | threads | CPU ms p50 | wall ms p50 |", "|---|---|---|---|"]
