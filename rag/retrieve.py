@@ -65,6 +65,13 @@ class Part:
     weight: float  # its weight in the score
 
 
+def _top(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` highest scores, in no particular order: linear time, not a full sort."""
+    if k >= len(scores):
+        return np.arange(len(scores))
+    return np.argpartition(-scores, k - 1)[:k]
+
+
 def parts_of(index: Index) -> list[Part]:
     cached = getattr(index, "_parts", None)
     if cached is None:
@@ -118,7 +125,7 @@ def retrieve(index: Index, query_vector: np.ndarray, question: str, settings: Se
     bm25_sent_all = None
     if lexical:
         bm25_chunk_all = np.asarray(index.bm25_chunks.get_scores(tokens), dtype=np.float64)
-        top_lex = np.argsort(-bm25_chunk_all)[:k]
+        top_lex = _top(bm25_chunk_all, k)
         candidates.update(int(c) for c in top_lex if bm25_chunk_all[c] > 0)
         bm25_sent_all = np.asarray(index.bm25_sentences.get_scores(tokens), dtype=np.float64)
     t_search = time.perf_counter()

@@ -442,3 +442,36 @@ def test_a_damaged_index_is_rebuilt_by_the_next_incremental_build(built: Path, s
     report = build(seeds_copy, built)
     assert report.embedded_documents == 1  # nothing trusted from the damaged build
     open_index(built, FAKE)
+
+
+def test_exact_search_up_to_the_byte_budget_then_hnsw(monkeypatch: pytest.MonkeyPatch) -> None:
+    import faiss
+
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((300, 64)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    monkeypatch.setattr(index_module, "EXACT_SEARCH_BYTES", vectors.nbytes)
+    assert isinstance(index_module.make_faiss(vectors), faiss.IndexFlatIP)
+    monkeypatch.setattr(index_module, "EXACT_SEARCH_BYTES", vectors.nbytes - 1)
+    hnsw = index_module.make_faiss(vectors)
+    assert isinstance(hnsw, faiss.IndexHNSWFlat) and hnsw.ntotal == 300
+    flat = faiss.IndexFlatIP(64)
+    flat.add(vectors)
+    _, want = flat.search(vectors[:50], 10)
+    _, got = hnsw.search(vectors[:50], 10)
+    recall = np.mean([len(set(g) & set(w)) / 10 for g, w in zip(got, want, strict=True)])
+    assert recall >= 0.95
+
+
+def test_an_hnsw_index_answers_like_exact_search(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                 seeds_copy: Path) -> None:
+    loaded = load_documents(seeds_copy)
+    build_index(loaded, tmp_path / "exact", FAKE, HashEncoder())
+    monkeypatch.setattr(index_module, "EXACT_SEARCH_BYTES", 0)
+    build_index(loaded, tmp_path / "hnsw", FAKE, HashEncoder())
+    hnsw = open_index(tmp_path / "hnsw", FAKE)
+    assert "HNSW" in type(hnsw.chunk_faiss).__name__ and "HNSW" in type(hnsw.sentence_faiss).__name__
+    exact_pipe = Pipeline.open(tmp_path / "exact", FAKE, HashEncoder())
+    hnsw_pipe = Pipeline.open(tmp_path / "hnsw", FAKE, HashEncoder())
+    for question in ("Qu'a proposé Blinken ?", "Où se sont rencontrés les dirigeants ?", "What about Geneva?"):
+        assert hnsw_pipe.ask(question) == exact_pipe.ask(question)
