@@ -205,11 +205,13 @@ def background_sentences(languages: Sequence[str | None]) -> list[str]:
     return [t for lang, n in sorted(counts.items()) for t in by_lang[lang] * n]
 
 
-def background_centroid(encoder: Encoder, languages: Sequence[str | None]) -> np.ndarray:
-    """Mean embedding of generic text in the documents' languages: the baseline for abstention."""
-    texts = background_sentences(languages)
+def background_centroid(texts: Sequence[str], vectors: np.ndarray) -> np.ndarray:
+    """Mean embedding of generic text in the documents' languages: the baseline for abstention.
+
+    ``texts`` are ``background_sentences(...)`` (repeats weight a language by its documents);
+    ``vectors`` are the embeddings of ``sorted(set(texts))``, in that order.
+    """
     unique = sorted(set(texts))
-    vectors = encode_passages(encoder, unique)
     weights = Counter(texts)
     mean = sum(vectors[i] * weights[t] for i, t in enumerate(unique)) / len(texts)
     return np.asarray(mean, dtype=np.float32)
@@ -327,7 +329,12 @@ def build_index(
         sentence_vectors = np.zeros((len(sentences), dim), dtype=np.float32)
         todo_chunks = [i for i, c in enumerate(chunks) if c.doc not in reuse]
         todo_sents = [i for i, s in enumerate(sentences) if s.doc not in reuse]
-        total = len(todo_chunks) + len(todo_sents)
+        # One call for everything, the background sentences included: a pooled encoder starts
+        # its workers once, and this process need not load the model at all.
+        background_texts = background_sentences([d.lang for d in loaded.documents])
+        background_unique = sorted(set(background_texts))
+        texts = [chunks[i].text for i in todo_chunks] + [sentences[i].text for i in todo_sents]
+        total = len(texts) + len(background_unique)
         done = 0
 
         def tick(n: int) -> None:
@@ -338,16 +345,15 @@ def build_index(
 
         if progress:
             progress(0, total)
-        if total:  # one call: a pooled encoder starts its workers once
-            texts = [chunks[i].text for i in todo_chunks] + [sentences[i].text for i in todo_sents]
-            vectors = encode_passages(encoder, texts, tick)
-            chunk_vectors[todo_chunks] = vectors[: len(todo_chunks)]
-            sentence_vectors[todo_sents] = vectors[len(todo_chunks) :]
+        vectors = encode_passages(encoder, texts + background_unique, tick)
+        n_chunks, n_texts = len(todo_chunks), len(texts)
+        chunk_vectors[todo_chunks] = vectors[:n_chunks]
+        sentence_vectors[todo_sents] = vectors[n_chunks:n_texts]
         for doc_id, (cv, sv) in reuse.items():
             chunk_vectors[[i for i, c in enumerate(chunks) if c.doc == doc_id]] = cv
             sentence_vectors[[i for i, s in enumerate(sentences) if s.doc == doc_id]] = sv
 
-        background_vector = background_centroid(encoder, [d.lang for d in loaded.documents])
+        background_vector = background_centroid(background_texts, vectors[n_texts:])
         manifest = {
             "format_version": FORMAT_VERSION,
             "rag_version": __version__,
@@ -540,8 +546,11 @@ def open_index(root: str | os.PathLike[str], settings: Settings | None = None, v
         order = list(documents.values())
         chunk_rows = np.load(build / "chunks.npy", allow_pickle=False)
         sent_rows = np.load(build / "sentences.npy", allow_pickle=False)
-        chunk_vectors = np.load(build / "chunk_vectors.npy", allow_pickle=False)
-        sentence_vectors = np.load(build / "sentence_vectors.npy", allow_pickle=False)
+        # Memory-mapped: FAISS holds its own copy for search; re-scoring reads ~150 rows per
+        # question, so only those pages become resident (a loaded copy doubled the RAM at scale).
+        # Builds never rewrite a file in place, so the mapping cannot be truncated under us.
+        chunk_vectors = np.load(build / "chunk_vectors.npy", allow_pickle=False, mmap_mode="r")
+        sentence_vectors = np.load(build / "sentence_vectors.npy", allow_pickle=False, mmap_mode="r")
         background = np.load(build / "background.npy", allow_pickle=False)
         chunk_faiss = faiss.read_index(str(build / "chunks.faiss"))
         sentence_faiss = faiss.read_index(str(build / "sentences.faiss"))

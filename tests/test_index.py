@@ -475,3 +475,18 @@ def test_an_hnsw_index_answers_like_exact_search(monkeypatch: pytest.MonkeyPatch
     hnsw_pipe = Pipeline.open(tmp_path / "hnsw", FAKE, HashEncoder())
     for question in ("Qu'a proposé Blinken ?", "Où se sont rencontrés les dirigeants ?", "What about Geneva?"):
         assert hnsw_pipe.ask(question) == exact_pipe.ask(question)
+
+
+def test_vectors_are_read_only_maps_that_survive_the_next_build(tmp_path: Path, seeds_copy: Path) -> None:
+    index_dir = tmp_path / "index"
+    build_index(load_documents(seeds_copy), index_dir, FAKE, HashEncoder())
+    old_build = current_build(index_dir)
+    pipe = Pipeline.open(index_dir, FAKE, HashEncoder())
+    assert isinstance(pipe.index.chunk_vectors, np.memmap) and not pipe.index.chunk_vectors.flags.writeable
+    question = "Qu'a proposé Blinken ?"
+    before = pipe.ask(question)
+    (seeds_copy / "new.txt").write_text(NEW_DOC, encoding="utf-8")
+    build_index(load_documents(seeds_copy), index_dir, FAKE, HashEncoder())
+    shutil.rmtree(old_build)  # the files under the old maps are unlinked, as a clean-up would
+    assert not old_build.exists()
+    assert pipe.ask(question) == before  # unlinked files stay readable through their mapping

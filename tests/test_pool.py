@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -145,3 +148,35 @@ def test_the_real_model_gives_the_same_vectors_through_the_pool() -> None:
     assert got.shape == want.shape == (80, 896)
     cosines = (got * want).sum(axis=1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1))
     assert cosines.min() > 0.9999
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie waiting to be reaped has stopped running)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def test_workers_exit_when_the_process_that_started_them_is_killed() -> None:
+    script = (
+        "import sys, time\n"
+        "from rag.encoders import HashEncoder\n"
+        "from rag.pool import PooledEncoder\n"
+        "enc = PooledEncoder('hash', HashEncoder(), processes=2, min_chars=0)\n"
+        "with enc.workers():\n"
+        "    print(' '.join(str(w.proc.pid) for w in enc._open), flush=True)\n"
+        "    time.sleep(600)\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=root)
+    assert parent.stdout is not None
+    pids = [int(p) for p in parent.stdout.readline().split()]
+    assert len(pids) == 2 and all(_alive(p) for p in pids)
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 60  # a generous wait for the exit, not a speed check
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(p) for p in pids), "encoding workers outlived the killed build"
