@@ -277,7 +277,9 @@ def test_other_chunk_settings_re_embed_everything(built: Path, seeds_copy: Path)
 def test_progress_reports_passages_done(tmp_path: Path, seeds_copy: Path) -> None:
     calls: list[tuple[int, int]] = []
     build(seeds_copy, tmp_path / "index", progress=lambda done, total: calls.append((done, total)))
-    total = len(texts_of(seeds_copy, SEED_DOC.name))
+    # every chunk and sentence, and the generic sentences of the documents' languages (abstention baseline)
+    background = index_module.background_sentences([d.lang for d in load_documents(seeds_copy).documents])
+    total = len(texts_of(seeds_copy, SEED_DOC.name)) + len(set(background))
     assert calls[0] == (0, total) and calls[-1] == (total, total)
     assert [d for d, _ in calls] == sorted(d for d, _ in calls)
 
