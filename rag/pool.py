@@ -1,8 +1,8 @@
 """Stage 3, embed, in parallel: passages encoded by worker processes of one thread each.
 
-On these 2-core machines two single-thread processes encode about 10-25 % more text per
-second than one process of two threads (bench/run.py, "raw" rows): an OpenMP encoder waits
-at every barrier for its slower thread, and a shared machine often deschedules one. The
+On these 2-core machines two single-thread processes encode 1.2x as much text per second as
+one process of two threads when the machine is quiet, 1.5x when it is shared (bench/run.py,
+docs/scaling.md): an OpenMP encoder waits at every barrier for its slower thread. The
 workers are plain subprocesses (``python -m rag.pool SPEC THREADS``) speaking a small framed
 protocol over their pipes, not ``multiprocessing``: spawn would re-import the caller's main
 module, which under Streamlit is the app itself. Vectors travel as raw float32 bytes, texts
@@ -118,19 +118,21 @@ class _Worker:
         if self.closed:
             return
         self.closed = True
-        try:
-            if kill:
-                raise OSError("kill requested")
-            _write_frame(self.stdin, b"")
-            self.stdin.close()
-            self.proc.wait(timeout=10)
-        except (OSError, ValueError, subprocess.TimeoutExpired):
+        exited = False
+        if not kill:
+            try:
+                _write_frame(self.stdin, b"")
+                self.stdin.close()
+                self.proc.wait(timeout=10)
+                exited = True
+            except (OSError, ValueError, subprocess.TimeoutExpired):
+                pass  # gone already, or stuck: killed below
+        if not exited:
             self.proc.kill()
             self.proc.wait()
-        finally:
-            for stream in (self.stdin, self.stdout, self.stderr):
-                with contextlib.suppress(OSError, ValueError):
-                    stream.close()
+        for stream in (self.stdin, self.stdout, self.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                stream.close()
 
 
 class PooledEncoder:
