@@ -48,9 +48,9 @@ FORMAT_VERSION = 1
 CURRENT = "CURRENT"
 BUILDS = "builds"
 TMP_PREFIX = ".tmp-"
-# Exact search reads every vector: ~0.6 us of CPU per 896-d vector here (docs/scaling.md), so
-# 20 MiB of vectors (~5,800 at 896 dimensions, ~13,600 at 384) cost ~3.5 ms per search. Above
-# that an HNSW graph (recall@10 0.998 and 0.72 ms at 1M vectors, measured) takes over.
+# Exact search reads every vector: ~0.5 us per 896-d vector here (466 ms at 1M, docs/scaling.md),
+# so 20 MiB of vectors (~5,800 at 896 dimensions, ~13,600 at 384) cost ~3 ms per search. Above
+# that an HNSW graph takes over (recall@10 0.998 and 0.90 ms p50 at 1M vectors, same run).
 EXACT_SEARCH_BYTES = 20 * 2**20
 
 Progress = Callable[[int, int], None]  # (passages embedded so far, total to embed)

@@ -255,7 +255,10 @@ class PooledEncoder:
                 self._open = None
             _close_all(workers, kill=True)
             raise error
-        return np.ascontiguousarray(np.concatenate([r for r in results if r is not None]), dtype=np.float32)
+        done = [r for r in results if r is not None]
+        if len(done) != len(batches):  # pragma: no cover - every way to stop early raises above
+            raise ModelError(f"the encoding workers returned {len(done)} of {len(batches)} batches")
+        return np.ascontiguousarray(np.concatenate(done), dtype=np.float32)
 
 
 def _close_all(workers: Sequence[_Worker], kill: bool = False) -> None:
