@@ -12,7 +12,7 @@ import shlex
 import time
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .answer import make_answer
@@ -20,7 +20,7 @@ from .encoders import Encoder, create_encoder
 from .errors import IndexMismatchError, QuestionError
 from .index import Index, Progress, build_index, index_status, open_index
 from .load import load_documents
-from .retrieve import retrieve
+from .retrieve import Retrieval, retrieve
 from .settings import Settings
 from .types import Answer, BuildReport
 
@@ -72,6 +72,14 @@ def ensure_index(
     return build_index(loaded, index_dir, settings, encoder, progress=progress)
 
 
+@dataclass(frozen=True)
+class Traced:
+    """An answer with the retrieval it was made from (the full chunk ranking, every sentence score)."""
+
+    answer: Answer
+    retrieval: Retrieval
+
+
 class Pipeline:
     """A loaded index and its encoder, answering questions."""
 
@@ -96,7 +104,11 @@ class Pipeline:
         return cls(index, encoder, settings)
 
     def ask(self, question: str, history: Sequence[str] = (), top_k: int | None = None) -> Answer:
-        """Answer one question. ``history`` holds the earlier questions of the same conversation.
+        """Answer one question. ``history`` holds the earlier questions of the same conversation."""
+        return self.ask_traced(question, history, top_k).answer
+
+    def ask_traced(self, question: str, history: Sequence[str] = (), top_k: int | None = None) -> Traced:
+        """``ask``, also returning the retrieval the answer came from (evaluation reads its ranking).
 
         A question that finds no answer alone is searched again together with the previous
         question ("Et de celle de Prague ?" after "Qu'a dit Aliyev de la rencontre de Genève ?"),
@@ -106,18 +118,19 @@ class Pipeline:
         """
         settings = self.settings if top_k is None else self.settings.with_(top_k=top_k)
         text = clean_question(question, settings)
-        answer = self._ask(text, settings)
+        traced = self._ask(text, settings)
         previous = next((h for h in reversed(history) if h and h.strip()), None)
         if not settings.followups or previous is None:
-            return answer
-        if answer.abstained:
+            return traced
+        if traced.answer.abstained:
             combined = clean_question(f"{previous} {text}"[: settings.max_question_chars], settings)
             contextual = self._ask(combined, settings)
-            if not contextual.abstained:
-                answer = replace(contextual, question=text, rewritten_question=combined)
-        return answer
+            if not contextual.answer.abstained:
+                rewritten = replace(contextual.answer, question=text, rewritten_question=combined)
+                traced = Traced(rewritten, contextual.retrieval)
+        return traced
 
-    def _ask(self, text: str, settings: Settings) -> Answer:
+    def _ask(self, text: str, settings: Settings) -> Traced:
         t0 = time.perf_counter()
         vector = self.encoder.encode_queries([text])[0]
         t1 = time.perf_counter()
@@ -127,4 +140,4 @@ class Pipeline:
         t3 = time.perf_counter()
         timings = {"encode": (t1 - t0) * 1000, "search": (t2 - t1) * 1000, "answer": (t3 - t2) * 1000,
                    "total": (t3 - t0) * 1000}
-        return replace(answer, timings_ms=timings)
+        return Traced(replace(answer, timings_ms=timings), retrieval)
