@@ -1,0 +1,64 @@
+"""Stage 7, evaluate: question sets, metrics, a runner over a ``Pipeline``, and the report.
+
+- ``questions``: the JSONL question-set format (``load_questions``, ``locate_passages``);
+- ``metrics``: pure metric functions over ranks, strings and rows (``summarise``), also used by bench/;
+- ``runner``: ``evaluate`` asks each question once through ``Pipeline.ask_traced``;
+- ``report``: ``--min``/``--max`` limits, the text table, the JSON object, the ``--out`` rows.
+
+docs/evaluation.md defines every metric.
+"""
+
+from __future__ import annotations
+
+from .metrics import (
+    ABSTENTION_METRICS,
+    ANSWER_METRICS,
+    LATENCY_METRICS,
+    RETRIEVAL_METRICS,
+    CaseResult,
+    abstention_scores,
+    citation_correct,
+    contains_answer,
+    doc_ranking,
+    gold_rank,
+    hit_at,
+    normalise_text,
+    overlaps,
+    percentile,
+    reciprocal_rank,
+    summarise,
+)
+from .questions import EvalCase, QuestionSet, load_questions, locate_passages, parse_case
+from .report import check_limits, parse_limits, report_dict, report_text, write_results
+from .runner import EvalReport, evaluate
+
+__all__ = [
+    "ABSTENTION_METRICS",
+    "ANSWER_METRICS",
+    "LATENCY_METRICS",
+    "RETRIEVAL_METRICS",
+    "CaseResult",
+    "EvalCase",
+    "EvalReport",
+    "QuestionSet",
+    "abstention_scores",
+    "check_limits",
+    "citation_correct",
+    "contains_answer",
+    "doc_ranking",
+    "evaluate",
+    "gold_rank",
+    "hit_at",
+    "load_questions",
+    "locate_passages",
+    "normalise_text",
+    "overlaps",
+    "parse_case",
+    "parse_limits",
+    "percentile",
+    "reciprocal_rank",
+    "report_dict",
+    "report_text",
+    "summarise",
+    "write_results",
+]

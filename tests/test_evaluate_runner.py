@@ -1,0 +1,148 @@
+"""rag.evaluate.runner: a tiny set asked end to end through a pipeline with the fake encoder."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import FAKE
+from test_evaluate_questions import SEED_QUESTIONS, _write
+
+from rag.encoders import HashEncoder
+from rag.errors import QuestionSetError
+from rag.evaluate import evaluate, load_questions
+from rag.index import build_index
+from rag.load import load_documents
+from rag.pipeline import Pipeline, Traced
+
+# ------------------------------------------------------------------------------ runner
+
+TINY_DOCS = {
+    "lighthouse.txt": "The lighthouse of Varnholm was built in 1887 by the engineer Mira Castellan.\n\n"
+                      "Its lamp burns whale oil and can be seen from forty kilometres away.\n",
+    "river.txt": "The Quorrel river rises in the Ostheim hills and flows north for 212 kilometres.\n\n"
+                 "Salmon return to the Quorrel every October to spawn.\n",
+    "bakery.txt": "The bakery on Linden Square sells rye bread baked in a wood oven.\n\n"
+                  "Its owner, Tomas Brandl, opens the shop at five every morning.\n",
+}
+TINY_QUESTIONS = [
+    {"id": "t1", "question": "Who built the lighthouse of Varnholm in 1887?", "question_lang": "en",
+     "doc": "lighthouse.txt", "answers": ["Mira Castellan"],
+     "context": "The lighthouse of Varnholm was built in 1887 by the engineer Mira Castellan."},
+    {"id": "t2", "question": "When does the salmon return to the Quorrel to spawn?", "question_lang": "en",
+     "doc": "river.txt", "answers": ["October"], "context": "Salmon return to the Quorrel every October to spawn."},
+    {"id": "t3", "question": "Who opens the bakery shop at five every morning?", "question_lang": "fr",
+     "doc": "bakery.txt", "answers": ["Tomas Brandl"]},
+    {"id": "t4", "question": "Xylophone zebra quantum?", "question_lang": "fr", "doc": None, "answers": []},
+]
+
+
+@pytest.fixture
+def tiny(tmp_path: Path) -> tuple[Path, Path]:
+    """A folder of three small documents and a question set about them."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for name, text in TINY_DOCS.items():
+        (docs / name).write_text(text, encoding="utf-8")
+    return docs, _write(tmp_path / "questions.jsonl", TINY_QUESTIONS)
+
+
+class CountingEncoder(HashEncoder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.queries: list[str] = []
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        self.queries.extend(texts)
+        return super().encode_queries(texts)
+
+
+def test_evaluate_a_tiny_set_end_to_end(tiny: tuple[Path, Path], tmp_path: Path) -> None:
+    docs, questions = tiny
+    build_index(load_documents(docs), tmp_path / "index", FAKE, HashEncoder())
+    encoder = CountingEncoder()
+    pipeline = Pipeline.open(tmp_path / "index", FAKE, encoder)
+    report = evaluate(pipeline, load_questions(questions), build_s=0.5)
+
+    assert [r.id for r in report.results] == ["t1", "t2", "t3", "t4"]
+    m = report.metrics
+    assert (m["doc_hit@1"], m["passage_hit@1"], m["answer_accuracy"], m["citation_accuracy"]) == (1, 1, 1, 1)
+    assert (m["abstain_precision"], m["abstain_recall"], m["false_abstention_rate"]) == (1, 1, 0)
+    assert m["build_s"] == 0.5
+    t1 = report.results[0]
+    assert t1.answer is not None and "Mira Castellan" in t1.answer
+    assert t1.citations == (("lighthouse.txt", 0, 76),)
+    assert t1.best_sentence_score is not None and t1.candidate_correct is True
+    assert t1.abstain_score is not None and t1.abstain_score >= report.abstain_threshold
+    assert t1.top_docs[0] == "lighthouse.txt" and t1.latency_ms > 0
+    assert report.results[2].has_context is False and report.results[2].passage_rank is None
+    assert report.results[3].abstained and report.results[3].answer_correct is None
+    # one untimed warm-up question, then one model call per question: ranking reuses the answer's vector
+    assert encoder.queries == [TINY_QUESTIONS[0]["question"]] + [q["question"] for q in TINY_QUESTIONS]
+
+
+def test_follow_up_questions_are_asked_with_their_history(tmp_path: Path, fake_pipeline: Pipeline) -> None:
+    asked: list[tuple[str, tuple[str, ...]]] = []
+    answers: list[Traced] = []
+
+    class Recording(Pipeline):
+        def ask_traced(self, question, history=(), top_k=None):  # type: ignore[no-untyped-def]
+            asked.append((question, tuple(history)))
+            answers.append(super().ask_traced(question, history=history, top_k=top_k))
+            return answers[-1]
+
+    pipeline = Recording(fake_pipeline.index, fake_pipeline.encoder, fake_pipeline.settings)
+    path = _write(tmp_path / "q.jsonl", [
+        {"id": "f", "question": "And what did Aliyev ask for?", "question_lang": "en",
+         "doc": "000_5af0c40136177a6e.txt", "answers": [], "history": ["What did Blinken offer?"]},
+    ])
+    report = evaluate(pipeline, load_questions(path))
+    assert asked[-1] == ("And what did Aliyev ask for?", ("What did Blinken offer?",))
+    assert len(asked) == 2  # the warm-up and the timed question: each asked once
+    row, traced = report.results[0], answers[-1]
+    assert row.abstained == traced.answer.abstained and row.rewritten_question == traced.answer.rewritten_question
+    # the ranks are those of the retrieval the answer came from
+    ranked_docs = [pipeline.index.chunks[r.chunk].doc for r in traced.retrieval.ranked]
+    assert row.top_docs == tuple(dict.fromkeys(ranked_docs))[:5]
+
+
+def test_a_question_the_pipeline_refuses_names_its_line(tmp_path: Path, fake_pipeline: Pipeline) -> None:
+    long = {"id": "long", "question": "why " * 600, "question_lang": "en", "doc": None, "answers": []}
+    path = _write(tmp_path / "q.jsonl", [long])
+    with pytest.raises(QuestionSetError, match=r"q.jsonl line 1: the question is 2,400 characters long"):
+        evaluate(fake_pipeline, load_questions(path))
+
+
+def test_right_words_from_the_wrong_document_count_for_the_answer_not_the_citation(tmp_path: Path) -> None:
+    # the gold document says it plainly; a guide repeats the answer in words closer to the question
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "river.txt").write_text("The Quorrel river rises in the Ostheim hills and flows north for 212 kilometres."
+                                    "\n\nSalmon come back every October.\n", encoding="utf-8")
+    (docs / "guide.txt").write_text("A tourist guide to the Quorrel valley.\n\nVisitors ask when the salmon return "
+                                    "to the Quorrel to spawn: every October.\n", encoding="utf-8")
+    path = _write(tmp_path / "q.jsonl", [
+        {"id": "x", "question": "When does the salmon return to the Quorrel to spawn?", "question_lang": "en",
+         "doc": "river.txt", "answers": ["October"], "context": "Salmon come back every October."},
+    ])
+    build_index(load_documents(docs), tmp_path / "index", FAKE, HashEncoder())
+    report = evaluate(Pipeline.open(tmp_path / "index", FAKE, HashEncoder()), load_questions(path))
+    row, m = report.results[0], report.metrics
+    assert row.citations[0][0] == "guide.txt" and row.doc_rank == 2
+    assert row.passage_rank is not None and row.passage_rank > 1
+    assert (row.answer_correct, row.citation_correct) == (True, False)
+    assert (m["doc_hit@1"], m["doc_hit@3"], m["answer_accuracy"], m["citation_accuracy"]) == (0.0, 1.0, 1.0, 0.0)
+
+
+@pytest.mark.model
+def test_seed_questions_with_the_default_model(real_pipeline: Pipeline) -> None:
+    questions = load_questions(SEED_QUESTIONS)
+    report = evaluate(real_pipeline, questions)
+    assert report.n == len(questions.cases) and set(report.by_lang) == {"en", "fr", "de", "es"}
+    for r in report.results:
+        assert r.abstained == (r.answer is None)
+        assert r.best_sentence_score is not None and r.latency_ms > 0
+        # the row's abstain_score is the value the answer was refused or given on
+        assert r.abstained == (r.abstain_score is not None and r.abstain_score < report.abstain_threshold)
