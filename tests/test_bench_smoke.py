@@ -5,30 +5,25 @@ No assertion here depends on how fast anything ran: the machine may be shared.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
 
 from rag.backends import EmbeddingBackend, FaissStore, LocalEmbedder, VectorStore
 from rag.encoders import HashEncoder
+from rag.evaluate import metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_BENCH = ROOT.parent / "shared" / "bench"
+if str(ROOT) not in sys.path:  # bench/ is a package of the repo, not of the installed distribution
+    sys.path.insert(0, str(ROOT))
 
-
-@pytest.fixture(scope="module")
-def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_run", ROOT / "bench" / "run.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from bench import common  # noqa: E402
+from bench.vectors import ClusteredVectors, exact_top_k, ivf_nlist, vector_stats  # noqa: E402
 
 
 def _errors(value: object, where: str = "") -> list[str]:
@@ -72,40 +67,44 @@ def test_benchmark_runs_at_its_smallest_size(tmp_path: Path) -> None:
     assert results["pipeline_scale"]["sizes"]["1000"]["build"]["chunks"] > 0
 
 
-def test_percentile_and_answer_matching(bench: ModuleType) -> None:
-    assert bench.pct([], 50) is None
-    assert bench.pct([5.0, 1.0, 3.0], 50) == 3.0
-    assert bench.pct([float(i) for i in range(1, 101)], 95) == 95.0
-    assert bench.contains_answer("Die Verteidigung gab nur 308 Punkte ab", ["308"])
-    assert bench.contains_answer("in MÜNCHEN  gebaut", ["munchen gebaut"])
-    assert not bench.contains_answer(None, ["308"])
-    assert not bench.contains_answer("309", ["308"])
-    assert bench.overlaps((0, 10), (9, 20)) and not bench.overlaps((0, 10), (10, 20))
+def test_the_bench_scores_with_the_library_metrics() -> None:
+    # one definition of percentile, answer matching and overlap: rag eval and the bench agree
+    assert common.percentile is metrics.percentile
+    assert common.contains_answer is metrics.contains_answer
+    assert common.overlaps is metrics.overlaps
+    rows = [{"answers": ["308"], "doc": "d", "context": "x"}, {"answers": ["309"], "doc": "d", "context": "x"}]
+    cases = [common.score_case(rows[0], {"d": "x"}, ("d", 0, 1), "Die Verteidigung gab 308 Punkte ab", None),
+             common.score_case(rows[1], {"d": "x"}, ("d", 5, 9), "308", None)]
+    for case, total in zip(cases, (10.0, 30.0), strict=True):
+        case["ms"] = {"total": total}
+    summary = common.summarise_cases(cases)
+    assert (summary["answer_accuracy"], summary["passage_hit@1"]) == (0.5, 0.5)
+    assert summary["total_p95_ms"] == 29.0  # interpolated as rag eval does (nearest rank would say 30)
 
 
-def test_exact_top_k_matches_brute_force(bench: ModuleType) -> None:
-    gen = bench.ClusteredVectors(32, centres=50)
+def test_exact_top_k_matches_brute_force() -> None:
+    gen = ClusteredVectors(32, centres=50)
     vectors = gen.sample(1000, seed=1)
     queries = gen.sample(7, seed=2)
-    found = bench.exact_top_k(vectors, queries, 10, block=128)  # several blocks
+    found = exact_top_k(vectors, queries, 10, block=128)  # several blocks
     expected = np.argsort(-(queries @ vectors.T), axis=1, kind="stable")[:, :10]
     assert np.array_equal(np.sort(found, axis=1), np.sort(expected, axis=1))
 
 
-def test_clustered_vectors_are_unit_deterministic_and_not_isotropic(bench: ModuleType) -> None:
-    gen = bench.ClusteredVectors(64, centres=100)
+def test_clustered_vectors_are_unit_deterministic_and_not_isotropic() -> None:
+    gen = ClusteredVectors(64, centres=100)
     a, b = gen.sample(500, seed=3), gen.sample(500, seed=3)
     assert np.array_equal(a, b)
     assert np.allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
-    stats = bench.vector_stats(a)
+    stats = vector_stats(a)
     assert stats["random_pair_cosine"] > 0.2  # a shared direction, as real embeddings have
     assert stats["nearest_cosine"] > stats["random_pair_cosine"]
 
 
-def test_ivf_list_count_grows_with_the_corpus(bench: ModuleType) -> None:
-    assert bench.ivf_nlist(1_000) == 64
-    assert bench.ivf_nlist(1_000_000) == 2048
-    assert bench.ivf_nlist(10) == 16
+def test_ivf_list_count_grows_with_the_corpus() -> None:
+    assert ivf_nlist(1_000) == 64
+    assert ivf_nlist(1_000_000) == 2048
+    assert ivf_nlist(10) == 16
 
 
 def test_backends_keep_the_contract() -> None:

