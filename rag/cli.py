@@ -12,9 +12,9 @@ from typing import Any, TypeVar
 
 import click
 
-from .errors import IndexCorruptError, IndexMissingError, RagError
-from .index import Progress, current_build, read_manifest
-from .settings import DEFAULT_MODEL, Settings
+from .errors import RagError
+from .index import Progress, settings_for
+from .settings import DEFAULT_MODEL, Paths, Settings
 from .types import Answer, BuildReport
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -64,27 +64,21 @@ def _progress_bar(label: str, unit: str = "passage") -> Iterator[Progress]:
             bar.close()
 
 
-def _index_model(index_dir: Path) -> str | None:
-    try:
-        return str(read_manifest(current_build(index_dir))["settings"]["model"])
-    except (IndexMissingError, IndexCorruptError, KeyError, TypeError):
-        return None
-
-
 def _settings(index_dir: Path, model: str | None, **changes: Any) -> Settings:
     """Settings from the options; without --model, the model the existing index was built with."""
-    model = model or _index_model(index_dir) or DEFAULT_MODEL
-    return Settings().with_(model=model, **changes)
+    return settings_for(index_dir, model or None).with_(**changes)
 
 
 def _common(func: F) -> F:
-    func = click.option("--seeds", "seeds", type=click.Path(path_type=Path), default=Path("seeds"),
-                        show_default=True, envvar="RAG_SEEDS", help="Folder of .txt/.md documents.")(func)
-    func = click.option("--index", "index_dir", type=click.Path(path_type=Path), default=Path("index"),
-                        show_default=True, envvar="RAG_INDEX", help="Index folder.")(func)
-    func = click.option("--model", default=None, envvar="RAG_MODEL",
+    # Defaults from the environment, read in one place (Paths.from_env), as the app reads it.
+    func = click.option("--seeds", "seeds", type=click.Path(path_type=Path), default=lambda: Paths.from_env().seeds,
+                        show_default="$RAG_SEEDS, else seeds", help="Folder of .txt/.md documents.")(func)
+    func = click.option("--index", "index_dir", type=click.Path(path_type=Path),
+                        default=lambda: Paths.from_env().index, show_default="$RAG_INDEX, else index",
+                        help="Index folder.")(func)
+    func = click.option("--model", default=lambda: Paths.from_env().model,
                         help=f"Encoder: e5, use, e5+use, hash, or a sentence-transformers name/path "
-                             f"[default: the index's model, else {DEFAULT_MODEL}].")(func)
+                             f"[default: $RAG_MODEL, else the index's model, else {DEFAULT_MODEL}].")(func)
     func = click.option("--debug", is_flag=True, help="Show tracebacks.")(func)
     return func
 
@@ -146,27 +140,6 @@ def index_cmd(seeds: Path, index_dir: Path, model: str | None, debug: bool, full
             click.echo("\n".join(_report_lines(report)[:1]))
 
 
-def answer_json(answer: Answer) -> dict[str, Any]:
-    return {
-        "question": answer.question,
-        "answer": answer.text,
-        "abstained": answer.abstained,
-        "confidence": answer.confidence,
-        "rewritten_question": answer.rewritten_question,
-        "sentences": [
-            {"text": c.text, "doc": c.doc, "start": c.start, "end": c.end, "paragraph": c.paragraph,
-             "date": c.date, "citation": c.label}
-            for c in answer.sentences
-        ],
-        "sources": [
-            {"citation": s.label, "doc": s.doc, "start": s.start, "end": s.end, "paragraph": s.paragraph,
-             "date": s.date, "text": s.text, "score": s.score}
-            for s in answer.sources
-        ],
-        "timings_ms": {k: round(v, 2) for k, v in answer.timings_ms.items()},
-    }
-
-
 def answer_text(answer: Answer) -> str:
     lines = []
     if answer.abstained:
@@ -213,7 +186,7 @@ def ask_cmd(seeds: Path, index_dir: Path, model: str | None, debug: bool, questi
         if report is not None:
             click.echo("\n".join(_report_lines(report)), err=True)
         answer = Pipeline.open(index_dir, settings).ask(question)
-        click.echo(json.dumps(answer_json(answer), ensure_ascii=False, indent=2) if as_json else answer_text(answer))
+        click.echo(json.dumps(answer.to_dict(), ensure_ascii=False, indent=2) if as_json else answer_text(answer))
 
 
 @main.command("eval")

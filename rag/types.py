@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -58,17 +59,14 @@ class Chunk(Span):
     last_sentence: int = 0
 
 
-def citation_label(quoted: Citation | Source) -> str:
-    """``[1] doc.txt, 2022-10, paragraph 2, chars 743-1094``"""
-    dated = f", {quoted.date}" if quoted.date else ""
-    return f"[{quoted.number}] {quoted.doc}{dated}, paragraph {quoted.paragraph}, chars {quoted.start}-{quoted.end}"
-
-
 @dataclass(frozen=True)
-class Citation:
-    """One quoted sentence of an answer with where it comes from."""
+class Quote:
+    """A quoted span with where it comes from: an answer sentence, or a retrieved passage (a source).
 
-    number: int
+    ``doc.text[start:end] == text``. ``score`` is the sentence's or the passage's fused score.
+    """
+
+    number: int  # [n] in the answer
     doc: str
     start: int
     end: int
@@ -79,25 +77,14 @@ class Citation:
 
     @property
     def label(self) -> str:
-        return citation_label(self)
+        """``[1] doc.txt, 2022-10, paragraph 2, chars 743-1094``"""
+        dated = f", {self.date}" if self.date else ""
+        return f"[{self.number}] {self.doc}{dated}, paragraph {self.paragraph}, chars {self.start}-{self.end}"
 
 
-@dataclass(frozen=True)
-class Source:
-    """A retrieved passage shown as support (or as "possibly related" when abstaining)."""
-
-    number: int
-    doc: str
-    start: int
-    end: int
-    text: str
-    paragraph: int
-    score: float
-    date: str | None = None
-
-    @property
-    def label(self) -> str:
-        return citation_label(self)
+# The two roles a quote plays, by their older names (still read by evaluation code).
+Citation = Quote
+Source = Quote
 
 
 @dataclass(frozen=True)
@@ -105,8 +92,8 @@ class Answer:
     question: str
     abstained: bool
     confidence: float
-    sentences: tuple[Citation, ...] = ()
-    sources: tuple[Source, ...] = ()
+    sentences: tuple[Quote, ...] = ()  # the quoted answer, in document order (empty when abstaining)
+    sources: tuple[Quote, ...] = ()  # the best passages (possibly related ones when abstaining)
     rewritten_question: str | None = None  # set when a follow-up used the conversation
     timings_ms: dict[str, float] = field(default_factory=dict, compare=False)
 
@@ -116,6 +103,27 @@ class Answer:
         if self.abstained or not self.sentences:
             return None
         return " ".join(s.text for s in self.sentences)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The answer as JSON-ready data (what ``rag ask --json`` prints)."""
+        return {
+            "question": self.question,
+            "answer": self.text,
+            "abstained": self.abstained,
+            "confidence": self.confidence,
+            "rewritten_question": self.rewritten_question,
+            "sentences": [
+                {"text": c.text, "doc": c.doc, "start": c.start, "end": c.end, "paragraph": c.paragraph,
+                 "date": c.date, "citation": c.label}
+                for c in self.sentences
+            ],
+            "sources": [
+                {"citation": s.label, "doc": s.doc, "start": s.start, "end": s.end, "paragraph": s.paragraph,
+                 "date": s.date, "text": s.text, "score": s.score}
+                for s in self.sources
+            ],
+            "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()},
+        }
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,6 @@ Everything a document, a file name or a question contributes to the page goes th
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -16,12 +15,12 @@ from pathlib import Path
 
 from .chunk import paragraphs
 from .encoders import Encoder
-from .errors import IndexCorruptError, IndexMissingError, RagError
-from .index import Index, Progress, build_index, current_build, read_manifest
+from .errors import IndexMissingError, RagError
+from .index import Index, Progress, build_index, current_build, settings_for
 from .load import load_documents
 from .pipeline import Pipeline, encoder_for, ensure_index
-from .settings import DEFAULT_MODEL, Settings
-from .types import Answer, BuildReport, Citation, Document, SkippedFile, Source
+from .settings import Paths, Settings
+from .types import Answer, BuildReport, Document, Quote, SkippedFile
 
 __all__ = [
     "AnswerView",
@@ -106,7 +105,7 @@ def readable_time(iso: str) -> str:
     return moment.strftime("%Y-%m-%d %H:%M")
 
 
-def passage_span(citation: Citation, sources: Sequence[Source], document: Document | None) -> tuple[int, int]:
+def passage_span(citation: Quote, sources: Sequence[Quote], document: Document | None) -> tuple[int, int]:
     """The passage to show around a cited sentence: the retrieved passage holding it, else its paragraph."""
     for source in sources:
         if source.doc == citation.doc and source.start <= citation.start and citation.end <= source.end:
@@ -215,23 +214,12 @@ class AppConfig:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, base: Path | None = None) -> AppConfig:
-        """From RAG_SEEDS, RAG_INDEX and RAG_MODEL (the CLI's names); relative paths are taken from ``base``."""
-        env = os.environ if environ is None else environ
-        base = base or Path.cwd()
-        return cls(
-            seeds=base / env.get("RAG_SEEDS", "seeds"),
-            index=base / env.get("RAG_INDEX", "index"),
-            model=env.get("RAG_MODEL") or None,
-        )
+        """From RAG_SEEDS, RAG_INDEX and RAG_MODEL (``Paths.from_env``); relative paths are taken from ``base``."""
+        paths = Paths.from_env(environ, base or Path.cwd())
+        return cls(seeds=paths.seeds, index=paths.index, model=paths.model)
 
     def settings(self) -> Settings:
-        model = self.model
-        if model is None:
-            try:
-                model = str(read_manifest(current_build(self.index))["settings"]["model"])
-            except (IndexMissingError, IndexCorruptError, KeyError, TypeError):
-                model = DEFAULT_MODEL
-        return Settings(model=model)
+        return settings_for(self.index, self.model)
 
 
 @dataclass(frozen=True)
@@ -361,7 +349,6 @@ class Engine:
 
     def facts(self) -> IndexFacts:
         index = self.pipeline.index
-        counts = index.manifest["counts"]
-        skipped = tuple(SkippedFile(s["path"], s["reason"]) for s in index.manifest.get("skipped", []))
-        return IndexFacts(int(counts["documents"]), int(counts["chunks"]), int(counts["sentences"]), index.model,
-                          index.built_at, str(self.config.index), skipped)
+        counts = index.manifest.counts
+        return IndexFacts(counts.documents, counts.chunks, counts.sentences, index.model, index.built_at,
+                          str(self.config.index), index.manifest.skipped)

@@ -14,7 +14,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 from test_ui import HOSTILE, make_harbour, visible  # tests/ is on sys.path (no __init__.py)
 
-import rag.index
+import rag.index.build
 from rag.index import current_build
 from rag.pipeline import Pipeline
 
@@ -156,13 +156,13 @@ def test_rebuild_from_the_sidebar_keeps_answering_from_the_old_index(
     before = current_build(index).name
     (seeds / "museum.txt").write_text("The museum of Port Nelle opened in 1990.", encoding="utf-8")
     gate = threading.Event()
-    real_encode = rag.index.encode_passages
+    real_encode = rag.index.build.encode_passages
 
     def held(*args, **kwargs):  # type: ignore[no-untyped-def]
         assert gate.wait(TIMEOUT), "the test never let the rebuild go on"
         return real_encode(*args, **kwargs)
 
-    monkeypatch.setattr(rag.index, "encode_passages", held)
+    monkeypatch.setattr(rag.index.build, "encode_passages", held)
     at.sidebar.button(key="rebuild").click().run()
     assert not at.exception
     assert at.sidebar.button(key="rebuild").disabled

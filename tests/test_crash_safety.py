@@ -272,7 +272,8 @@ def _install_kill_hooks(index_dir: str, kill: str | None, events: str | None) ->
     import numpy
 
     import rag.encoders
-    import rag.index
+    import rag.index.build
+    import rag.index.store
 
     counts: dict[str, int] = {}
     log = open(events, "w", encoding="utf-8") if events else None  # noqa: SIM115 - lives until os._exit
@@ -319,8 +320,8 @@ def _install_kill_hooks(index_dir: str, kill: str | None, events: str | None) ->
             hook(f"after open-for-writing {rel(file)}")
         return handle
 
-    rag.index.open = opener  # type: ignore[attr-defined]  # shadows the builtin in that module only
-    real_encode = rag.index.encode_passages
+    rag.index.store.open = opener  # type: ignore[attr-defined]  # shadows the builtin in that module only
+    real_encode = rag.index.build.encode_passages
 
     def encode(enc: Any, texts: Any, progress: Any = None) -> Any:
         def tick(n: int) -> None:
@@ -330,7 +331,7 @@ def _install_kill_hooks(index_dir: str, kill: str | None, events: str | None) ->
 
         return real_encode(enc, texts, tick)
 
-    rag.index.encode_passages = encode
+    rag.index.build.encode_passages = encode
 
 
 class _SlowHash(HashEncoder):

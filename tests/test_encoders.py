@@ -234,9 +234,8 @@ def test_sentence_transformers_model_offline(tmp_path: Path, monkeypatch: pytest
     report = build_index(load_documents(SEEDS), index_dir, settings, encoder)
     assert report.embedded_documents == 1 and report.chunks > 0
     manifest = read_manifest(current_build(index_dir))
-    assert manifest["settings"]["model"] == spec
-    model = manifest["model"]
-    assert {k: model[k] for k in ("spec", "id", "dim")} == {"spec": spec, "id": encoder.model_id, "dim": 384}
+    assert manifest.settings["model"] == spec
+    assert (manifest.model.spec, manifest.model.id, manifest.model.dim) == (spec, encoder.model_id, 384)
 
     pipeline = Pipeline(open_index(index_dir, settings), encoder, settings)
     answer = pipeline.ask("Combien de citoyens azerbaïdjanais sont portés disparus ?")

@@ -25,12 +25,15 @@ from rag.index import (
     CURRENT,
     FORMAT_VERSION,
     TMP_PREFIX,
+    Manifest,
+    ModelPart,
     build_index,
     current_build,
     index_status,
     open_index,
     read_manifest,
 )
+from rag.index import store as index_store
 from rag.load import load_documents
 from rag.pipeline import Pipeline
 from rag.types import Answer, BuildReport
@@ -106,35 +109,37 @@ def test_manifest_records_how_the_index_was_built(built: Path, seeds_copy: Path)
     build_dir = current_build(built)
     manifest = read_manifest(build_dir)
     on_disk = json.loads((build_dir / "manifest.json").read_text(encoding="utf-8"))
-    assert manifest == on_disk
+    assert manifest.to_dict() == on_disk  # the typed manifest holds every key, and writes them back alike
+    assert list(manifest.to_dict()) == list(on_disk)
+    assert Manifest.from_dict(on_disk) == manifest
 
-    assert manifest["format_version"] == FORMAT_VERSION == 1
-    model = manifest["model"]
-    assert {k: model[k] for k in ("spec", "id", "dim")} == {"spec": "hash", "id": "hash-bow-256", "dim": 256}
-    assert manifest["settings"] == FAKE.to_dict()
-    assert manifest["splitter_version"] == SPLITTER_VERSION
-    built_at = datetime.fromisoformat(manifest["built_at"])
+    assert manifest.format_version == FORMAT_VERSION == 1
+    assert (manifest.model.spec, manifest.model.id, manifest.model.dim) == ("hash", "hash-bow-256", 256)
+    assert manifest.model.parts == (ModelPart("hash-bow-256", 256, 1.0),)
+    assert manifest.settings == FAKE.to_dict()
+    assert manifest.splitter_version == SPLITTER_VERSION
+    built_at = datetime.fromisoformat(manifest.built_at)
     assert built_at.tzinfo is not None
     assert before - timedelta(minutes=5) < built_at <= before + timedelta(seconds=1)
 
     doc = load_documents(seeds_copy).documents[0]
     chunks, sentences = chunk_document(doc, FAKE.chunk_size, FAKE.chunk_overlap)
-    assert manifest["counts"] == {"documents": 1, "chunks": len(chunks), "sentences": len(sentences)}
-    [entry] = manifest["documents"]
-    assert entry["id"] == SEED_DOC.name
-    assert entry["sha256"] == hashlib.sha256((seeds_copy / SEED_DOC.name).read_bytes()).hexdigest()
-    assert (entry["date"], entry["lang"], entry["chars"]) == ("2022-10", "fr", len(doc.text))
-    assert set(manifest["versions"]) >= {"rag", "faiss", "numpy", "bm25s"}
+    assert on_disk["counts"] == {"documents": 1, "chunks": len(chunks), "sentences": len(sentences)}
+    [entry] = manifest.documents
+    assert entry.id == SEED_DOC.name
+    assert entry.sha256 == hashlib.sha256((seeds_copy / SEED_DOC.name).read_bytes()).hexdigest()
+    assert (entry.date, entry.lang, entry.chars) == ("2022-10", "fr", len(doc.text))
+    assert set(manifest.versions) >= {"rag", "faiss", "numpy", "bm25s"}
 
     # every file of the build is listed with its true size and checksum
     files = {p.relative_to(build_dir).as_posix(): p for p in build_dir.rglob("*") if p.is_file()}
-    assert set(manifest["files"]) == set(files) - {"manifest.json"}
+    assert set(manifest.files) == set(files) - {"manifest.json"}
     assert {"documents.jsonl", "chunks.npy", "sentences.npy", "chunk_vectors.npy", "sentence_vectors.npy",
-            "chunks.faiss", "sentences.faiss"} <= set(manifest["files"])
-    for name, meta in manifest["files"].items():
+            "chunks.faiss", "sentences.faiss"} <= set(manifest.files)
+    for name, meta in on_disk["files"].items():
         data = files[name].read_bytes()
         assert meta == {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-    assert manifest["build"] == build_dir.name
+    assert manifest.build == build_dir.name
     assert (built / CURRENT).read_text(encoding="utf-8").strip() == build_dir.name
 
 
@@ -237,7 +242,7 @@ def test_a_removed_document_is_dropped(built: Path, seeds_copy: Path) -> None:
     index = open_index(built, FAKE)
     assert set(index.documents) == {SEED_DOC.name}
     assert {c.doc for c in index.chunks} == {s.doc for s in index.sentences} == {SEED_DOC.name}
-    assert index.manifest["counts"]["documents"] == 1
+    assert index.manifest.counts.documents == 1
 
 
 def test_unchanged_documents_write_nothing(built: Path, seeds_copy: Path) -> None:
@@ -271,7 +276,7 @@ def test_other_chunk_settings_re_embed_everything(built: Path, seeds_copy: Path)
     settings = FAKE.with_(chunk_size=300, chunk_overlap=50)
     report = build_index(load_documents(seeds_copy), built, settings, encoder)
     assert report.embedded_documents == 1 and document_passages(encoder, seeds_copy)
-    assert read_manifest(current_build(built))["settings"]["chunk_size"] == 300
+    assert read_manifest(current_build(built)).settings["chunk_size"] == 300
 
 
 def test_progress_reports_passages_done(tmp_path: Path, seeds_copy: Path) -> None:
@@ -308,7 +313,7 @@ def test_old_builds_are_pruned(built: Path, seeds_copy: Path) -> None:
 
 
 def _write_steps() -> list[str]:
-    steps = re.findall(r'\bstep\("([^"]+)"\)', inspect.getsource(index_module._write_build))
+    steps = re.findall(r'\bstep\("([^"]+)"\)', inspect.getsource(index_store.write_build))
     assert {"chunks.faiss", "manifest.json", "rename"} <= set(steps), steps
     return steps
 
@@ -452,10 +457,10 @@ def test_exact_search_up_to_the_byte_budget_then_hnsw(monkeypatch: pytest.Monkey
     rng = np.random.default_rng(0)
     vectors = rng.standard_normal((300, 64)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    monkeypatch.setattr(index_module, "EXACT_SEARCH_BYTES", vectors.nbytes)
-    assert isinstance(index_module.make_faiss(vectors), faiss.IndexFlatIP)
-    monkeypatch.setattr(index_module, "EXACT_SEARCH_BYTES", vectors.nbytes - 1)
-    hnsw = index_module.make_faiss(vectors)
+    monkeypatch.setattr(index_store, "EXACT_SEARCH_BYTES", vectors.nbytes)
+    assert isinstance(index_store.make_faiss(vectors), faiss.IndexFlatIP)
+    monkeypatch.setattr(index_store, "EXACT_SEARCH_BYTES", vectors.nbytes - 1)
+    hnsw = index_store.make_faiss(vectors)
     assert isinstance(hnsw, faiss.IndexHNSWFlat) and hnsw.ntotal == 300
     flat = faiss.IndexFlatIP(64)
     flat.add(vectors)
@@ -469,7 +474,7 @@ def test_an_hnsw_index_answers_like_exact_search(monkeypatch: pytest.MonkeyPatch
                                                  seeds_copy: Path) -> None:
     loaded = load_documents(seeds_copy)
     build_index(loaded, tmp_path / "exact", FAKE, HashEncoder())
-    monkeypatch.setattr(index_module, "EXACT_SEARCH_BYTES", 0)
+    monkeypatch.setattr(index_store, "EXACT_SEARCH_BYTES", 0)
     build_index(loaded, tmp_path / "hnsw", FAKE, HashEncoder())
     hnsw = open_index(tmp_path / "hnsw", FAKE)
     assert "HNSW" in type(hnsw.chunk_faiss).__name__ and "HNSW" in type(hnsw.sentence_faiss).__name__

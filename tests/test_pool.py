@@ -119,7 +119,7 @@ def test_settings_choose_the_pool_for_real_models_only() -> None:
     assert isinstance(encoder_for(Settings(model="e5+use")), PooledEncoder)
     assert not isinstance(encoder_for(Settings(model="e5+use", processes=1)), PooledEncoder)
     assert isinstance(encoder_for(Settings(model="hash")), HashEncoder)  # faster than starting a worker
-    pooled = create_encoder("e5+use", threads=2, processes=2)
+    pooled = pool.pooled_encoder("e5+use", threads=2, processes=2)
     assert isinstance(pooled, PooledEncoder) and pooled.threads == 1
     # the manifest records the fused layout underneath the pool
     assert [p["id"] for p in encoder_parts(pooled)] == [
@@ -134,13 +134,13 @@ def test_an_index_built_through_the_pool_equals_one_built_in_process(tmp_path: P
     local, pooled = open_index(tmp_path / "local", settings), open_index(tmp_path / "pooled", settings)
     np.testing.assert_array_equal(local.chunk_vectors, pooled.chunk_vectors)
     np.testing.assert_array_equal(local.sentence_vectors, pooled.sentence_vectors)
-    assert local.manifest["model"] == pooled.manifest["model"]
+    assert local.manifest.model == pooled.manifest.model
 
 
 @pytest.mark.model
 def test_the_real_model_gives_the_same_vectors_through_the_pool() -> None:
     texts = TEXTS[:80]
-    pooled = create_encoder("e5+use", threads=2, processes=2)
+    pooled = pool.pooled_encoder("e5+use", threads=2, processes=2)
     assert isinstance(pooled, PooledEncoder)
     pooled.min_chars = 0
     got = pooled.encode_passages(texts)

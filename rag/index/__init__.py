@@ -1,0 +1,62 @@
+"""Stage 4, index: a versioned index folder, built atomically, verified and loaded.
+
+- ``manifest``: the typed ``Manifest`` of a build, its validation, and ``check_compatible``
+  (does this index fit these settings and this encoder);
+- ``store``: the folder layout, the ``CURRENT`` pointer, the build lock, atomic writes and
+  ``open_index`` -> ``Index`` (with what questions need computed once, at open);
+- ``build``: ``build_index`` and ``index_status``, and the abstention background.
+
+The BM25 tokenizer and indexes are in ``rag.lexical``.
+"""
+
+from .build import Progress, background_centroid, background_sentences, build_index, index_status
+from .manifest import (
+    FORMAT_VERSION,
+    Manifest,
+    ModelInfo,
+    ModelPart,
+    check_compatible,
+    read_manifest,
+    verify_files,
+)
+from .store import (
+    BUILDS,
+    CURRENT,
+    EXACT_SEARCH_BYTES,
+    TMP_PREFIX,
+    Index,
+    Part,
+    build_lock,
+    clean_leftovers,
+    current_build,
+    make_faiss,
+    open_index,
+    settings_for,
+)
+
+__all__ = [
+    "BUILDS",
+    "CURRENT",
+    "EXACT_SEARCH_BYTES",
+    "FORMAT_VERSION",
+    "TMP_PREFIX",
+    "Index",
+    "Manifest",
+    "ModelInfo",
+    "ModelPart",
+    "Part",
+    "Progress",
+    "background_centroid",
+    "background_sentences",
+    "build_index",
+    "build_lock",
+    "check_compatible",
+    "clean_leftovers",
+    "current_build",
+    "index_status",
+    "make_faiss",
+    "open_index",
+    "read_manifest",
+    "settings_for",
+    "verify_files",
+]

@@ -1,0 +1,212 @@
+"""Building an index: chunk, embed what changed, compute the abstention background, write atomically.
+
+``build_index`` re-embeds only documents that are new or changed since the build in use
+(unless ``full``), and ``index_status`` says whether a build is needed at all. The
+background is the mean embedding of bundled generic sentences (rag/data/background.tsv) in
+the documents' languages: the baseline the answer stage measures a question's best sentence
+against before it answers.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..chunk import SPLITTER_VERSION, chunk_document
+from ..encoders import Encoder, encode_passages, encoder_parts
+from ..errors import IndexCorruptError, IndexMismatchError, IndexMissingError
+from ..settings import Settings
+from ..types import BuildReport, Chunk, LoadResult, Span
+from .manifest import (
+    FORMAT_VERSION,
+    Counts,
+    DocumentEntry,
+    Manifest,
+    ModelInfo,
+    ModelPart,
+    check_compatible,
+    read_manifest,
+)
+from .store import EXACT_SEARCH_BYTES, Index, build_lock, clean_leftovers, current_build, open_index, write_build
+
+Progress = Callable[[int, int], None]  # (passages embedded so far, total to embed)
+
+
+def background_sentences(languages: Sequence[str | None]) -> list[str]:
+    """The bundled generic sentences in the documents' languages, in proportion to their documents.
+
+    All of them when no document language is among the bundled ones.
+    """
+    by_lang: dict[str, list[str]] = {}
+    with (resources.files("rag") / "data" / "background.tsv").open(encoding="utf-8") as handle:
+        for line in handle:
+            if line.startswith("#") or "\t" not in line:
+                continue
+            lang, text = line.rstrip("\n").split("\t", 1)
+            by_lang.setdefault(lang, []).append(text)
+    counts = Counter(lang for lang in languages if lang in by_lang)
+    if not counts:
+        return [t for texts in by_lang.values() for t in texts]
+    return [t for lang, n in sorted(counts.items()) for t in by_lang[lang] * n]
+
+
+def background_centroid(texts: Sequence[str], vectors: np.ndarray) -> np.ndarray:
+    """Mean embedding of generic text in the documents' languages: the baseline for abstention.
+
+    ``texts`` are ``background_sentences(...)`` (repeats weight a language by its documents);
+    ``vectors`` are the embeddings of ``sorted(set(texts))``, in that order.
+    """
+    unique = sorted(set(texts))
+    weights = Counter(texts)
+    mean = sum(vectors[i] * weights[t] for i, t in enumerate(unique)) / len(texts)
+    return np.asarray(mean, dtype=np.float32)
+
+
+def index_status(root: str | os.PathLike[str], loaded: LoadResult, settings: Settings) -> str:
+    """``missing``, ``mismatch`` (another model), ``stale`` (documents or chunking) or ``ok``.
+
+    A damaged index raises ``IndexCorruptError``: rebuilding it unasked would hide the damage
+    and overwrite an index written by a newer version.
+    """
+    try:
+        manifest = read_manifest(current_build(root))
+    except IndexMissingError:
+        return "missing"
+    try:
+        if not check_compatible(manifest, settings, root):
+            return "stale"
+    except IndexMismatchError:
+        return "mismatch"
+    have = {d.id: d.sha256 for d in manifest.documents}
+    want = {d.id: d.sha256 for d in loaded.documents}
+    return "ok" if have == want else "stale"
+
+
+def build_index(
+    loaded: LoadResult,
+    root: str | os.PathLike[str],
+    settings: Settings,
+    encoder: Encoder,
+    *,
+    full: bool = False,
+    progress: Progress | None = None,
+    _fail_after: str | None = None,
+) -> BuildReport:
+    """Build (or bring up to date) the index at ``root`` from ``loaded`` documents.
+
+    Only documents that are new or changed since the build in use are embedded, unless
+    ``full``. The new build replaces the old one atomically; on any error the old one stays.
+    ``_fail_after`` names a file after which to raise (tests inject crashes with it).
+    """
+    started = time.perf_counter()
+    root = Path(root)
+    with build_lock(root):
+        clean_leftovers(root)
+        previous = None
+        if not full:
+            try:
+                previous = open_index(root, settings=settings, verify=True, encoder=encoder)
+            except (IndexMissingError, IndexCorruptError, IndexMismatchError):
+                previous = None
+            if previous is not None and not check_compatible(previous.manifest, settings, root):
+                previous = None  # other chunking: nothing can be reused
+        old_ids = set(previous.documents) if previous else set()
+        if previous is not None and {d.id: d.sha256 for d in loaded.documents} == {
+            d.id: d.sha256 for d in previous.documents.values()
+        }:
+            return BuildReport(
+                documents=len(loaded.documents), chunks=len(previous.chunks), sentences=len(previous.sentences),
+                reused_documents=len(loaded.documents), embedded_documents=0, removed_documents=0,
+                skipped=loaded.skipped, seconds=time.perf_counter() - started, path=str(root), up_to_date=True,
+            )
+
+        chunks: list[Chunk] = []
+        sentences: list[Span] = []
+        reuse: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        prev_by_doc = _vectors_by_doc(previous) if previous else {}
+        for doc in loaded.documents:
+            doc_chunks, doc_sents = chunk_document(doc, settings.chunk_size, settings.chunk_overlap, len(sentences))
+            chunks.extend(doc_chunks)
+            sentences.extend(doc_sents)
+            prev_doc = previous.documents.get(doc.id) if previous else None
+            if prev_doc is not None and prev_doc.sha256 == doc.sha256 and doc.id in prev_by_doc:
+                reuse[doc.id] = prev_by_doc[doc.id]
+
+        dim = encoder.dim
+        chunk_vectors = np.zeros((len(chunks), dim), dtype=np.float32)
+        sentence_vectors = np.zeros((len(sentences), dim), dtype=np.float32)
+        todo_chunks = [i for i, c in enumerate(chunks) if c.doc not in reuse]
+        todo_sents = [i for i, s in enumerate(sentences) if s.doc not in reuse]
+        # One call for everything, the background sentences included: a pooled encoder starts
+        # its workers once, and this process need not load the model at all.
+        background_texts = background_sentences([d.lang for d in loaded.documents])
+        background_unique = sorted(set(background_texts))
+        texts = [chunks[i].text for i in todo_chunks] + [sentences[i].text for i in todo_sents]
+        total = len(texts) + len(background_unique)
+        done = 0
+
+        def tick(n: int) -> None:
+            nonlocal done
+            done += n
+            if progress:
+                progress(done, total)
+
+        if progress:
+            progress(0, total)
+        vectors = encode_passages(encoder, texts + background_unique, tick)
+        n_chunks, n_texts = len(todo_chunks), len(texts)
+        chunk_vectors[todo_chunks] = vectors[:n_chunks]
+        sentence_vectors[todo_sents] = vectors[n_chunks:n_texts]
+        for doc_id, (cv, sv) in reuse.items():
+            chunk_vectors[[i for i, c in enumerate(chunks) if c.doc == doc_id]] = cv
+            sentence_vectors[[i for i, s in enumerate(sentences) if s.doc == doc_id]] = sv
+
+        background_vector = background_centroid(background_texts, vectors[n_texts:])
+        manifest = Manifest(
+            format_version=FORMAT_VERSION,
+            rag_version=__version__,
+            built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            model=ModelInfo(settings.model, encoder.model_id, int(dim),
+                            tuple(ModelPart(str(p["id"]), int(p["dim"]), float(p["weight"]))
+                                  for p in encoder_parts(encoder))),
+            settings=settings.to_dict(),
+            splitter_version=SPLITTER_VERSION,
+            exact_search_bytes=EXACT_SEARCH_BYTES,
+            counts=Counts(len(loaded.documents), len(chunks), len(sentences)),
+            documents=tuple(DocumentEntry(d.id, d.sha256, len(d.text), d.date, d.lang) for d in loaded.documents),
+            skipped=tuple(loaded.skipped),
+            versions=_versions(),
+        )
+        write_build(root, manifest, loaded.documents, chunks, sentences, chunk_vectors, sentence_vectors,
+                    background_vector, _fail_after)
+        clean_leftovers(root)
+    return BuildReport(
+        documents=len(loaded.documents), chunks=len(chunks), sentences=len(sentences),
+        reused_documents=len(reuse), embedded_documents=len(loaded.documents) - len(reuse),
+        removed_documents=len(old_ids - {d.id for d in loaded.documents}),
+        skipped=loaded.skipped, seconds=time.perf_counter() - started, path=str(root),
+    )
+
+
+def _vectors_by_doc(index: Index) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    out: dict[str, tuple[list[int], list[int]]] = {}
+    for i, c in enumerate(index.chunks):
+        out.setdefault(c.doc, ([], []))[0].append(i)
+    for i, s in enumerate(index.sentences):
+        out.setdefault(s.doc, ([], []))[1].append(i)
+    return {d: (index.chunk_vectors[c], index.sentence_vectors[s]) for d, (c, s) in out.items()}
+
+
+def _versions() -> dict[str, str]:
+    import bm25s
+    import faiss
+
+    return {"rag": __version__, "faiss": faiss.__version__, "numpy": np.__version__, "bm25s": bm25s.__version__}

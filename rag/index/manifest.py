@@ -1,0 +1,236 @@
+"""The index manifest: a typed record of how a build was made, read, validated and checked.
+
+``manifest.json`` is written once per build and never edited. It holds the format version,
+the model (spec, id, dimension, member layout), the settings, the splitter version, per-document
+hashes and the size and SHA-256 of every file, so a damaged index is found before use and an
+index built with another model or other chunking is recognised as such (``check_compatible``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from shlex import quote
+from typing import Any
+
+from ..chunk import SPLITTER_VERSION
+from ..encoders import Encoder
+from ..errors import IndexCorruptError, IndexMismatchError
+from ..settings import Settings, canonical_model
+from ..types import SkippedFile
+
+FORMAT_VERSION = 1
+REQUIRED = ("settings", "model", "documents", "files", "counts", "built_at")
+
+
+def rebuild_fix(root: str | os.PathLike[str]) -> str:
+    """The command that replaces a damaged index, as it must be typed (spaces and all)."""
+    return f"rebuild with `rag index --full --index {quote(str(root))}`"
+
+
+@dataclass(frozen=True)
+class ModelPart:
+    """One member model of a (possibly fused) encoder, in the order its columns are stored."""
+
+    id: str
+    dim: int
+    weight: float
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    spec: str  # as recorded; ``canonical_model`` of it is what settings are compared with
+    id: str
+    dim: int
+    parts: tuple[ModelPart, ...] = ()  # empty in builds that predate fused models: one part of weight 1
+
+
+@dataclass(frozen=True)
+class DocumentEntry:
+    id: str
+    sha256: str
+    chars: int
+    date: str | None = None
+    lang: str | None = None
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Counts:
+    documents: int
+    chunks: int
+    sentences: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What ``manifest.json`` holds. ``to_dict`` writes the keys in the order builds always have."""
+
+    format_version: int
+    rag_version: str
+    built_at: str
+    model: ModelInfo
+    settings: dict[str, Any]  # ``Settings.to_dict()`` of the build, as recorded
+    splitter_version: int | None
+    exact_search_bytes: int | None
+    counts: Counts
+    documents: tuple[DocumentEntry, ...]
+    skipped: tuple[SkippedFile, ...] = ()
+    versions: dict[str, str] = field(default_factory=dict)
+    files: dict[str, FileEntry] = field(default_factory=dict)
+    build: str = ""
+
+    @property
+    def model_spec(self) -> str:
+        """The canonical spec of the model the index was built with."""
+        return canonical_model(str(self.settings.get("model", self.model.spec)))
+
+    def build_key(self) -> dict[str, Any]:
+        """What the build depends on, as ``Settings.build_key()`` plus the splitter version."""
+        return {"model": self.model_spec, "chunk_size": self.settings.get("chunk_size"),
+                "chunk_overlap": self.settings.get("chunk_overlap"), "splitter_version": self.splitter_version}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Manifest:
+        """A manifest from parsed JSON; raises ``KeyError``/``TypeError``/``ValueError`` when malformed."""
+        model = data["model"]
+        return cls(
+            format_version=int(data["format_version"]),
+            rag_version=str(data.get("rag_version", "")),
+            built_at=str(data["built_at"]),
+            model=ModelInfo(
+                spec=str(model.get("spec", data["settings"].get("model", ""))), id=str(model["id"]),
+                dim=int(model["dim"]),
+                parts=tuple(ModelPart(str(p["id"]), int(p["dim"]), float(p["weight"]))
+                            for p in model.get("parts") or ()),
+            ),
+            settings=dict(data["settings"]),
+            splitter_version=data.get("splitter_version"),
+            exact_search_bytes=data.get("exact_search_bytes"),
+            counts=Counts(**{k: int(data["counts"][k]) for k in ("documents", "chunks", "sentences")}),
+            documents=tuple(
+                DocumentEntry(str(d["id"]), str(d["sha256"]), int(d.get("chars", 0)), d.get("date"), d.get("lang"))
+                for d in data["documents"]
+            ),
+            skipped=tuple(SkippedFile(str(s["path"]), str(s["reason"])) for s in data.get("skipped", [])),
+            versions=dict(data.get("versions", {})),
+            files={str(k): FileEntry(v.get("bytes"), v.get("sha256")) for k, v in data["files"].items()},
+            build=str(data.get("build", "")),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object written to ``manifest.json`` (``files`` and ``build`` only once known)."""
+        out: dict[str, Any] = {
+            "format_version": self.format_version,
+            "rag_version": self.rag_version,
+            "built_at": self.built_at,
+            "model": {"spec": self.model.spec, "id": self.model.id, "dim": self.model.dim,
+                      "parts": [{"id": p.id, "dim": p.dim, "weight": p.weight} for p in self.model.parts]},
+            "settings": self.settings,
+            "splitter_version": self.splitter_version,
+            "exact_search_bytes": self.exact_search_bytes,
+            "counts": {"documents": self.counts.documents, "chunks": self.counts.chunks,
+                       "sentences": self.counts.sentences},
+            "documents": [{"id": d.id, "sha256": d.sha256, "chars": d.chars, "date": d.date, "lang": d.lang}
+                          for d in self.documents],
+            "skipped": [{"path": s.path, "reason": s.reason} for s in self.skipped],
+            "versions": self.versions,
+        }
+        if self.files:
+            out["files"] = {k: {"bytes": v.bytes, "sha256": v.sha256} for k, v in self.files.items()}
+        if self.build:
+            out["build"] = self.build
+        return out
+
+
+def read_manifest(build: Path) -> Manifest:
+    """The manifest of one build folder; ``IndexCorruptError`` (with the fix) when unreadable or too new/old."""
+    root = build.parent.parent
+    fix = rebuild_fix(root)
+    try:
+        data = json.loads((build / "manifest.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise IndexCorruptError(f"index {str(root)!r} has no manifest.json: {fix}") from None
+    except (OSError, ValueError) as exc:
+        raise IndexCorruptError(f"index manifest {build / 'manifest.json'} is unreadable ({exc}): {fix}") from exc
+    if not isinstance(data, dict):
+        raise IndexCorruptError(f"index manifest {build / 'manifest.json'} is not a JSON object: {fix}")
+    version = data.get("format_version")
+    if not isinstance(version, int):
+        raise IndexCorruptError(f"index manifest has no format_version: {fix}")
+    if version > FORMAT_VERSION:
+        raise IndexCorruptError(
+            f"index {str(root)!r} has format version {version}, newer than this program reads ({FORMAT_VERSION}): "
+            f"upgrade rag, or {fix}"
+        )
+    if version < FORMAT_VERSION:
+        raise IndexCorruptError(f"index {str(root)!r} has old format version {version}: {fix}")
+    for key in REQUIRED:
+        if key not in data:
+            raise IndexCorruptError(f"index manifest lacks {key!r}: {fix}")
+    try:
+        return Manifest.from_dict(data)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise IndexCorruptError(f"index manifest {build / 'manifest.json'} is malformed ({exc!r}): {fix}") from exc
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_files(build: Path, manifest: Manifest, checksums: bool = True) -> None:
+    """Check every file the manifest lists: present, same size and (optionally) same SHA-256."""
+    fix = rebuild_fix(build.parent.parent)
+    for name, meta in manifest.files.items():
+        path = build / name
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            raise IndexCorruptError(f"index file {name} is missing: {fix}") from None
+        if size != meta.bytes:
+            raise IndexCorruptError(f"index file {name} has {size} bytes, the manifest says {meta.bytes}: {fix}")
+        if checksums and sha256_file(path) != meta.sha256:
+            raise IndexCorruptError(f"index file {name} does not match its checksum (damaged or edited): {fix}")
+
+
+def wanted_key(settings: Settings) -> dict[str, Any]:
+    """The build key an index made now with ``settings`` would have."""
+    return {**settings.build_key(), "splitter_version": SPLITTER_VERSION}
+
+
+def check_compatible(
+    manifest: Manifest, settings: Settings, root: str | os.PathLike[str], encoder: Encoder | None = None
+) -> bool:
+    """Does the index fit these settings and this encoder? The one place that decides it.
+
+    Raises ``IndexMismatchError`` (with the command that fixes it) when the index was built
+    with another model: another spec than ``settings.model``, or, given ``encoder``, another
+    model id or dimension. Returns False when only the build key differs (chunking or the
+    splitter changed: the index is stale and a build redoes it), True when it fits.
+    """
+    where, have = str(root), manifest.model_spec
+    if have != settings.model:
+        raise IndexMismatchError(
+            f"the index at {where!r} was built with model {have!r}, not {settings.model!r}: "
+            f"rebuild it with `rag index --full --model {quote(settings.model)} --index {quote(where)}`, "
+            f"or ask with --model {have}"
+        )
+    if encoder is not None and (encoder.dim != manifest.model.dim or encoder.model_id != manifest.model.id):
+        raise IndexMismatchError(
+            f"the index at {where!r} was built by {manifest.model.id!r} ({manifest.model.dim} dimensions) "
+            f"but the model now loaded is {encoder.model_id!r} ({encoder.dim} dimensions): rebuild it with "
+            f"`rag index --full --model {quote(settings.model)} --index {quote(where)}`"
+        )
+    return manifest.build_key() == wanted_key(settings)

@@ -1,0 +1,388 @@
+"""The index folder on disk: layout, the CURRENT pointer, the build lock, atomic writes, and opening.
+
+Layout of an index folder::
+
+    index/
+      CURRENT            name of the build in use (replaced atomically)
+      builds/<build>/    manifest.json, documents.jsonl, chunks.npy, sentences.npy,
+                         chunk_vectors.npy, sentence_vectors.npy, background.npy, chunks.faiss,
+                         sentences.faiss, bm25_chunks/, bm25_sentences/
+
+A build is written into ``builds/.tmp-*``, flushed, renamed, and only then named in
+``CURRENT``: a crash at any point leaves the previous build in use. JSON, NumPy and FAISS
+files only, never pickle. ``open_index`` also computes, once, everything a question needs
+that depends on the index alone (encoder layout, sentence owners, document languages).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from shlex import quote
+from typing import Any
+
+import numpy as np
+
+from ..encoders import Encoder
+from ..errors import IndexCorruptError, IndexMissingError
+from ..lexical import build_bm25, load_bm25, save_bm25
+from ..settings import DEFAULT_MODEL, Settings
+from ..types import Chunk, Document, Span
+from .manifest import FileEntry, Manifest, check_compatible, read_manifest, rebuild_fix, sha256_file, verify_files
+
+CURRENT = "CURRENT"
+BUILDS = "builds"
+TMP_PREFIX = ".tmp-"
+# Exact search reads every vector: ~0.5 us per 896-d vector here (466 ms at 1M, docs/scaling.md),
+# so 20 MiB of vectors (~5,800 at 896 dimensions, ~13,600 at 384) cost ~3 ms per search. Above
+# that an HNSW graph takes over (recall@10 0.998 and 0.90 ms p50 at 1M vectors, same run).
+EXACT_SEARCH_BYTES = 20 * 2**20
+
+
+@dataclass(frozen=True)
+class Part:
+    """Where one encoder's unit vector sits inside the stored (possibly fused) vectors."""
+
+    start: int
+    stop: int
+    scale: float  # the stored part is unit vector * scale
+    weight: float  # its weight in the score
+
+
+@dataclass(frozen=True)
+class Index:
+    """A loaded index: spans, vectors, FAISS and BM25 indexes, and what questions read from them.
+
+    Read-only once loaded. The last four fields are derived at open time, never per question.
+    """
+
+    path: Path
+    manifest: Manifest
+    documents: dict[str, Document]
+    chunks: list[Chunk]
+    sentences: list[Span]
+    chunk_vectors: np.ndarray
+    sentence_vectors: np.ndarray
+    chunk_faiss: Any
+    sentence_faiss: Any
+    bm25_chunks: Any
+    bm25_sentences: Any
+    background: np.ndarray  # mean embedding of generic text in the documents' languages
+    parts: tuple[Part, ...]  # each member encoder's columns in the vectors
+    sentence_chunk: np.ndarray  # for each sentence, the first chunk that holds it
+    languages: frozenset[str]  # the documents' detected languages
+    sentence_lang: np.ndarray  # for each sentence, its document's language (object array; None if unknown)
+
+    @property
+    def model(self) -> str:
+        return self.manifest.model_spec
+
+    @property
+    def built_at(self) -> str:
+        return self.manifest.built_at
+
+
+# ---------------------------------------------------------------------------------- folder
+
+
+def builds_dir(root: Path) -> Path:
+    return root / BUILDS
+
+
+def current_build(root: str | os.PathLike[str]) -> Path:
+    """The folder of the build in use; ``IndexMissingError`` when there is none."""
+    root = Path(root)
+    pointer = root / CURRENT
+    arg = quote(str(root))  # the fix commands below must run as printed, spaces and all
+    try:
+        name = pointer.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        raise IndexMissingError(f"no index at {str(root)!r}: build it with `rag index --index {arg}`") from None
+    except OSError as exc:
+        raise IndexCorruptError(
+            f"cannot read {pointer} ({exc}): rebuild with `rag index --full --index {arg}`"
+        ) from exc
+    build = builds_dir(root) / name
+    if not name or "/" in name or not build.is_dir():
+        raise IndexCorruptError(
+            f"index {str(root)!r} points to a missing build {name!r}: rebuild with `rag index --full --index {arg}`"
+        )
+    return build
+
+
+def settings_for(root: str | os.PathLike[str], model: str | None = None, base: Settings | None = None) -> Settings:
+    """The settings to use with the index at ``root``: ``model`` if given, else the index's model, else the default.
+
+    A missing or unreadable index falls back to the default model (building it will say more).
+    """
+    if model is None:
+        try:
+            model = read_manifest(current_build(root)).model_spec
+        except (IndexMissingError, IndexCorruptError):
+            model = DEFAULT_MODEL
+    return (base or Settings()).with_(model=model)
+
+
+@contextlib.contextmanager
+def build_lock(root: Path) -> Iterator[None]:
+    """One builder at a time per index folder (readers never wait)."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def clean_leftovers(root: Path, keep: int = 2) -> list[str]:
+    """Remove temporary folders of interrupted builds and builds older than the last ``keep``.
+
+    Call with the build lock held. The build in use and the one before it stay, so a reader
+    that has just read CURRENT can still load its build.
+    """
+    builds = builds_dir(root)
+    if not builds.is_dir():
+        return []
+    removed = []
+    try:
+        in_use = current_build(root).name
+    except (IndexMissingError, IndexCorruptError):
+        in_use = None
+    finished = sorted((p for p in builds.iterdir() if not p.name.startswith(TMP_PREFIX)), key=lambda p: p.name)
+    # newer than the build in use yet never switched to: a crash between rename and switch
+    orphans = [p for p in finished if in_use is not None and p.name > in_use]
+    finished = [p for p in finished if p not in orphans]
+    stale = [p for p in finished if p.name != in_use][: max(0, len(finished) - keep)]
+    for path in [p for p in builds.iterdir() if p.name.startswith(TMP_PREFIX)] + orphans + stale:
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path.name)
+    for pointer in root.glob(f"{CURRENT}.*.tmp"):  # a CURRENT written but never swapped in
+        pointer.unlink(missing_ok=True)
+        removed.append(pointer.name)
+    return removed
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------------------------- write
+
+
+def make_faiss(vectors: np.ndarray) -> Any:
+    import faiss
+
+    dim = vectors.shape[1]
+    index: Any
+    if vectors.size * 4 <= EXACT_SEARCH_BYTES:
+        # inner product over unit vectors = cosine similarity
+        index = faiss.IndexFlatIP(dim)
+    else:
+        index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = 80
+        index.hnsw.efSearch = 128
+    index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    return index
+
+
+def _spans_array(rows: Sequence[Span], doc_pos: dict[str, int], chunk: bool) -> np.ndarray:
+    width = 6 if chunk else 4
+    out = np.zeros((len(rows), width), dtype=np.int64)
+    for i, s in enumerate(rows):
+        out[i, :4] = (doc_pos[s.doc], s.start, s.end, s.paragraph)
+        if chunk:
+            assert isinstance(s, Chunk)
+            out[i, 4:] = (s.first_sentence, s.last_sentence)
+    return out
+
+
+def write_build(
+    root: Path,
+    manifest: Manifest,
+    documents: Sequence[Document],
+    chunks: list[Chunk],
+    sentences: list[Span],
+    chunk_vectors: np.ndarray,
+    sentence_vectors: np.ndarray,
+    background_vector: np.ndarray,
+    fail_after: str | None,
+) -> Path:
+    """Write one build beside the others and switch ``CURRENT`` to it atomically; its folder.
+
+    ``fail_after`` names a step after which to raise (tests inject crashes with it).
+    """
+    import faiss
+
+    builds = builds_dir(root)
+    builds.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+    name = f"{stamp}-{uuid.uuid4().hex[:8]}"
+    tmp = builds / f"{TMP_PREFIX}{os.getpid()}-{name}"
+    tmp.mkdir()
+    doc_pos = {d.id: i for i, d in enumerate(documents)}
+
+    def step(done: str) -> None:
+        if fail_after == done:
+            raise RuntimeError(f"injected failure after {done}")
+
+    with open(tmp / "documents.jsonl", "w", encoding="utf-8") as out:
+        for d in documents:
+            row = {"id": d.id, "sha256": d.sha256, "body_start": d.body_start, "date": d.date, "lang": d.lang,
+                   "text": d.text}
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+    step("documents.jsonl")
+    np.save(tmp / "chunks.npy", _spans_array(chunks, doc_pos, chunk=True), allow_pickle=False)
+    np.save(tmp / "sentences.npy", _spans_array(sentences, doc_pos, chunk=False), allow_pickle=False)
+    np.save(tmp / "chunk_vectors.npy", chunk_vectors, allow_pickle=False)
+    step("chunk_vectors.npy")
+    np.save(tmp / "sentence_vectors.npy", sentence_vectors, allow_pickle=False)
+    np.save(tmp / "background.npy", background_vector, allow_pickle=False)
+    faiss.write_index(make_faiss(chunk_vectors), str(tmp / "chunks.faiss"))
+    step("chunks.faiss")
+    faiss.write_index(make_faiss(sentence_vectors), str(tmp / "sentences.faiss"))
+    save_bm25(build_bm25([c.text for c in chunks]), str(tmp / "bm25_chunks"))
+    save_bm25(build_bm25([s.text for s in sentences]), str(tmp / "bm25_sentences"))
+    step("bm25")
+    files = {}
+    for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
+        with open(path, "rb") as handle:
+            os.fsync(handle.fileno())
+        files[path.relative_to(tmp).as_posix()] = FileEntry(path.stat().st_size, sha256_file(path))
+    manifest = replace(manifest, files=files, build=name)
+    with open(tmp / "manifest.json", "w", encoding="utf-8") as out:
+        json.dump(manifest.to_dict(), out, ensure_ascii=False, indent=2)
+        out.flush()
+        os.fsync(out.fileno())
+    step("manifest.json")
+    _fsync_dir(tmp)
+    final = builds / name
+    os.rename(tmp, final)
+    _fsync_dir(builds)
+    step("rename")
+    pointer_tmp = root / f"{CURRENT}.{os.getpid()}.tmp"
+    with open(pointer_tmp, "w", encoding="utf-8") as out:
+        out.write(name + "\n")
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(pointer_tmp, root / CURRENT)  # the atomic switch
+    _fsync_dir(root)
+    return final
+
+
+# ---------------------------------------------------------------------------------- open
+
+
+def layout(manifest: Manifest) -> tuple[Part, ...]:
+    """Each member encoder's columns, scale and weight in the stored vectors."""
+    specs = manifest.model.parts or ()
+    members = [(p.dim, p.weight) for p in specs] or [(manifest.model.dim, 1.0)]
+    total = sum(w for _, w in members)
+    parts, col = [], 0
+    for dim, weight in members:
+        parts.append(Part(col, col + dim, float(np.sqrt(weight / total)), weight))
+        col += dim
+    return tuple(parts)
+
+
+def _sentence_owners(chunks: Sequence[Chunk], n_sentences: int) -> np.ndarray:
+    owner = np.zeros(n_sentences, dtype=np.int64)
+    for cid in range(len(chunks) - 1, -1, -1):  # backwards: the first chunk holding a sentence wins
+        c = chunks[cid]
+        owner[c.first_sentence : c.last_sentence] = cid
+    return owner
+
+
+def open_index(
+    root: str | os.PathLike[str],
+    settings: Settings | None = None,
+    verify: bool = True,
+    encoder: Encoder | None = None,
+) -> Index:
+    """Load the build in use at ``root``, refusing a damaged index or one built with another model.
+
+    With ``settings`` (and ``encoder``) given, ``check_compatible`` refuses another model.
+    """
+    import faiss
+
+    root = Path(root)
+    build = current_build(root)
+    manifest = read_manifest(build)
+    if settings is not None:  # another model is refused before any file is read
+        check_compatible(manifest, settings, root)
+    verify_files(build, manifest, checksums=verify)
+    fix = rebuild_fix(root)
+    try:
+        documents: dict[str, Document] = {}
+        with open(build / "documents.jsonl", encoding="utf-8") as handle:
+            for line in handle:
+                row = json.loads(line)
+                documents[row["id"]] = Document(
+                    id=row["id"], text=row["text"], sha256=row["sha256"], body_start=row["body_start"],
+                    date=row["date"], lang=row["lang"],
+                )
+        order = list(documents.values())
+        chunk_rows = np.load(build / "chunks.npy", allow_pickle=False)
+        sent_rows = np.load(build / "sentences.npy", allow_pickle=False)
+        # Memory-mapped: FAISS holds its own copy for search; re-scoring reads ~150 rows per
+        # question, so only those pages become resident (a loaded copy doubled the RAM at scale).
+        # Builds never rewrite a file in place, so the mapping cannot be truncated under us.
+        chunk_vectors = np.load(build / "chunk_vectors.npy", allow_pickle=False, mmap_mode="r")
+        sentence_vectors = np.load(build / "sentence_vectors.npy", allow_pickle=False, mmap_mode="r")
+        background = np.load(build / "background.npy", allow_pickle=False)
+        chunk_faiss = faiss.read_index(str(build / "chunks.faiss"))
+        sentence_faiss = faiss.read_index(str(build / "sentences.faiss"))
+        bm25_chunks = load_bm25(str(build / "bm25_chunks"))
+        bm25_sentences = load_bm25(str(build / "bm25_sentences"))
+    except (OSError, ValueError, KeyError, RuntimeError, json.JSONDecodeError) as exc:
+        raise IndexCorruptError(f"index at {str(root)!r} cannot be read ({type(exc).__name__}: {exc}): {fix}") from exc
+
+    def span(row: np.ndarray) -> tuple[str, int, int, str, int]:
+        doc = order[int(row[0])]
+        start, end = int(row[1]), int(row[2])
+        return doc.id, start, end, doc.text[start:end], int(row[3])
+
+    try:
+        sentences = [Span(*span(r)) for r in sent_rows]
+        chunks = [Chunk(*span(r), int(r[4]), int(r[5])) for r in chunk_rows]
+    except (IndexError, ValueError) as exc:
+        raise IndexCorruptError(f"index at {str(root)!r} has inconsistent spans: {fix}") from exc
+    dim = manifest.model.dim
+    parts = layout(manifest)
+    consistent = (
+        chunk_vectors.shape == (len(chunks), dim)
+        and sentence_vectors.shape == (len(sentences), dim)
+        and chunk_faiss.ntotal == len(chunks)
+        and sentence_faiss.ntotal == len(sentences)
+        and chunk_faiss.d == dim
+        and sentence_faiss.d == dim
+        and len(documents) == manifest.counts.documents
+        and background.shape == (dim,)
+        and parts[-1].stop == dim
+    )
+    if not consistent:
+        raise IndexCorruptError(f"index at {str(root)!r} has inconsistent sizes or dimensions: {fix}")
+    if settings is not None and encoder is not None:  # its id and dimension, once the index is known sound
+        check_compatible(manifest, settings, root, encoder)
+    sentence_lang = np.empty(len(sentences), dtype=object)
+    sentence_lang[:] = [documents[s.doc].lang for s in sentences]
+    return Index(
+        build, manifest, documents, chunks, sentences, chunk_vectors, sentence_vectors, chunk_faiss, sentence_faiss,
+        bm25_chunks, bm25_sentences, background,
+        parts=parts,
+        sentence_chunk=_sentence_owners(chunks, len(sentences)),
+        languages=frozenset(d.lang for d in documents.values() if d.lang),
+        sentence_lang=sentence_lang,
+    )
