@@ -1,4 +1,4 @@
-"""The benchmark command at its smallest size, its pure helpers, and the backend contract.
+"""The benchmark command at its smallest size and its pure helpers.
 
 No assertion here depends on how fast anything ran: the machine may be shared.
 """
@@ -13,8 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rag.backends import EmbeddingBackend, FaissStore, LocalEmbedder, VectorStore
-from rag.encoders import HashEncoder
 from rag.evaluate import metrics
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -106,29 +104,3 @@ def test_ivf_list_count_grows_with_the_corpus() -> None:
     assert ivf_nlist(1_000_000) == 2048
     assert ivf_nlist(10) == 16
 
-
-def test_backends_keep_the_contract() -> None:
-    import faiss
-
-    embedder = LocalEmbedder(HashEncoder())
-    assert isinstance(embedder, EmbeddingBackend)
-    vectors = embedder.embed_passages(["alpha beta", "gamma delta", "alpha gamma"])
-    assert vectors.dtype == np.float32 and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
-    for store in (FaissStore.flat(embedder.dim),
-                  FaissStore(faiss.IndexHNSWFlat(embedder.dim, 8, faiss.METRIC_INNER_PRODUCT))):
-        assert isinstance(store, VectorStore)
-        store.add(np.array([10, 20, 30]), vectors)
-        scores, ids = store.search(vectors[1], 5)
-        assert ids[0, 0] == 20 and scores[0, 0] == pytest.approx(1.0, abs=1e-5)
-        assert list(ids[0, 3:]) == [-1, -1]  # fewer rows than k: padded
-
-
-def test_backend_refuses_mismatched_rows(tmp_path: Path) -> None:
-    store = FaissStore.flat(4)
-    with pytest.raises(ValueError, match="2 ids for 1 vectors"):
-        store.add(np.array([1, 2]), np.ones((1, 4), dtype=np.float32))
-    with pytest.raises(ValueError, match="dimension 3, the index 4"):
-        store.add(np.array([1]), np.ones((1, 3), dtype=np.float32))
-    store.add(np.array([7]), np.ones((1, 4), dtype=np.float32))
-    store.save(tmp_path / "v.faiss")
-    assert FaissStore.load(tmp_path / "v.faiss").search(np.ones(4), 1)[1][0, 0] == 7
