@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import shutil
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
 from rag.encoders import HashEncoder, create_encoder
@@ -20,6 +24,38 @@ SHARED_BENCH = ROOT.parent / "shared" / "bench"
 FAKE = Settings(model="hash")
 
 
+class FakeEncoder(HashEncoder):
+    """The one fake encoder of the tests: the library's hashing encoder (instant, deterministic, lexical).
+
+    It remembers every passage and question it was given; ``delay`` (seconds per batch) makes it
+    slow enough for a build to be caught in progress; ``model_id`` and ``dim`` make it pose as
+    another model.
+    """
+
+    def __init__(self, delay: float = 0.0, model_id: str | None = None, dim: int | None = None) -> None:
+        super().__init__()
+        self.delay = delay
+        if model_id is not None:
+            self.model_id = model_id
+        if dim is not None:
+            self._dim = dim
+        self.passages: list[str] = []
+        self.queries: list[str] = []
+
+    def _encode(self, model: Any, texts: list[str], is_query: bool) -> np.ndarray:
+        if self.delay:
+            time.sleep(self.delay)
+        return super()._encode(model, texts, is_query)
+
+    def encode_passages(self, texts: Sequence[str], progress: Callable[[int], None] | None = None) -> np.ndarray:
+        self.passages.extend(texts)
+        return super().encode_passages(texts, progress)
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        self.queries.extend(texts)
+        return super().encode_queries(texts)
+
+
 @pytest.fixture
 def fake_settings() -> Settings:
     """Settings for the deterministic hashing encoder (instant, lexical)."""
@@ -27,8 +63,8 @@ def fake_settings() -> Settings:
 
 
 @pytest.fixture
-def fake_encoder() -> HashEncoder:
-    return HashEncoder()
+def fake_encoder() -> FakeEncoder:
+    return FakeEncoder()
 
 
 @pytest.fixture
@@ -42,8 +78,8 @@ def seeds_copy(tmp_path: Path) -> Path:
 @pytest.fixture
 def fake_pipeline(tmp_path: Path, seeds_copy: Path) -> Pipeline:
     index_dir = tmp_path / "index"
-    build_index(load_documents(seeds_copy), index_dir, FAKE, HashEncoder())
-    return Pipeline.open(index_dir, FAKE, HashEncoder())
+    build_index(load_documents(seeds_copy), index_dir, FAKE, FakeEncoder())
+    return Pipeline.open(index_dir, FAKE, FakeEncoder())
 
 
 @pytest.fixture(scope="session")

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import shutil
 import threading
-import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pytest
+from conftest import FakeEncoder
 
 from rag.encoders import HashEncoder
 from rag.errors import RagError
@@ -111,18 +109,6 @@ def test_threads_with_conversation_history_give_the_single_thread_answers(corpus
     assert got == expected * 2
 
 
-class _SlowHash(HashEncoder):
-    """Embeds slowly, so that readers run while a build is in progress."""
-
-    def __init__(self, delay: float) -> None:
-        super().__init__()
-        self.delay = delay
-
-    def _encode(self, model: Any, texts: list[str], is_query: bool) -> np.ndarray:
-        time.sleep(self.delay)
-        return super()._encode(model, texts, is_query)
-
-
 def test_rebuild_while_serving_answers_from_the_old_index_until_the_swap(corpus: Path, tmp_path: Path) -> None:
     index_dir = tmp_path / "index"
     shutil.copytree(corpus / "index", index_dir)
@@ -150,7 +136,7 @@ def test_rebuild_while_serving_answers_from_the_old_index_until_the_swap(corpus:
     def builder() -> None:
         try:
             # full, as the app's "rebuild" button does: every passage is embedded again, slowly
-            build_index(load_documents(new_docs), index_dir, HASH, _SlowHash(0.4), full=True,
+            build_index(load_documents(new_docs), index_dir, HASH, FakeEncoder(delay=0.4), full=True,
                         progress=lambda d, t: building.set())
         except Exception as exc:  # reported below, with the readers' errors
             errors.append(f"build: {exc!r}")
@@ -204,7 +190,7 @@ def test_two_builders_at_once_are_serialised(corpus: Path, tmp_path: Path) -> No
     loaded = load_documents(corpus / "docs")
     with ThreadPoolExecutor(2) as pool:
         reports = list(pool.map(
-            lambda _: build_index(loaded, index_dir, HASH, _SlowHash(0.01), full=True), range(2)
+            lambda _: build_index(loaded, index_dir, HASH, FakeEncoder(delay=0.01), full=True), range(2)
         ))
     assert all(not r.up_to_date for r in reports)
     finished = [p for p in (index_dir / BUILDS).iterdir()]

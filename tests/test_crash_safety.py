@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import FakeEncoder
 
 from rag.encoders import HashEncoder
 from rag.index import BUILDS, CURRENT, TMP_PREFIX, build_index, current_build, open_index
@@ -334,16 +335,10 @@ def _install_kill_hooks(index_dir: str, kill: str | None, events: str | None) ->
     rag.index.build.encode_passages = encode
 
 
-class _SlowHash(HashEncoder):
-    def _encode(self, model: Any, texts: list[str], is_query: bool) -> Any:
-        time.sleep(SLOW_BATCH_SECONDS)
-        return super()._encode(model, texts, is_query)
-
-
 def _child(loaded: LoadResult, job: dict[str, Any], progress_fd: int | None) -> None:
     if job.get("kill") or job.get("events"):
         _install_kill_hooks(job["index"], job.get("kill"), job.get("events"))
-    encoder = _SlowHash() if progress_fd is not None else HashEncoder()
+    encoder = FakeEncoder(delay=SLOW_BATCH_SECONDS) if progress_fd is not None else HashEncoder()
 
     def progress(done: int, total: int) -> None:
         if progress_fd is not None:

@@ -7,14 +7,14 @@ import inspect
 import json
 import re
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from conftest import FAKE, SEED_DOC
+from conftest import FAKE, SEED_DOC, FakeEncoder
 
 from rag import index as index_module
 from rag.chunk import SPLITTER_VERSION, chunk_document
@@ -47,28 +47,11 @@ QUESTIONS = ["Qu'a proposé Antony Blinken pour la délimitation des frontières
 FULL_FIX = "rag index --full"
 
 
-class CountingEncoder(HashEncoder):
-    """The hashing encoder, remembering every passage it was asked to embed."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.passages: list[str] = []
-        self.queries: list[str] = []
-
-    def encode_passages(self, texts: Sequence[str], progress: Callable[[int], None] | None = None) -> np.ndarray:
-        self.passages.extend(texts)
-        return super().encode_passages(texts, progress)
-
-    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
-        self.queries.extend(texts)
-        return super().encode_queries(texts)
-
-
 def build(seeds: Path, index_dir: Path, encoder: HashEncoder | None = None, **kwargs: Any) -> BuildReport:
     return build_index(load_documents(seeds), index_dir, FAKE, encoder or HashEncoder(), **kwargs)
 
 
-def document_passages(encoder: CountingEncoder, seeds: Path) -> list[str]:
+def document_passages(encoder: FakeEncoder, seeds: Path) -> list[str]:
     """The passages embedded that come from the documents (not, say, generic calibration text)."""
     texts = [d.text for d in load_documents(seeds).documents]
     return [p for p in encoder.passages if any(p in t for t in texts)]
@@ -196,7 +179,7 @@ def test_adding_a_document_embeds_only_it(built: Path, seeds_copy: Path) -> None
     old = open_index(built, FAKE)
     (seeds_copy / "sub").mkdir()
     (seeds_copy / "sub" / "phare.txt").write_text(NEW_DOC, encoding="utf-8")
-    encoder = CountingEncoder()
+    encoder = FakeEncoder()
 
     report = build(seeds_copy, built, encoder)
 
@@ -217,7 +200,7 @@ def test_a_changed_document_is_re_embedded(built: Path, seeds_copy: Path) -> Non
     build(seeds_copy, built)
     changed = NEW_DOC.replace("1611", "1612")
     (seeds_copy / "phare.txt").write_text(changed, encoding="utf-8")
-    encoder = CountingEncoder()
+    encoder = FakeEncoder()
 
     report = build(seeds_copy, built, encoder)
 
@@ -233,7 +216,7 @@ def test_a_removed_document_is_dropped(built: Path, seeds_copy: Path) -> None:
     (seeds_copy / "phare.txt").write_text(NEW_DOC, encoding="utf-8")
     build(seeds_copy, built)
     (seeds_copy / "phare.txt").unlink()
-    encoder = CountingEncoder()
+    encoder = FakeEncoder()
 
     report = build(seeds_copy, built, encoder)
 
@@ -247,7 +230,7 @@ def test_a_removed_document_is_dropped(built: Path, seeds_copy: Path) -> None:
 
 def test_unchanged_documents_write_nothing(built: Path, seeds_copy: Path) -> None:
     before = snapshot(built)
-    encoder = CountingEncoder()
+    encoder = FakeEncoder()
 
     report = build(seeds_copy, built, encoder)
 
@@ -261,7 +244,7 @@ def test_full_rebuild_embeds_everything(built: Path, seeds_copy: Path) -> None:
     (seeds_copy / "phare.txt").write_text(NEW_DOC, encoding="utf-8")
     build(seeds_copy, built)
     first = current_build(built).name
-    encoder = CountingEncoder()
+    encoder = FakeEncoder()
 
     report = build(seeds_copy, built, encoder, full=True)
 
@@ -272,7 +255,7 @@ def test_full_rebuild_embeds_everything(built: Path, seeds_copy: Path) -> None:
 
 
 def test_other_chunk_settings_re_embed_everything(built: Path, seeds_copy: Path) -> None:
-    encoder = CountingEncoder()
+    encoder = FakeEncoder()
     settings = FAKE.with_(chunk_size=300, chunk_overlap=50)
     report = build_index(load_documents(seeds_copy), built, settings, encoder)
     assert report.embedded_documents == 1 and document_passages(encoder, seeds_copy)

