@@ -210,7 +210,7 @@ def ask_cmd(seeds: Path, index_dir: Path, model: str | None, debug: bool, questi
 def eval_cmd(questions: Path, docs: Path | None, index_dir: Path, model: str | None, as_json: bool,
              minimums: tuple[str, ...], maximums: tuple[str, ...], out: Path | None, overrides: tuple[str, ...],
              debug: bool) -> None:
-    """Measure retrieval, answers, citations, abstention and latency on QUESTIONS (a JSONL question set)."""
+    """Measure retrieval, answers, citations, abstention, calibration and time per stage on QUESTIONS (JSONL)."""
     from .evaluate import check_limits, evaluate, load_questions, parse_limits, report_dict, report_text, write_results
     from .pipeline import Pipeline, ensure_index
 

@@ -11,15 +11,21 @@ from rag.evaluate.metrics import (
     citation_correct,
     contains_answer,
     doc_ranking,
+    expected_calibration_error,
     gold_rank,
     hit_at,
     normalise_text,
+    outcome_confidence,
+    outcome_correct,
     overlaps,
     percentile,
     reciprocal_rank,
+    reliability,
+    reliability_table,
+    stage_percentiles,
     summarise,
 )
-from rag.types import Citation
+from rag.types import Quote
 
 # ------------------------------------------------------------------------------ ranks
 
@@ -101,18 +107,18 @@ DOCS = {"a.txt": "Alpha is one. Beta is two.", "b.txt": "Beta is two."}
 
 
 def test_citation_must_quote_the_gold_document_at_its_span() -> None:
-    right = Citation(1, "a.txt", 14, 26, "Beta is two.", 1)
+    right = Quote(1, "a.txt", 14, 26, "Beta is two.", 1)
     assert citation_correct([right], ["two"], "a.txt", DOCS)
     # same sentence, other document
-    assert not citation_correct([Citation(1, "b.txt", 0, 12, "Beta is two.", 1)], ["two"], "a.txt", DOCS)
+    assert not citation_correct([Quote(1, "b.txt", 0, 12, "Beta is two.", 1)], ["two"], "a.txt", DOCS)
     # a span that does not hold the quoted text
-    assert not citation_correct([Citation(1, "a.txt", 0, 12, "Beta is two.", 1)], ["two"], "a.txt", DOCS)
+    assert not citation_correct([Quote(1, "a.txt", 0, 12, "Beta is two.", 1)], ["two"], "a.txt", DOCS)
     # the cited sentence does not hold the answer
-    assert not citation_correct([Citation(1, "a.txt", 0, 13, "Alpha is one.", 1)], ["two"], "a.txt", DOCS)
+    assert not citation_correct([Quote(1, "a.txt", 0, 13, "Alpha is one.", 1)], ["two"], "a.txt", DOCS)
     # a second sentence holding the answer is enough; no gold document: any document will do
-    wrong = Citation(1, "a.txt", 0, 13, "Alpha is one.", 1)
+    wrong = Quote(1, "a.txt", 0, 13, "Alpha is one.", 1)
     assert citation_correct([wrong, right], ["two"], "a.txt", DOCS)
-    assert citation_correct([Citation(1, "b.txt", 0, 12, "Beta is two.", 1)], ["two"], None, DOCS)
+    assert citation_correct([Quote(1, "b.txt", 0, 12, "Beta is two.", 1)], ["two"], None, DOCS)
     assert not citation_correct([], ["two"], "a.txt", DOCS)
 
 
@@ -187,3 +193,80 @@ def test_metrics_without_qualifying_questions_are_none() -> None:
     assert m["doc_hit@1"] is None and m["passage_mrr@10"] is None
     assert m["answer_accuracy"] is None and m["citation_accuracy"] is None
     assert m["abstain_recall"] == 0.0 and m["abstain_precision"] is None
+
+
+# ------------------------------------------------------------------------------ first sentence, near misses
+
+
+def test_first_sentence_accuracy_and_abstention_recall_by_kind() -> None:
+    rows = [
+        _result(id="1", answer_correct=True, first_sentence_correct=True),
+        _result(id="2", answer_correct=True, first_sentence_correct=False),  # the answer is in the 2nd sentence
+        _result(id="3", abstained=True, answer_correct=False, first_sentence_correct=False),
+        _result(id="4", answerable=False, abstained=True, near_miss=True),
+        _result(id="5", answerable=False, abstained=False, near_miss=True),
+        _result(id="6", answerable=False, abstained=False, near_miss=True),
+        _result(id="7", answerable=False, abstained=True, near_miss=False),
+        _result(id="8", answerable=False, abstained=False),  # not said: counted in abstain_recall only
+    ]
+    m = summarise(rows)
+    assert m["answer_accuracy"] == pytest.approx(2 / 3)
+    assert m["first_sentence_accuracy"] == pytest.approx(1 / 3)
+    assert m["abstain_recall"] == pytest.approx(2 / 5)
+    assert m["abstain_recall_near_miss"] == pytest.approx(1 / 3)
+    assert m["abstain_recall_off_topic"] == 1.0
+    assert summarise(rows[:3])["abstain_recall_near_miss"] is None
+
+
+# ------------------------------------------------------------------------------ calibration
+
+
+def test_reliability_table_bins_confidences_by_tenths() -> None:
+    table = reliability_table([0.05, 0.15, 0.95, 1.0, 0.92, 0.5], [False, True, True, True, False, True])
+    assert [(b.low, b.high) for b in table[:2]] == [(0.0, 0.1), (0.1, 0.2)] and table[-1].high == 1.0
+    assert [b.count for b in table] == [1, 1, 0, 0, 0, 1, 0, 0, 0, 3]  # 1.0 falls in the last bin
+    assert table[9].mean_confidence == pytest.approx((0.95 + 1.0 + 0.92) / 3)
+    assert table[9].accuracy == pytest.approx(2 / 3)
+    assert table[2].mean_confidence is None and table[2].accuracy is None
+    expected = (0.05 + 0.85 + 0.5 + 3 * abs(2 / 3 - 2.87 / 3)) / 6
+    assert expected_calibration_error(table) == pytest.approx(expected)
+
+
+def test_ece_is_zero_when_confidence_matches_accuracy_and_none_without_outcomes() -> None:
+    assert expected_calibration_error(reliability_table([0.25] * 4, [True, False, False, False])) == pytest.approx(0)
+    assert expected_calibration_error(reliability_table([0.95] * 2, [False, False])) == pytest.approx(0.95)
+    assert expected_calibration_error(reliability_table([], [])) is None
+    assert len(reliability_table([0.3], [True], bins=4)) == 4
+
+
+def test_reliability_table_refuses_bad_input() -> None:
+    with pytest.raises(ValueError, match="outside"):
+        reliability_table([1.2], [True])
+    with pytest.raises(ValueError, match="2 confidences but 1 outcomes"):
+        reliability_table([0.1, 0.2], [True])
+    with pytest.raises(ValueError, match="at least 1"):
+        reliability_table([0.1], [True], bins=0)
+
+
+def test_an_outcome_is_right_when_answered_right_or_rightly_abstained() -> None:
+    cases = [  # (row, confidence in the outcome shown, outcome right)
+        (_result(confidence=0.8, answer_correct=True), 0.8, True),
+        (_result(confidence=0.8, answer_correct=False), 0.8, False),
+        (_result(confidence=0.3, abstained=True, answer_correct=False), 0.7, False),  # a false abstention
+        (_result(confidence=0.2, answerable=False, abstained=True), 0.8, True),
+        (_result(confidence=0.6, answerable=False, abstained=False), 0.6, False),
+    ]
+    for row, confidence, right in cases:
+        assert (outcome_confidence(row), outcome_correct(row)) == (pytest.approx(confidence), right)
+    rows = [row for row, _, _ in cases]
+    assert [b.count for b in reliability(rows)] == [0, 0, 0, 0, 0, 0, 1, 1, 3, 0]
+    assert summarise(rows)["ece"] == expected_calibration_error(reliability(rows))
+
+
+def test_stage_percentiles_follow_the_pipeline_keys() -> None:
+    rows = [_result(timings_ms={"encode": float(ms), "search": 1.0}) for ms in (10, 20, 30, 40)]
+    rows.append(_result(timings_ms={}))  # a row without timings adds nothing
+    stages = stage_percentiles(rows)
+    assert list(stages) == ["encode", "search"]
+    assert stages["encode"] == {"p50_ms": 25.0, "p95_ms": pytest.approx(38.5)}
+    assert stage_percentiles([]) == {}

@@ -28,13 +28,16 @@ def test_load_questions_reads_every_field(tmp_path: Path) -> None:
     path = _write(tmp_path / "q.jsonl", [
         {**GOOD, "context": "Ann came.", "history": ["Before?"]},
         "",
-        {"id": 7, "question": "Why?", "question_lang": "fr", "doc": None, "answers": []},
+        {"id": 7, "question": "Why?", "question_lang": "fr", "doc": None, "answers": [], "near_miss": True,
+         "group": "why"},
+        {"id": 8, "question": "Weather?", "question_lang": "fr", "doc": None, "answers": [], "near_miss": False},
     ])
     qs = load_questions(path)
     assert qs.source == str(path)
     assert qs.cases == (
         EvalCase("q1", "Who?", "en", "a.txt", ("Ann",), "Ann came.", True, ("Before?",), line=1),
-        EvalCase("7", "Why?", "fr", None, (), None, False, (), line=3),
+        EvalCase("7", "Why?", "fr", None, (), None, False, (), line=3, near_miss=True, group="why"),
+        EvalCase("8", "Weather?", "fr", None, (), None, False, (), line=4, near_miss=False),
     )
 
 
@@ -60,6 +63,10 @@ def test_the_seed_question_set_is_valid() -> None:
         ({**GOOD, "id": "x", "answerable": False}, r"'answerable' is false but 'answers' is not empty"),
         ({**GOOD, "id": "x", "history": "Before?"}, r"'history' must be a list of non-empty strings"),
         ({**GOOD, "id": None}, r"line 2: 'id' must be a non-empty string, not null"),
+        ({**GOOD, "id": "x", "answers": [], "near_miss": "yes"},
+         r"'near_miss' must be true, false or null, not \"yes\""),
+        ({**GOOD, "id": "x", "near_miss": False}, r"'near_miss' is for unanswerable questions: remove it, or empty"),
+        ({**GOOD, "id": "x", "group": 3}, r"line 2: 'group' must be a non-empty string or null, not 3"),
         (GOOD, r"line 2: id 'q1' was already used on line 1: give every question its own id"),
     ],
 )

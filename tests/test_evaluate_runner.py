@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pytest
-from conftest import FAKE
+from conftest import FAKE, FakeEncoder
 from test_evaluate_questions import SEED_QUESTIONS, _write
 
-from rag.encoders import HashEncoder
 from rag.errors import QuestionSetError
 from rag.evaluate import evaluate, load_questions
 from rag.index import build_index
@@ -49,26 +47,17 @@ def tiny(tmp_path: Path) -> tuple[Path, Path]:
     return docs, _write(tmp_path / "questions.jsonl", TINY_QUESTIONS)
 
 
-class CountingEncoder(HashEncoder):
-    def __init__(self) -> None:
-        super().__init__()
-        self.queries: list[str] = []
-
-    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
-        self.queries.extend(texts)
-        return super().encode_queries(texts)
-
-
 def test_evaluate_a_tiny_set_end_to_end(tiny: tuple[Path, Path], tmp_path: Path) -> None:
     docs, questions = tiny
-    build_index(load_documents(docs), tmp_path / "index", FAKE, HashEncoder())
-    encoder = CountingEncoder()
+    build_index(load_documents(docs), tmp_path / "index", FAKE, FakeEncoder())
+    encoder = FakeEncoder()
     pipeline = Pipeline.open(tmp_path / "index", FAKE, encoder)
     report = evaluate(pipeline, load_questions(questions), build_s=0.5)
 
     assert [r.id for r in report.results] == ["t1", "t2", "t3", "t4"]
     m = report.metrics
     assert (m["doc_hit@1"], m["passage_hit@1"], m["answer_accuracy"], m["citation_accuracy"]) == (1, 1, 1, 1)
+    assert m["first_sentence_accuracy"] == 1
     assert (m["abstain_precision"], m["abstain_recall"], m["false_abstention_rate"]) == (1, 1, 0)
     assert m["build_s"] == 0.5
     t1 = report.results[0]
@@ -77,10 +66,53 @@ def test_evaluate_a_tiny_set_end_to_end(tiny: tuple[Path, Path], tmp_path: Path)
     assert t1.best_sentence_score is not None and t1.candidate_correct is True
     assert t1.abstain_score is not None and t1.abstain_score >= report.abstain_threshold
     assert t1.top_docs[0] == "lighthouse.txt" and t1.latency_ms > 0
+    assert t1.first_sentence_correct is True and report.results[3].first_sentence_correct is None
+    assert {"encode", "search", "answer", "total"} <= set(t1.timings_ms)  # the pipeline's stages, per row
+    assert report.results[3].near_miss is None and report.results[3].group is None
     assert report.results[2].has_context is False and report.results[2].passage_rank is None
     assert report.results[3].abstained and report.results[3].answer_correct is None
     # one untimed warm-up question, then one model call per question: ranking reuses the answer's vector
     assert encoder.queries == [TINY_QUESTIONS[0]["question"]] + [q["question"] for q in TINY_QUESTIONS]
+
+
+def test_first_sentence_accuracy_reads_the_order_of_the_answer_sentences(tiny: tuple[Path, Path],
+                                                                          tmp_path: Path) -> None:
+    docs, questions = tiny
+    build_index(load_documents(docs), tmp_path / "index", FAKE, FakeEncoder())
+
+    class SupportFirst(Pipeline):
+        """Shows another sentence of the index before the answering one (the answer's words stay in it)."""
+
+        def ask_traced(self, question, history=(), top_k=None):  # type: ignore[no-untyped-def]
+            traced = super().ask_traced(question, history=history, top_k=top_k)
+            if traced.answer.abstained:
+                return traced
+            other = next(s for s in self.index.sentences if s.doc != traced.answer.sentences[0].doc)
+            lead = replace(traced.answer.sentences[0], doc=other.doc, start=other.start, end=other.end,
+                           text=other.text)
+            return replace(traced, answer=replace(traced.answer, sentences=(lead, *traced.answer.sentences)))
+
+    pipeline = SupportFirst.open(tmp_path / "index", FAKE, FakeEncoder())
+    report = evaluate(pipeline, load_questions(questions))
+    m = report.metrics
+    assert (m["answer_accuracy"], m["citation_accuracy"], m["first_sentence_accuracy"]) == (1, 1, 0)
+    assert [r.first_sentence_correct for r in report.results] == [False, False, False, None]
+
+
+def test_near_miss_and_group_reach_the_rows_and_the_recalls(tmp_path: Path, fake_pipeline: Pipeline) -> None:
+    path = _write(tmp_path / "q.jsonl", [
+        {"id": "n", "question": "What did Aliyev eat in Geneva?", "question_lang": "en", "doc": None,
+         "answers": [], "near_miss": True, "group": "g1"},
+        {"id": "o", "question": "Xylophone zebra quantum?", "question_lang": "en", "doc": None, "answers": [],
+         "near_miss": False, "group": "g2"},
+    ])
+    report = evaluate(fake_pipeline, load_questions(path))
+    rows = {r.id: r for r in report.results}
+    assert (rows["n"].near_miss, rows["n"].group, rows["o"].near_miss, rows["o"].group) == (True, "g1", False, "g2")
+    m = report.metrics
+    assert m["abstain_recall_near_miss"] == float(rows["n"].abstained)
+    assert m["abstain_recall_off_topic"] == float(rows["o"].abstained)
+    assert report.by_lang["en"]["abstain_recall_off_topic"] == m["abstain_recall_off_topic"]
 
 
 def test_follow_up_questions_are_asked_with_their_history(tmp_path: Path, fake_pipeline: Pipeline) -> None:
@@ -127,8 +159,8 @@ def test_right_words_from_the_wrong_document_count_for_the_answer_not_the_citati
         {"id": "x", "question": "When does the salmon return to the Quorrel to spawn?", "question_lang": "en",
          "doc": "river.txt", "answers": ["October"], "context": "Salmon come back every October."},
     ])
-    build_index(load_documents(docs), tmp_path / "index", FAKE, HashEncoder())
-    report = evaluate(Pipeline.open(tmp_path / "index", FAKE, HashEncoder()), load_questions(path))
+    build_index(load_documents(docs), tmp_path / "index", FAKE, FakeEncoder())
+    report = evaluate(Pipeline.open(tmp_path / "index", FAKE, FakeEncoder()), load_questions(path))
     row, m = report.results[0], report.metrics
     assert row.citations[0][0] == "guide.txt" and row.doc_rank == 2
     assert row.passage_rank is not None and row.passage_rank > 1

@@ -10,7 +10,14 @@ Definitions (docs/evaluation.md has the long form):
 - ``doc_*`` metrics cover questions with a gold ``doc``, ``passage_*`` those with a ``context``;
 - ``answer_accuracy`` and ``citation_accuracy`` cover answerable questions; an abstention
   counts as wrong;
-- abstention is the positive class for ``abstain_precision`` and ``abstain_recall``.
+- ``first_sentence_accuracy`` (answerable questions): the first quoted sentence, in the order
+  of ``Answer.sentences``, holds a gold answer;
+- abstention is the positive class for ``abstain_precision`` and ``abstain_recall``;
+  ``abstain_recall_near_miss`` and ``abstain_recall_off_topic`` split the recall by the
+  question set's ``near_miss`` flag;
+- a question's outcome is right when it was answered with a gold answer or rightly abstained
+  on; its confidence in that outcome is ``Answer.confidence`` when answered and one minus it
+  when abstaining; the reliability table bins these, and ``ece`` sums the gaps.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from __future__ import annotations
 import math
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Protocol
 
@@ -31,9 +38,12 @@ RETRIEVAL_METRICS = (
     *(f"passage_hit@{k}" for k in PASSAGE_KS),
     f"passage_mrr@{MRR_K}",
 )
-ANSWER_METRICS = ("answer_accuracy", "citation_accuracy")
-ABSTENTION_METRICS = ("abstain_precision", "abstain_recall", "false_abstention_rate")
+ANSWER_METRICS = ("answer_accuracy", "first_sentence_accuracy", "citation_accuracy")
+ABSTENTION_METRICS = ("abstain_precision", "abstain_recall", "abstain_recall_near_miss", "abstain_recall_off_topic",
+                      "false_abstention_rate")
+CALIBRATION_METRICS = ("ece",)
 LATENCY_METRICS = ("p50_ms", "p95_ms")
+RELIABILITY_BINS = 10
 
 Metrics = dict[str, float | None]
 
@@ -172,6 +182,49 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
 
 
+# ---------------------------------------------------------------------------------- calibration
+
+
+@dataclass(frozen=True)
+class ReliabilityBin:
+    """One confidence bin of a reliability table: [low, high), the last bin also holding 1.0."""
+
+    low: float
+    high: float
+    count: int
+    mean_confidence: float | None  # None for an empty bin
+    accuracy: float | None  # the share of right outcomes in the bin
+
+
+def reliability_table(confidences: Sequence[float], correct: Sequence[bool],
+                      bins: int = RELIABILITY_BINS) -> list[ReliabilityBin]:
+    """``bins`` equal-width confidence bins over [0, 1]: how many outcomes, their mean confidence, the share right."""
+    if len(confidences) != len(correct):
+        raise ValueError(f"{len(confidences)} confidences but {len(correct)} outcomes")
+    if bins < 1:
+        raise ValueError(f"bins must be at least 1, not {bins}")
+    members: list[list[int]] = [[] for _ in range(bins)]
+    for i, c in enumerate(confidences):
+        if not 0.0 <= c <= 1.0:
+            raise ValueError(f"confidence {c} is outside [0, 1]")
+        members[min(int(c * bins), bins - 1)].append(i)
+    return [
+        ReliabilityBin(
+            low=b / bins, high=(b + 1) / bins, count=len(ids),
+            mean_confidence=mean(confidences[i] for i in ids), accuracy=mean(float(correct[i]) for i in ids),
+        )
+        for b, ids in enumerate(members)
+    ]
+
+
+def expected_calibration_error(table: Sequence[ReliabilityBin]) -> float | None:
+    """Sum over bins of (share of outcomes in the bin) x |accuracy - mean confidence|; None without outcomes."""
+    total = sum(b.count for b in table)
+    if not total:
+        return None
+    return sum(b.count / total * abs((b.accuracy or 0.0) - (b.mean_confidence or 0.0)) for b in table if b.count)
+
+
 # ---------------------------------------------------------------------------------- rows
 
 
@@ -187,11 +240,14 @@ class CaseResult:
     line: int = 0
     gold_doc: str | None = None
     has_context: bool = False
+    near_miss: bool | None = None  # from the question set: unanswerable on-topic (True) or off-topic (False)
+    group: str | None = None  # from the question set: paraphrases of one question share it
     doc_rank: int | None = None  # rank of the gold document among distinct documents
     passage_rank: int | None = None  # rank of the first chunk overlapping the gold passage
     answer: str | None = None  # what the user sees; None when abstaining
     answer_correct: bool | None = None  # None for unanswerable questions
     citation_correct: bool | None = None
+    first_sentence_correct: bool | None = None  # the first quoted sentence holds a gold answer
     confidence: float = 0.0
     # For calibrating abstention without asking again: the value make_answer compares with
     # the threshold, the raw cosine of the best answer sentence, and the sentences that would
@@ -204,6 +260,37 @@ class CaseResult:
     citations: tuple[tuple[str, int, int], ...] = ()
     top_docs: tuple[str, ...] = ()
     latency_ms: float = 0.0
+    timings_ms: dict[str, float] = field(default_factory=dict)  # Answer.timings_ms: per stage of the pipeline
+
+
+def outcome_correct(r: CaseResult) -> bool:
+    """Answered with a gold answer (answerable), or abstained (unanswerable)."""
+    return r.answer_correct is True if r.answerable else r.abstained
+
+
+def outcome_confidence(r: CaseResult) -> float:
+    """The confidence in the outcome shown: ``Answer.confidence`` (that the question is answered) when
+    answered, one minus it when abstaining."""
+    return 1.0 - r.confidence if r.abstained else r.confidence
+
+
+def reliability(results: Sequence[CaseResult], bins: int = RELIABILITY_BINS) -> list[ReliabilityBin]:
+    """The reliability table of ``results``' outcomes."""
+    return reliability_table([outcome_confidence(r) for r in results], [outcome_correct(r) for r in results], bins)
+
+
+def timing_percentiles(timings: Iterable[Mapping[str, float]]) -> dict[str, dict[str, float | None]]:
+    """p50 and p95 of each key of per-question stage timings, in the order the keys first appear."""
+    stages: dict[str, list[float]] = {}
+    for row in timings:
+        for stage, ms in row.items():
+            stages.setdefault(stage, []).append(ms)
+    return {stage: {"p50_ms": percentile(v, 50), "p95_ms": percentile(v, 95)} for stage, v in stages.items()}
+
+
+def stage_percentiles(results: Sequence[CaseResult]) -> dict[str, dict[str, float | None]]:
+    """p50 and p95 of each pipeline stage in the rows' ``timings_ms`` (whatever stages the pipeline reports)."""
+    return timing_percentiles(r.timings_ms for r in results)
 
 
 def summarise(results: Sequence[CaseResult]) -> Metrics:
@@ -219,8 +306,12 @@ def summarise(results: Sequence[CaseResult]) -> Metrics:
         out[f"passage_hit@{k}"] = mean(hit_at(r.passage_rank, k) for r in with_context)
     out[f"passage_mrr@{MRR_K}"] = mean(reciprocal_rank(r.passage_rank, MRR_K) for r in with_context)
     out["answer_accuracy"] = mean(float(r.answer_correct is True) for r in answerable)
+    out["first_sentence_accuracy"] = mean(float(r.first_sentence_correct is True) for r in answerable)
     out["citation_accuracy"] = mean(float(r.citation_correct is True) for r in answerable)
     out.update(abstention_scores([r.abstained for r in results], [r.answerable for r in results]))
+    for key, flag in (("abstain_recall_near_miss", True), ("abstain_recall_off_topic", False)):
+        out[key] = mean(float(r.abstained) for r in results if not r.answerable and r.near_miss is flag)
+    out["ece"] = expected_calibration_error(reliability(results))
     latencies = [r.latency_ms for r in results]
     out["p50_ms"] = percentile(latencies, 50)
     out["p95_ms"] = percentile(latencies, 95)

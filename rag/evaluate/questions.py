@@ -33,6 +33,10 @@ class EvalCase:
     answerable: bool = True
     history: tuple[str, ...] = ()  # earlier questions of the same conversation
     line: int = 0
+    # unanswerable only: True for an on-topic near miss (same people and places, a fact the
+    # documents do not state), False for an off-topic question; None when the set does not say
+    near_miss: bool | None = None
+    group: str | None = None  # shared by paraphrases of one question; written to the rows, not scored
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,11 @@ def parse_case(row: Any, line: int) -> EvalCase:
         raise ValueError("'answerable' is true but 'answers' is empty: list the answer strings, or set it to false")
     if not answerable and answers:
         raise ValueError("'answerable' is false but 'answers' is not empty: empty the list, or set it to true")
+    near_miss = row.get("near_miss")
+    if near_miss is not None and not isinstance(near_miss, bool):
+        raise ValueError(f"'near_miss' must be true, false or null, not {json.dumps(near_miss, ensure_ascii=False)}")
+    if near_miss is not None and answerable:
+        raise ValueError("'near_miss' is for unanswerable questions: remove it, or empty 'answers'")
     return EvalCase(
         id=str(case_id),
         question=_text(row, "question") or "",
@@ -88,6 +97,8 @@ def parse_case(row: Any, line: int) -> EvalCase:
         answerable=answerable,
         history=_strings(row, "history"),
         line=line,
+        near_miss=near_miss,
+        group=_text(row, "group", optional=True),
     )
 
 

@@ -13,17 +13,22 @@ from ..errors import RagError, SettingsError
 from .metrics import (
     ABSTENTION_METRICS,
     ANSWER_METRICS,
+    CALIBRATION_METRICS,
     LATENCY_METRICS,
     RETRIEVAL_METRICS,
     CaseResult,
     Metrics,
+    ReliabilityBin,
+    reliability,
+    stage_percentiles,
 )
 from .runner import EvalReport
 
 # What --min and --max may check: a fraction that should be high, or one that should be low.
-HIGHER_IS_BETTER = (*RETRIEVAL_METRICS, *ANSWER_METRICS, "abstain_precision", "abstain_recall")
-LOWER_IS_BETTER = ("false_abstention_rate", *LATENCY_METRICS, "build_s")
-FRACTIONS = frozenset((*HIGHER_IS_BETTER, "false_abstention_rate"))
+HIGHER_IS_BETTER = (*RETRIEVAL_METRICS, *ANSWER_METRICS,
+                    *(k for k in ABSTENTION_METRICS if k != "false_abstention_rate"))
+LOWER_IS_BETTER = ("false_abstention_rate", *CALIBRATION_METRICS, *LATENCY_METRICS, "build_s")
+FRACTIONS = frozenset((*HIGHER_IS_BETTER, "false_abstention_rate", *CALIBRATION_METRICS))
 
 
 # ---------------------------------------------------------------------------------- limits
@@ -89,15 +94,25 @@ def _counts(results: Sequence[CaseResult]) -> dict[str, int]:
         "unanswerable": sum(1 for r in results if not r.answerable),
         "with_doc": sum(1 for r in results if r.gold_doc is not None),
         "with_context": sum(1 for r in results if r.has_context),
+        "near_miss": sum(1 for r in results if not r.answerable and r.near_miss is True),
+        "off_topic": sum(1 for r in results if not r.answerable and r.near_miss is False),
     }
 
 
-def _grouped(metrics: Metrics) -> dict[str, Any]:
+def _bin_dict(b: ReliabilityBin) -> dict[str, Any]:
+    return {"low": b.low, "high": b.high, "count": b.count, "mean_confidence": _rounded(b.mean_confidence, ""),
+            "accuracy": _rounded(b.accuracy, "")}
+
+
+def _grouped(metrics: Metrics, rows: Sequence[CaseResult]) -> dict[str, Any]:
+    stages = {stage: {k: _rounded(v, k) for k, v in p.items()} for stage, p in stage_percentiles(rows).items()}
     return {
         "retrieval": {k: _rounded(metrics[k], k) for k in RETRIEVAL_METRICS},
         "answers": {k: _rounded(metrics[k], k) for k in ANSWER_METRICS},
         "abstention": {k: _rounded(metrics[k], k) for k in ABSTENTION_METRICS},
-        "latency": {k: _rounded(metrics[k], k) for k in LATENCY_METRICS},
+        "calibration": {**{k: _rounded(metrics[k], k) for k in CALIBRATION_METRICS},
+                        "reliability": [_bin_dict(b) for b in reliability(rows)]},
+        "latency": {**{k: _rounded(metrics[k], k) for k in LATENCY_METRICS}, "stages": stages},
     }
 
 
@@ -106,7 +121,7 @@ def report_dict(report: EvalReport) -> dict[str, Any]:
     by_lang = {}
     for lang, metrics in report.by_lang.items():
         rows = [r for r in report.results if r.question_lang == lang]
-        by_lang[lang] = {"n": len(rows), "counts": _counts(rows), **_grouped(metrics)}
+        by_lang[lang] = {"n": len(rows), "counts": _counts(rows), **_grouped(metrics, rows)}
     return {
         "n": report.n,
         "questions": report.source,
@@ -114,7 +129,7 @@ def report_dict(report: EvalReport) -> dict[str, Any]:
         "index": report.index,
         "abstain_threshold": report.abstain_threshold,
         "counts": _counts(report.results),
-        **_grouped(report.metrics),
+        **_grouped(report.metrics, report.results),
         "build_s": _rounded(report.build_s, "build_s"),
         "by_lang": by_lang,
         "settings": report.settings,
@@ -143,14 +158,32 @@ def report_text(report: EvalReport) -> str:
     width = max(len(k) for k in (*RETRIEVAL_METRICS, *ABSTENTION_METRICS)) + 2
     lines.append("".ljust(width) + "".join(name.rjust(8) for name, _ in columns))
     lines.append("n".ljust(width) + "".join(f"{int(m['n'] or 0):>8}" for _, m in columns))
-    for group in (RETRIEVAL_METRICS, ANSWER_METRICS, ABSTENTION_METRICS, LATENCY_METRICS):
+    for group in (RETRIEVAL_METRICS, ANSWER_METRICS, ABSTENTION_METRICS, CALIBRATION_METRICS, LATENCY_METRICS):
         lines.append("")
         for key in group:
             lines.append(key.ljust(width) + "".join(_cell(m[key], key).rjust(8) for _, m in columns))
-    if any(m[k] is None for _, m in columns for k in (*RETRIEVAL_METRICS, *ANSWER_METRICS, *ABSTENTION_METRICS)):
+    scored = (*RETRIEVAL_METRICS, *ANSWER_METRICS, *ABSTENTION_METRICS, *CALIBRATION_METRICS)
+    if any(m[k] is None for _, m in columns for k in scored):
         lines.append("")
         lines.append("-: no question of that column counts for the metric (docs/evaluation.md says which do)")
+    lines += ["", *_reliability_lines(reliability(report.results))]
+    stages = stage_percentiles(report.results)
+    if stages:
+        lines += ["", "time per stage (ms, Answer.timings_ms)  p50      p95"]
+        lines += [f"  {stage:<36}" + _cell(p["p50_ms"], "_ms").rjust(5) + _cell(p["p95_ms"], "_ms").rjust(9)
+                  for stage, p in stages.items()]
     return "\n".join(lines)
+
+
+def _reliability_lines(table: Sequence[ReliabilityBin]) -> list[str]:
+    """The reliability table of all questions: confidence in the outcome shown against how often it was right."""
+    lines = ["reliability (all questions; right = answered with a gold answer, or abstained on an unanswerable one)",
+             "  confidence     n  mean conf  accuracy"]
+    for b in table:
+        closing = "]" if b.high >= 1.0 else ")"
+        lines.append(f"  [{b.low:.1f}, {b.high:.1f}{closing} {b.count:>5}  {_cell(b.mean_confidence, ''):>9}  "
+                     f"{_cell(b.accuracy, ''):>8}")
+    return lines
 
 
 def write_results(report: EvalReport, path: str | Path) -> None:

@@ -79,13 +79,18 @@ def _run_case(pipeline: Pipeline, case: EvalCase, passage: tuple[int, int] | Non
     candidate = " ".join(index.sentences[s].text for s, _ in picked) or None
     best = retrieval.sentence_cosine.get(max(picked, key=lambda p: p[1])[0]) if picked else None
     shown = answer.text
+    # on the order of Answer.sentences: the sentence shown first, whatever order the pipeline chose
+    first = answer.sentences[0].text if answer.sentences and not answer.abstained else None
+    first_right = contains_answer(first, case.answers)
     return CaseResult(
         id=case.id, question_lang=case.question_lang, answerable=case.answerable, abstained=answer.abstained,
         question=case.question, line=case.line, gold_doc=case.doc, has_context=passage is not None,
+        near_miss=case.near_miss, group=case.group,
         doc_rank=doc_rank, passage_rank=passage_rank, answer=shown,
         answer_correct=contains_answer(shown, case.answers) if case.answerable else None,
         citation_correct=(citation_correct(answer.sentences, case.answers, case.doc, documents)
                           if case.answerable else None),
+        first_sentence_correct=first_right if case.answerable else None,
         confidence=answer.confidence,
         abstain_score=round(retrieval.specificity, 6),
         best_sentence_score=None if best is None else round(best, 6),
@@ -95,6 +100,7 @@ def _run_case(pipeline: Pipeline, case: EvalCase, passage: tuple[int, int] | Non
         citations=tuple((c.doc, c.start, c.end) for c in answer.sentences),
         top_docs=tuple(d for d, _ in docs[:5]),
         latency_ms=round(latency_ms, 3),
+        timings_ms={stage: round(ms, 3) for stage, ms in answer.timings_ms.items()},
     )
 
 
