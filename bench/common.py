@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from rag.evaluate.metrics import contains_answer, overlaps, percentile
+from rag.evaluate.metrics import contains_answer, overlaps, timing_percentiles
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -146,10 +146,13 @@ def summarise_cases(cases: list[dict[str, Any]]) -> dict[str, Any]:
     for key in ("passage_hit@1", "answer_accuracy", "top_chunk_has_answer"):
         values = [c[key] for c in cases if c.get(key) is not None]
         out[key] = round(sum(values) / len(values), 4) if values else None
-    for part in ("encode", "search", "answer", "total", "cpu"):
-        values = [c["ms"][part] for c in cases if part in c.get("ms", {})]
-        out[f"{part}_p50_ms"] = round(percentile(values, 50), 2) if values else None  # type: ignore[arg-type]
-        out[f"{part}_p95_ms"] = round(percentile(values, 95), 2) if values else None  # type: ignore[arg-type]
+    # every stage the system reports (ours: Answer.timings_ms), as rag eval --json reports them, and CPU
+    stages = timing_percentiles(c.get("ms", {}) for c in cases)
+    for part, p in stages.items():
+        for key, value in p.items():
+            out[f"{part}_{key}"] = None if value is None else round(value, 2)
+    out["stages"] = {part: {k: None if v is None else round(v, 2) for k, v in p.items()}
+                     for part, p in stages.items() if part != "cpu"}
     return out
 
 

@@ -11,12 +11,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rag.evaluate.metrics import percentile
+
 from .common import (
     Runner,
     chunk_texts,
     e5_tokens,
     peak_rss_mb,
-    percentile,
     read_questions,
     resolve_model,
     workers_peak_rss_mb,

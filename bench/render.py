@@ -66,6 +66,13 @@ def report(results: dict[str, Any]) -> str:
                     f"| {_ratio(b.get('disk_bytes'), ob.get('disk_bytes'))} "
                     f"| {_ratio(q.get('passage_hit@1'), oq.get('passage_hit@1'))} "
                     f"| {_ratio(q.get('answer_accuracy'), oq.get('answer_accuracy'))} |")
+        staged = [(label, e["query"]["stages"]) for label, e in systems.items() if e.get("query", {}).get("stages")]
+        if staged:
+            lines += ["", "Warm time per stage (ms; ours: every stage in `Answer.timings_ms`, as `rag eval --json` "
+                          "reports it):", "", "| system | stage | p50 ms | p95 ms |", "|---|---|---|---|"]
+            for label, stages in staged:
+                lines += [f"| {label} | {stage} | {_f(p.get('p50_ms'), 2)} | {_f(p.get('p95_ms'), 2)} |"
+                          for stage, p in stages.items()]
     enc = results.get("encoding")
     if enc:
         lines += ["", f"## Encoding throughput ({enc['model']}, {enc['texts']} texts = {enc['chunks']} chunks + "

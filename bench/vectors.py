@@ -16,8 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from rag.evaluate.metrics import percentile
+
 from . import common
-from .common import Runner, current_rss_mb, peak_rss_mb, percentile
+from .common import Runner, current_rss_mb, peak_rss_mb
 
 K = 10  # recall@K of approximate indexes against exact search
 

@@ -20,7 +20,7 @@ SHARED_BENCH = ROOT.parent / "shared" / "bench"
 if str(ROOT) not in sys.path:  # bench/ is a package of the repo, not of the installed distribution
     sys.path.insert(0, str(ROOT))
 
-from bench import common  # noqa: E402
+from bench import common, encoding, vectors  # noqa: E402
 from bench.vectors import ClusteredVectors, exact_top_k, ivf_nlist, vector_stats  # noqa: E402
 
 
@@ -51,6 +51,8 @@ def test_benchmark_runs_at_its_smallest_size(tmp_path: Path) -> None:
     query = results["systems"]["ours[hash]"]["query"]
     assert query["questions"] == results["bench"]["questions_count"] > 0
     assert 0 <= query["passage_hit@1"] <= 1
+    assert {"encode", "search", "answer", "total"} <= set(query["stages"])  # Answer.timings_ms, per stage
+    assert "| ours[hash] | total |" in proc.stdout
     assert set(results["encoding"]["raw"]) == {"threads2", "procs2"}
     assert set(results["encoding"]["query"]) == {"1", "2"}
     builds = results["encoding"]["build"]
@@ -67,7 +69,7 @@ def test_benchmark_runs_at_its_smallest_size(tmp_path: Path) -> None:
 
 def test_the_bench_scores_with_the_library_metrics() -> None:
     # one definition of percentile, answer matching and overlap: rag eval and the bench agree
-    assert common.percentile is metrics.percentile
+    assert encoding.percentile is vectors.percentile is metrics.percentile
     assert common.contains_answer is metrics.contains_answer
     assert common.overlaps is metrics.overlaps
     rows = [{"answers": ["308"], "doc": "d", "context": "x"}, {"answers": ["309"], "doc": "d", "context": "x"}]
@@ -78,6 +80,7 @@ def test_the_bench_scores_with_the_library_metrics() -> None:
     summary = common.summarise_cases(cases)
     assert (summary["answer_accuracy"], summary["passage_hit@1"]) == (0.5, 0.5)
     assert summary["total_p95_ms"] == 29.0  # interpolated as rag eval does (nearest rank would say 30)
+    assert summary["stages"] == {"total": {"p50_ms": 20.0, "p95_ms": 29.0}}
 
 
 def test_exact_top_k_matches_brute_force() -> None:
