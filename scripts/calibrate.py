@@ -51,12 +51,14 @@ def _same_documents(index: Path, docs: Path) -> bool:
     """Does the index at ``index`` hold exactly the files of ``docs`` (by name and SHA-256)?"""
     import hashlib
 
+    from rag.errors import RagError
+    from rag.index import current_build, read_manifest
+
     try:
-        build = index / "builds" / (index / "CURRENT").read_text(encoding="utf-8").strip()
-        manifest = json.loads((build / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        manifest = read_manifest(current_build(index))
+    except RagError:
         return False
-    have = {d["id"]: d["sha256"] for d in manifest["documents"]}
+    have = {d.id: d.sha256 for d in manifest.documents}
     want = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in docs.glob("*.txt")}
     return have == want
 

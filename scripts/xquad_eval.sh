@@ -49,7 +49,8 @@ for set in $sets; do
 import json, sys
 r = json.load(open(sys.argv[1], encoding="utf-8"))
 keys = [("retrieval", "doc_hit@1"), ("retrieval", "passage_hit@1"), ("retrieval", "passage_mrr@10"),
-        ("answers", "answer_accuracy"), ("answers", "citation_accuracy"), ("latency", "p50_ms")]
+        ("answers", "answer_accuracy"), ("answers", "first_sentence_accuracy"), ("answers", "citation_accuracy"),
+        ("calibration", "ece"), ("latency", "p50_ms")]
 print("   n=%d  " % r["n"] + "  ".join("%s=%s" % (k, r[g][k]) for g, k in keys) + "  build_s=%s" % r["build_s"])
 PY
   else

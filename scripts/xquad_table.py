@@ -12,7 +12,8 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results"
 SETS = ["xquad-en-de", "xquad-en-es", "xquad-de-de", "xquad-es-es"]
 COLUMNS = [("retrieval", "doc_hit@1"), ("retrieval", "passage_hit@1"), ("retrieval", "passage_hit@5"),
-           ("retrieval", "passage_mrr@10"), ("answers", "answer_accuracy"), ("answers", "citation_accuracy"),
+           ("retrieval", "passage_mrr@10"), ("answers", "answer_accuracy"), ("answers", "first_sentence_accuracy"),
+           ("answers", "citation_accuracy"), ("calibration", "ece"),
            ("abstention", "false_abstention_rate"), ("latency", "p50_ms"), ("latency", "p95_ms")]
 
 
@@ -25,7 +26,7 @@ def main(models: list[str]) -> None:
             if not path.exists():
                 continue
             report = json.loads(path.read_text(encoding="utf-8"))
-            cells = [report[group][key] for group, key in COLUMNS]
+            cells = [report.get(group, {}).get(key) for group, key in COLUMNS]  # '-' for reports of older versions
             shown = ["-" if v is None else f"{v:.3f}" if isinstance(v, float) and v <= 1 else f"{v:.0f}"
                      for v in cells]
             build = report.get("build_s")
