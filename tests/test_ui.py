@@ -17,7 +17,7 @@ from rag.index import background_sentences, build_index, current_build
 from rag.load import load_documents
 from rag.pipeline import Pipeline
 from rag.settings import DEFAULT_MODEL, Settings
-from rag.types import Answer, Citation, Document, Source
+from rag.types import Answer, Document, Quote
 from rag.ui import (
     AppConfig,
     ChatMessage,
@@ -138,10 +138,10 @@ def _doc(text: str, doc_id: str = "d.txt") -> Document:
 
 def test_passage_span_prefers_the_retrieved_passage_then_the_paragraph() -> None:
     text = "One. Two.\n\nThree. Four."
-    c = Citation(1, "d.txt", text.index("Four"), len(text), "Four.", 2)
-    inside = Source(1, "d.txt", text.index("Three"), len(text), "Three. Four.", 2, 1.0)
-    elsewhere = Source(2, "d.txt", 0, 9, "One. Two.", 1, 2.0)
-    other_doc = Source(3, "e.txt", 0, len(text), text, 1, 3.0)
+    c = Quote(1, "d.txt", text.index("Four"), len(text), "Four.", 2)
+    inside = Quote(1, "d.txt", text.index("Three"), len(text), "Three. Four.", 2, score=1.0)
+    elsewhere = Quote(2, "d.txt", 0, 9, "One. Two.", 1, score=2.0)
+    other_doc = Quote(3, "e.txt", 0, len(text), text, 1, score=3.0)
     assert passage_span(c, [elsewhere, other_doc, inside], _doc(text)) == (inside.start, inside.end)
     assert passage_span(c, [elsewhere], _doc(text)) == (text.index("Three"), len(text))
     assert passage_span(c, [], None) == (c.start, c.end)
@@ -168,7 +168,6 @@ def test_answer_view_abstains_plainly_with_related_passages(tmp_path: Path) -> N
     engine.start()
     answer, view = engine.ask("Quantum chromodynamics gluon confinement?")
     assert answer.abstained and answer.sources
-    assert view == answer_view(answer, engine.pipeline.index)
     assert view.abstained and view.heading == "Possibly related passages"
     assert visible(view.html) == "I found no answer to this question in the documents. These passages may be related:"
     assert len(view.passages) == len(answer.sources)
@@ -178,7 +177,7 @@ def test_answer_view_abstains_plainly_with_related_passages(tmp_path: Path) -> N
 
 def test_answer_view_does_not_highlight_a_quote_the_source_does_not_hold(fake_pipeline: Pipeline) -> None:
     doc = next(iter(fake_pipeline.index.documents.values()))
-    forged = Citation(1, doc.id, 0, 10, "not there", 1, doc.date)
+    forged = Quote(1, doc.id, 0, 10, "not there", 1, doc.date)
     view = answer_view(Answer("q", False, 0.9, sentences=(forged,)), fake_pipeline.index)
     assert "<mark>" not in view.passages[0].html
     assert "not there" in visible(view.passages[0].html)
