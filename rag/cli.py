@@ -193,10 +193,10 @@ def ask_cmd(seeds: Path, index_dir: Path, model: str | None, debug: bool, questi
 @click.argument("questions", type=click.Path(path_type=Path))
 @click.option("--docs", type=click.Path(path_type=Path), default=None,
               help="Documents folder: build the index from it first, or reuse it when unchanged.")
-@click.option("--index", "index_dir", type=click.Path(path_type=Path), default=Path("index"), show_default=True,
-              envvar="RAG_INDEX", help="Index folder.")
-@click.option("--model", default=None, envvar="RAG_MODEL",
-              help=f"Encoder [default: the index's model, else {DEFAULT_MODEL}].")
+@click.option("--index", "index_dir", type=click.Path(path_type=Path), default=lambda: Paths.from_env().index,
+              show_default="$RAG_INDEX, else index", help="Index folder.")
+@click.option("--model", default=lambda: Paths.from_env().model,
+              help=f"Encoder [default: $RAG_MODEL, else the index's model, else {DEFAULT_MODEL}].")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--min", "minimums", multiple=True, metavar="KEY=VALUE",
               help="Exit 1 when a metric is below VALUE, e.g. passage_hit@1=0.9. Repeatable.")

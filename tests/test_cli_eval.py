@@ -119,3 +119,13 @@ def test_out_writes_one_row_per_question(tiny: tuple[Path, Path], tmp_path: Path
     assert rows[0]["doc_rank"] == 1 and rows[0]["passage_rank"] == 1 and rows[0]["abstained"] is False
     assert rows[3]["abstained"] is True and rows[3]["answer"] is None
     assert all(isinstance(r["confidence"], float) and r["latency_ms"] > 0 for r in rows)
+
+
+def test_eval_takes_the_index_and_model_from_the_environment(tiny: tuple[Path, Path], tmp_path: Path) -> None:
+    docs, questions = tiny
+    env = {"RAG_INDEX": str(tmp_path / "from-env"), "RAG_MODEL": "hash", "RAG_SEEDS": None}
+    result = CliRunner().invoke(main, ["eval", str(questions), "--docs", str(docs), "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["model"] == "hash"
+    assert (tmp_path / "from-env" / "CURRENT").is_file()
