@@ -15,6 +15,13 @@ class DocumentsError(RagError):
     """The documents folder is missing, empty or holds nothing readable."""
 
 
+class DocumentFormatError(RagError, ValueError):
+    """One file cannot be read as its format says (malformed, encrypted, no text, over a limit).
+
+    The loader skips that file and reports it by name with this message as the reason.
+    """
+
+
 class QuestionError(RagError, ValueError):
     """The question cannot be asked as it is (empty, too long)."""
 
@@ -44,6 +51,7 @@ class QuestionSetError(RagError):
 
 
 __all__ = [
+    "DocumentFormatError",
     "DocumentsError",
     "IndexCorruptError",
     "IndexError_",

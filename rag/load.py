@@ -1,4 +1,7 @@
-"""Stage 1, load: read a documents folder into ``Document`` values, skipping what cannot be read."""
+"""Stage 1, load: read a documents folder into ``Document`` values, skipping what cannot be read.
+
+Each format is read by ``rag.formats``; this module walks the folder and adds the metadata.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +9,15 @@ import hashlib
 import os
 import re
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from .errors import DocumentsError
+from .errors import DocumentFormatError, DocumentsError
+from .formats import SUFFIXES, extract
 from .types import Document, LoadResult, SkippedFile
 
-SUFFIXES = (".txt", ".md")
+# (documents read, documents to read, pages read): extraction of a large PDF folder takes a while
+LoadProgress = Callable[[int, int, int], None]
 # "date 2022-10" (optionally "date: 2022-10-05") before the first words of the file.
 _DATE_PREFIX = re.compile(r"\A[\ufeff\s]*date:?[ \t]+(\d{4}-\d{2}(?:-\d{2})?)\b[ \t]*(?:\r?\n)?")
 _LEADING_BLANK = re.compile(r"[\ufeff\s]*")
@@ -51,10 +56,14 @@ def iter_files(root: Path) -> Iterator[Path]:
 
 
 def parse_document(doc_id: str, data: bytes) -> Document:
-    """Decode one file and find its metadata. Raises ``UnicodeDecodeError`` or ``ValueError``."""
-    if b"\x00" in data:
-        raise ValueError("binary file (contains NUL bytes)")
-    text = data.decode("utf-8")
+    """Read one file's bytes as its suffix says, and find its metadata.
+
+    Raises ``DocumentFormatError`` (a ``ValueError``) with the reason when it cannot be read.
+    Title and date come from the file's own metadata (PDF info, HTML meta tags, DOCX core
+    properties), else the date from a leading ``date YYYY-MM`` line.
+    """
+    extracted = extract(doc_id, data)
+    text = extracted.text
     date = None
     match = _DATE_PREFIX.match(text)
     if match:
@@ -64,14 +73,18 @@ def parse_document(doc_id: str, data: bytes) -> Document:
         body_start = 0
     body_start += _LEADING_BLANK.match(text, body_start).end() - body_start  # type: ignore[union-attr]
     if body_start >= len(text) or not text[body_start:].strip():
-        raise ValueError("empty file (no text)")
+        raise DocumentFormatError("empty file (no text)")
     return Document(
         id=doc_id,
         text=text,
         sha256=hashlib.sha256(data).hexdigest(),
         body_start=body_start,
-        date=date,
+        date=extracted.date or date,
         lang=detect_language(text[body_start : body_start + 3000]),
+        title=extracted.title,
+        kind=extracted.kind,
+        pages=extracted.pages,
+        sections=extracted.sections,
     )
 
 
@@ -85,45 +98,56 @@ def detect_language(text: str) -> str | None:
     return str(lang)
 
 
-def load_documents(root: str | os.PathLike[str]) -> LoadResult:
-    """Read every ``.txt`` and ``.md`` file below ``root``.
+def load_documents(root: str | os.PathLike[str], progress: LoadProgress | None = None) -> LoadResult:
+    """Read every document below ``root`` (``rag.formats.SUFFIXES``: text, Markdown, PDF, HTML, DOCX).
 
-    Unreadable, binary, undecodable and empty files are returned in ``skipped`` with the
-    reason; a folder with no usable document raises ``DocumentsError``.
+    Unreadable, binary, undecodable, malformed, encrypted, empty and oversized files are
+    returned in ``skipped`` with the reason; a folder with no usable document raises
+    ``DocumentsError``. ``progress`` hears of every file read, with the pages read so far.
     """
     folder = Path(root)
+    kinds = ", ".join(SUFFIXES)
     if not folder.is_dir():
         raise DocumentsError(
-            f"documents folder {str(folder)!r} does not exist: create it and put .txt or .md files in it"
+            f"documents folder {str(folder)!r} does not exist: create it and put documents ({kinds}) in it"
         )
     documents: list[Document] = []
     skipped: list[SkippedFile] = []
-    for path in iter_files(folder):
-        doc_id = path.relative_to(folder).as_posix()
-        try:
-            doc_id.encode("utf-8")
-        except UnicodeEncodeError:  # Linux names are bytes; ids must be text we can write and print
-            shown = doc_id.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-            skipped.append(SkippedFile(shown, "file name is not valid UTF-8: rename the file"))
-            continue
-        try:
-            # a pipe would block the read and a device (a link to /dev/zero) would never end
-            if not stat.S_ISREG(path.stat().st_mode):
-                skipped.append(SkippedFile(doc_id, "not a regular file (a pipe, socket or device)"))
-                continue
-            data = path.read_bytes()
-        except OSError as exc:
-            skipped.append(SkippedFile(doc_id, f"cannot be read ({exc.strerror or exc})"))
-            continue
-        try:
-            documents.append(parse_document(doc_id, data))
-        except UnicodeDecodeError as exc:
-            skipped.append(SkippedFile(doc_id, f"not valid UTF-8 (byte {exc.start})"))
-        except ValueError as exc:
-            skipped.append(SkippedFile(doc_id, str(exc)))
+    paths = list(iter_files(folder))
+    pages = 0
+    for done, path in enumerate(paths, start=1):
+        doc = _read(folder, path, skipped)
+        if doc is not None:
+            documents.append(doc)
+            pages += doc.page_count
+        if progress:
+            progress(done, len(paths), pages)
     if not documents:
         detail = f" ({len(skipped)} file(s) skipped: {skipped[0].path}: {skipped[0].reason})" if skipped else ""
-        raise DocumentsError(
-            f"no readable .txt or .md document in {str(folder)!r}{detail}: add UTF-8 text files to it"
-        )
+        raise DocumentsError(f"no readable document in {str(folder)!r}{detail}: add documents ({kinds}) to it")
     return LoadResult(tuple(documents), tuple(skipped))
+
+
+def _read(folder: Path, path: Path, skipped: list[SkippedFile]) -> Document | None:
+    """One file as a ``Document``, or None after adding why it was skipped to ``skipped``."""
+    doc_id = path.relative_to(folder).as_posix()
+    try:
+        doc_id.encode("utf-8")
+    except UnicodeEncodeError:  # Linux names are bytes; ids must be text we can write and print
+        shown = doc_id.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        skipped.append(SkippedFile(shown, "file name is not valid UTF-8: rename the file"))
+        return None
+    try:
+        # a pipe would block the read and a device (a link to /dev/zero) would never end
+        if not stat.S_ISREG(path.stat().st_mode):
+            skipped.append(SkippedFile(doc_id, "not a regular file (a pipe, socket or device)"))
+            return None
+        data = path.read_bytes()
+    except OSError as exc:
+        skipped.append(SkippedFile(doc_id, f"cannot be read ({exc.strerror or exc})"))
+        return None
+    try:
+        return parse_document(doc_id, data)
+    except ValueError as exc:  # DocumentFormatError, and any ValueError of language detection
+        skipped.append(SkippedFile(doc_id, str(exc)))
+        return None

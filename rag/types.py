@@ -2,30 +2,54 @@
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from typing import Any
 
 
 @dataclass(frozen=True)
 class Document:
-    """One source file, exactly as read from disk.
+    """One source file and its text.
 
-    ``text`` is the whole file decoded as UTF-8 with newlines untouched, so every offset
-    in the project indexes ``open(path, encoding="utf-8", newline="").read()``.
-    ``body_start`` skips a leading byte-order mark, whitespace and a ``date YYYY-MM``
-    metadata prefix: nothing before it is ever quoted.
+    ``text`` is the document's text, which every offset in the project indexes and the index
+    stores: for ``.txt`` and ``.md`` the whole file decoded as UTF-8 with newlines untouched
+    (``open(path, encoding="utf-8", newline="").read()``), for PDF, HTML and DOCX the text
+    extracted from it (``rag.formats``). ``body_start`` skips a leading byte-order mark,
+    whitespace and a ``date YYYY-MM`` metadata prefix: nothing before it is ever quoted.
+    ``pages`` holds the start offset of each page (PDF), ``sections`` the start offset and
+    title of each heading; a span's page and section are those its start falls in.
     """
 
     id: str  # path relative to the documents folder, with "/" separators
     text: str
-    sha256: str
+    sha256: str  # of the file's bytes
     body_start: int = 0
     date: str | None = None
     lang: str | None = None
+    title: str | None = None
+    kind: str = "text"  # "text", "markdown", "pdf", "html" or "docx"
+    pages: tuple[int, ...] = ()
+    sections: tuple[tuple[int, str], ...] = ()
 
     @property
     def body(self) -> str:
         return self.text[self.body_start :]
+
+    @property
+    def page_count(self) -> int:
+        """Pages of a PDF; a document without pages counts as one."""
+        return len(self.pages) or 1
+
+    def page_at(self, offset: int) -> int | None:
+        """The 1-based page holding ``offset``, or None for a document without pages."""
+        if not self.pages:
+            return None
+        return max(1, bisect_right(self.pages, offset))
+
+    def section_at(self, offset: int) -> str | None:
+        """The title of the last heading at or before ``offset``, or None before the first one."""
+        i = bisect_right([start for start, _ in self.sections], offset)
+        return self.sections[i - 1][1] if i else None
 
 
 @dataclass(frozen=True)
