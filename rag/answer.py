@@ -69,14 +69,16 @@ def make_answer(index: Index, retrieval: Retrieval, settings: Settings, question
     sources = []
     for n, r in enumerate(retrieval.ranked[: settings.top_k], start=1):
         c = index.chunks[r.chunk]
-        sources.append(Quote(n, c.doc, c.start, c.end, c.text, c.paragraph, index.documents[c.doc].date,
-                             round(r.score, 4)))
+        doc = index.documents[c.doc]
+        sources.append(Quote(n, c.doc, c.start, c.end, c.text, c.paragraph, doc.date, round(r.score, 4),
+                             doc.page_at(c.start), doc.section_at(c.start)))
     citations = []
     if not abstained:
         for n, (sid, score) in enumerate(picked, start=1):
             s = index.sentences[sid]
-            citations.append(Quote(n, s.doc, s.start, s.end, s.text, s.paragraph,
-                                   index.documents[s.doc].date, round(score, 4)))
+            doc = index.documents[s.doc]
+            citations.append(Quote(n, s.doc, s.start, s.end, s.text, s.paragraph, doc.date, round(score, 4),
+                                   doc.page_at(s.start), doc.section_at(s.start)))
     return Answer(
         question=question if question is not None else retrieval.question,
         abstained=abstained,

@@ -83,11 +83,18 @@ class Chunk(Span):
     last_sentence: int = 0
 
 
+def where_label(doc: str, page: int | None, section: str | None, date: str | None) -> str:
+    """``report.pdf, p. 2, 2024-03``: the file, its page or else its section, and its date."""
+    place = f"p. {page}" if page is not None else (f"§ {section}" if section else None)
+    return ", ".join(part for part in (doc, place, date) if part)
+
+
 @dataclass(frozen=True)
 class Quote:
     """A quoted span with where it comes from: an answer sentence, or a retrieved passage (a source).
 
-    ``doc.text[start:end] == text``. ``score`` is the sentence's or the passage's fused score.
+    ``doc.text[start:end] == text``. ``score`` is the sentence's or the passage's fused score;
+    ``page`` (PDF, 1-based) and ``section`` (the heading above) are those ``start`` falls in.
     """
 
     number: int  # [n] in the answer
@@ -98,12 +105,14 @@ class Quote:
     paragraph: int
     date: str | None = None
     score: float = 0.0
+    page: int | None = None  # 1-based page of a PDF
+    section: str | None = None  # the heading the sentence is under
 
     @property
     def label(self) -> str:
-        """``[1] doc.txt, 2022-10, paragraph 2, chars 743-1094``"""
-        dated = f", {self.date}" if self.date else ""
-        return f"[{self.number}] {self.doc}{dated}, paragraph {self.paragraph}, chars {self.start}-{self.end}"
+        """``[1] report.pdf, p. 2, 2024-03, paragraph 2, chars 743-1094``"""
+        where = where_label(self.doc, self.page, self.section, self.date)
+        return f"[{self.number}] {where}, paragraph {self.paragraph}, chars {self.start}-{self.end}"
 
 
 # The two roles a quote plays, by their older names (still read by evaluation code).
@@ -164,3 +173,4 @@ class BuildReport:
     seconds: float
     path: str
     up_to_date: bool = False
+    pages: int = 0  # PDF pages, plus one for each document without pages

@@ -144,7 +144,7 @@ def test_ask_json_builds_the_missing_index_first(seeds: Path, index_dir: Path) -
     [sentence] = data["sentences"]
     assert sentence["doc"] == "sub/notes.md"  # relative to the seeds folder, "/" separated
     assert sentence["text"] == "The lighthouse of Cordouan was built in 1611 by Louis de Foix."
-    assert sentence["citation"] == f"[1] sub/notes.md, paragraph 2, chars {sentence['start']}-{sentence['end']}"
+    assert sentence["citation"] == f"[1] sub/notes.md, § Notes, paragraph 2, chars {sentence['start']}-{sentence['end']}"
 
 
 def test_ask_rebuilds_only_when_a_seed_changed(seeds: Path, index_dir: Path) -> None:
@@ -187,7 +187,7 @@ def test_ask_text_output(seeds: Path, index_dir: Path) -> None:
     assert re.fullmatch(r"Answer \(confidence \d\.\d\d\):", lines[0])
     assert lines[1] == "  «The lighthouse of Cordouan was built in 1611 by Louis de Foix.» [1]"
     assert "Citations:" in lines
-    assert re.fullmatch(r"  \[1\] sub/notes\.md, paragraph 2, chars \d+-\d+", lines[-1])
+    assert re.fullmatch(r"  \[1\] sub/notes\.md, § Notes, paragraph 2, chars \d+-\d+", lines[-1])
 
     abstained = rag("ask", "--seeds", seeds, "--index", index_dir, "--model", "hash", "What is the capital of Peru?")
     assert abstained.exit_code == 0
@@ -238,7 +238,7 @@ def test_missing_seeds_folder(tmp_path: Path, index_dir: Path) -> None:
 def test_empty_seeds_folder(tmp_path: Path, index_dir: Path) -> None:
     (tmp_path / "empty").mkdir()
     result = rag("index", "--seeds", tmp_path / "empty", "--index", index_dir, "--model", "hash")
-    assert_one_line_error(result, "no readable .txt or .md document", "add UTF-8 text files to it")
+    assert_one_line_error(result, "no readable document in", "add documents (.txt, .md")
 
 
 @pytest.mark.parametrize(

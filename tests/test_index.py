@@ -96,7 +96,7 @@ def test_manifest_records_how_the_index_was_built(built: Path, seeds_copy: Path)
     assert list(manifest.to_dict()) == list(on_disk)
     assert Manifest.from_dict(on_disk) == manifest
 
-    assert manifest.format_version == FORMAT_VERSION == 1
+    assert manifest.format_version == FORMAT_VERSION == 2
     assert (manifest.model.spec, manifest.model.id, manifest.model.dim) == ("hash", "hash-bow-256", 256)
     assert manifest.model.parts == (ModelPart("hash-bow-256", 256, 1.0),)
     assert manifest.settings == FAKE.to_dict()
@@ -107,11 +107,11 @@ def test_manifest_records_how_the_index_was_built(built: Path, seeds_copy: Path)
 
     doc = load_documents(seeds_copy).documents[0]
     chunks, sentences = chunk_document(doc, FAKE.chunk_size, FAKE.chunk_overlap)
-    assert on_disk["counts"] == {"documents": 1, "chunks": len(chunks), "sentences": len(sentences)}
+    assert on_disk["counts"] == {"documents": 1, "chunks": len(chunks), "sentences": len(sentences), "pages": 1}
     [entry] = manifest.documents
     assert entry.id == SEED_DOC.name
     assert entry.sha256 == hashlib.sha256((seeds_copy / SEED_DOC.name).read_bytes()).hexdigest()
-    assert (entry.date, entry.lang, entry.chars) == ("2022-10", "fr", len(doc.text))
+    assert (entry.date, entry.lang, entry.chars, entry.kind, entry.pages) == ("2022-10", "fr", len(doc.text), "text", 0)
     assert set(manifest.versions) >= {"rag", "faiss", "numpy", "bm25s"}
 
     # every file of the build is listed with its true size and checksum
@@ -390,7 +390,8 @@ DAMAGE = {
     "future format": (_edit_manifest(lambda m: m.__setitem__("format_version", FORMAT_VERSION + 1)),
                       rf"has format version {FORMAT_VERSION + 1}, newer than this program reads \({FORMAT_VERSION}\): "
                       r"upgrade rag, or rebuild with `rag index --full"),
-    "old format": (_edit_manifest(lambda m: m.__setitem__("format_version", 0)), r"has old format version 0"),
+    "old format": (_edit_manifest(lambda m: m.__setitem__("format_version", 0)),
+                   r"has the old format version 0 \(this program reads 2\): rebuild with `rag index --full --index "),
     "no format": (_edit_manifest(lambda m: m.pop("format_version")), r"has no format_version"),
     "manifest not json": (_truncate("manifest.json"), r"manifest\.json is unreadable"),
     "manifest not an object": (lambda b: (b / "manifest.json").write_text("[]"), r"is not a JSON object"),

@@ -126,6 +126,7 @@ def build_index(
                 documents=len(loaded.documents), chunks=len(previous.chunks), sentences=len(previous.sentences),
                 reused_documents=len(loaded.documents), embedded_documents=0, removed_documents=0,
                 skipped=loaded.skipped, seconds=time.perf_counter() - started, path=str(root), up_to_date=True,
+                pages=sum(d.page_count for d in loaded.documents),
             )
 
         chunks: list[Chunk] = []
@@ -180,8 +181,10 @@ def build_index(
             settings=settings.to_dict(),
             splitter_version=SPLITTER_VERSION,
             exact_search_bytes=EXACT_SEARCH_BYTES,
-            counts=Counts(len(loaded.documents), len(chunks), len(sentences)),
-            documents=tuple(DocumentEntry(d.id, d.sha256, len(d.text), d.date, d.lang) for d in loaded.documents),
+            counts=Counts(len(loaded.documents), len(chunks), len(sentences),
+                          sum(d.page_count for d in loaded.documents)),
+            documents=tuple(DocumentEntry(d.id, d.sha256, len(d.text), d.date, d.lang, d.kind, len(d.pages))
+                            for d in loaded.documents),
             skipped=tuple(loaded.skipped),
             versions=_versions(),
         )
@@ -193,6 +196,7 @@ def build_index(
         reused_documents=len(reuse), embedded_documents=len(loaded.documents) - len(reuse),
         removed_documents=len(old_ids - {d.id for d in loaded.documents}),
         skipped=loaded.skipped, seconds=time.perf_counter() - started, path=str(root),
+        pages=sum(d.page_count for d in loaded.documents),
     )
 
 

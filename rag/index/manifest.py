@@ -22,7 +22,7 @@ from ..errors import IndexCorruptError, IndexMismatchError
 from ..settings import Settings, canonical_model
 from ..types import SkippedFile
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: documents.jsonl keeps each document's kind, title, pages and sections
 REQUIRED = ("settings", "model", "documents", "files", "counts", "built_at")
 
 
@@ -55,6 +55,8 @@ class DocumentEntry:
     chars: int
     date: str | None = None
     lang: str | None = None
+    kind: str = "text"
+    pages: int = 0  # PDF pages; 0 for a format without pages
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,7 @@ class Counts:
     documents: int
     chunks: int
     sentences: int
+    pages: int  # PDF pages, plus one for each document without pages
 
 
 @dataclass(frozen=True)
@@ -115,9 +118,10 @@ class Manifest:
             settings=dict(data["settings"]),
             splitter_version=data.get("splitter_version"),
             exact_search_bytes=data.get("exact_search_bytes"),
-            counts=Counts(**{k: int(data["counts"][k]) for k in ("documents", "chunks", "sentences")}),
+            counts=Counts(**{k: int(data["counts"][k]) for k in ("documents", "chunks", "sentences", "pages")}),
             documents=tuple(
-                DocumentEntry(str(d["id"]), str(d["sha256"]), int(d.get("chars", 0)), d.get("date"), d.get("lang"))
+                DocumentEntry(str(d["id"]), str(d["sha256"]), int(d.get("chars", 0)), d.get("date"), d.get("lang"),
+                              str(d["kind"]), int(d["pages"]))
                 for d in data["documents"]
             ),
             skipped=tuple(SkippedFile(str(s["path"]), str(s["reason"])) for s in data.get("skipped", [])),
@@ -138,8 +142,9 @@ class Manifest:
             "splitter_version": self.splitter_version,
             "exact_search_bytes": self.exact_search_bytes,
             "counts": {"documents": self.counts.documents, "chunks": self.counts.chunks,
-                       "sentences": self.counts.sentences},
-            "documents": [{"id": d.id, "sha256": d.sha256, "chars": d.chars, "date": d.date, "lang": d.lang}
+                       "sentences": self.counts.sentences, "pages": self.counts.pages},
+            "documents": [{"id": d.id, "sha256": d.sha256, "chars": d.chars, "date": d.date, "lang": d.lang,
+                           "kind": d.kind, "pages": d.pages}
                           for d in self.documents],
             "skipped": [{"path": s.path, "reason": s.reason} for s in self.skipped],
             "versions": self.versions,
@@ -172,7 +177,9 @@ def read_manifest(build: Path) -> Manifest:
             f"upgrade rag, or {fix}"
         )
     if version < FORMAT_VERSION:
-        raise IndexCorruptError(f"index {str(root)!r} has old format version {version}: {fix}")
+        raise IndexCorruptError(
+            f"index {str(root)!r} has the old format version {version} (this program reads {FORMAT_VERSION}): {fix}"
+        )
     for key in REQUIRED:
         if key not in data:
             raise IndexCorruptError(f"index manifest lacks {key!r}: {fix}")

@@ -241,7 +241,8 @@ def write_build(
     with open(tmp / "documents.jsonl", "w", encoding="utf-8") as out:
         for d in documents:
             row = {"id": d.id, "sha256": d.sha256, "body_start": d.body_start, "date": d.date, "lang": d.lang,
-                   "text": d.text}
+                   "kind": d.kind, "title": d.title, "pages": list(d.pages),
+                   "sections": [[start, title] for start, title in d.sections], "text": d.text}
             out.write(json.dumps(row, ensure_ascii=False) + "\n")
     step("documents.jsonl")
     np.save(tmp / "chunks.npy", _spans_array(chunks, doc_pos, chunk=True), allow_pickle=False)
@@ -331,7 +332,9 @@ def open_index(
                 row = json.loads(line)
                 documents[row["id"]] = Document(
                     id=row["id"], text=row["text"], sha256=row["sha256"], body_start=row["body_start"],
-                    date=row["date"], lang=row["lang"],
+                    date=row["date"], lang=row["lang"], title=row["title"], kind=row["kind"],
+                    pages=tuple(int(p) for p in row["pages"]),
+                    sections=tuple((int(start), str(title)) for start, title in row["sections"]),
                 )
         order = list(documents.values())
         chunk_rows = np.load(build / "chunks.npy", allow_pickle=False)
