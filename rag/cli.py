@@ -12,10 +12,11 @@ from typing import Any, TypeVar
 
 import click
 
-from .errors import RagError
+from .errors import DocumentsError, RagError
 from .index import Progress, settings_for
+from .load import LoadProgress
 from .settings import DEFAULT_MODEL, Paths, Settings
-from .types import Answer, BuildReport
+from .types import Answer, BuildReport, Document
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -42,6 +43,27 @@ def _friendly_errors(debug: bool = False) -> Iterator[None]:
         if debug:
             traceback.print_exc()
         _fail(f"unexpected {type(exc).__name__}: {exc} (run again with --debug and report it)", 1)
+
+
+@contextmanager
+def _reading_bar() -> Iterator[LoadProgress]:
+    """Documents read, with the pages read so far: extracting a folder of PDFs takes a while."""
+    from tqdm import tqdm
+
+    bar: Any = None
+
+    def update(done: int, total: int, pages: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc="reading", unit="document", file=sys.stderr, leave=False, disable=None)
+        bar.set_postfix_str(f"{pages} pages", refresh=False)
+        bar.update(done - bar.n)
+
+    try:
+        yield update
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 @contextmanager
@@ -72,7 +94,8 @@ def _settings(index_dir: Path, model: str | None, **changes: Any) -> Settings:
 def _common(func: F) -> F:
     # Defaults from the environment, read in one place (Paths.from_env), as the app reads it.
     func = click.option("--seeds", "seeds", type=click.Path(path_type=Path), default=lambda: Paths.from_env().seeds,
-                        show_default="$RAG_SEEDS, else seeds", help="Folder of .txt/.md documents.")(func)
+                        show_default="$RAG_SEEDS, else seeds",
+                        help="Folder of documents (.txt, .md, .pdf, .html, .docx).")(func)
     func = click.option("--index", "index_dir", type=click.Path(path_type=Path),
                         default=lambda: Paths.from_env().index, show_default="$RAG_INDEX, else index",
                         help="Index folder.")(func)
@@ -92,12 +115,12 @@ def main() -> None:
 def _report_lines(report: BuildReport) -> list[str]:
     lines = []
     if report.up_to_date:
-        lines.append(f"Index {report.path} is up to date: {report.documents} documents, "
+        lines.append(f"Index {report.path} is up to date: {report.documents} documents ({report.pages} pages), "
                      f"{report.chunks} chunks, {report.sentences} sentences, {len(report.skipped)} files skipped.")
     else:
         lines.append(
             f"Indexed {report.documents} documents ({report.embedded_documents} embedded, "
-            f"{report.reused_documents} reused, {report.removed_documents} removed), "
+            f"{report.reused_documents} reused, {report.removed_documents} removed; {report.pages} pages), "
             f"{len(report.skipped)} files skipped: {report.chunks} chunks, "
             f"{report.sentences} sentences in {report.seconds:.1f} s -> {report.path}"
         )
@@ -108,7 +131,7 @@ def _report_lines(report: BuildReport) -> list[str]:
 
 def _report_json(report: BuildReport) -> dict[str, Any]:
     return {
-        "documents": report.documents, "chunks": report.chunks, "sentences": report.sentences,
+        "documents": report.documents, "pages": report.pages, "chunks": report.chunks, "sentences": report.sentences,
         "embedded_documents": report.embedded_documents, "reused_documents": report.reused_documents,
         "removed_documents": report.removed_documents, "up_to_date": report.up_to_date,
         "skipped": [{"path": s.path, "reason": s.reason} for s in report.skipped],
@@ -128,7 +151,8 @@ def index_cmd(seeds: Path, index_dir: Path, model: str | None, debug: bool, full
 
     with _friendly_errors(debug):
         settings = _settings(index_dir, model)
-        loaded = load_documents(seeds)
+        with _reading_bar() as reading:
+            loaded = load_documents(seeds, progress=reading)
         for skipped in loaded.skipped:
             click.echo(f"warning: skipping {skipped.path}: {skipped.reason}", err=True)
         with _progress_bar("embedding") as bar:
@@ -181,8 +205,8 @@ def ask_cmd(seeds: Path, index_dir: Path, model: str | None, debug: bool, questi
         clean_question(question, settings)  # refuse a bad question before any slow work
         report = None
         if seeds.is_dir() or not (index_dir / "CURRENT").exists():
-            with _progress_bar("indexing") as bar:
-                report = ensure_index(seeds, index_dir, settings, progress=bar)
+            with _reading_bar() as reading, _progress_bar("indexing") as bar:
+                report = ensure_index(seeds, index_dir, settings, progress=bar, reading=reading)
         if report is not None:
             click.echo("\n".join(_report_lines(report)), err=True)
         answer = Pipeline.open(index_dir, settings).ask(question)
@@ -235,6 +259,52 @@ def eval_cmd(questions: Path, docs: Path | None, index_dir: Path, model: str | N
         for failure in failures:
             click.echo(f"not met: {failure}", err=True)
         sys.exit(1)
+
+
+def document_json(doc: Document, chunks: int) -> dict[str, Any]:
+    """A stored document as ``rag show --json`` prints it: its text and where its pages and sections start."""
+    return {
+        "id": doc.id, "kind": doc.kind, "title": doc.title, "date": doc.date, "lang": doc.lang, "sha256": doc.sha256,
+        "chars": len(doc.text), "body_start": doc.body_start, "chunks": chunks,
+        "pages": [{"page": n, "start": start} for n, start in enumerate(doc.pages, start=1)],
+        "sections": [{"start": start, "title": title} for start, title in doc.sections],
+        "text": doc.text,
+    }
+
+
+@main.command("show")
+@click.argument("doc", required=False)
+@click.option("--index", "index_dir", type=click.Path(path_type=Path), default=lambda: Paths.from_env().index,
+              show_default="$RAG_INDEX, else index", help="Index folder.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (with pages and sections).")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def show_cmd(doc: str | None, index_dir: Path, as_json: bool, debug: bool) -> None:
+    """Print the text of DOC as the index stores it (every citation's offsets index it); without DOC, list them."""
+    from .index import open_index
+
+    with _friendly_errors(debug):
+        index = open_index(index_dir, verify=False)
+        chunks: dict[str, int] = {}
+        for chunk in index.chunks:
+            chunks[chunk.doc] = chunks.get(chunk.doc, 0) + 1
+        if doc is None:
+            rows = [{"id": d.id, "kind": d.kind, "title": d.title, "date": d.date, "pages": len(d.pages) or None,
+                     "sections": len(d.sections), "chunks": chunks.get(d.id, 0)} for d in index.documents.values()]
+            if as_json:
+                click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+            for row in [] if as_json else rows:
+                pages = f"{row['pages']} pages" if row["pages"] else row["kind"]
+                click.echo(f"{row['id']}\t{pages}\t{row['chunks']} chunks\t{row['date'] or ''}\t{row['title'] or ''}")
+            return
+        found = index.documents.get(doc)
+        if found is None:
+            names = ", ".join(list(index.documents)[:5]) + (", ..." if len(index.documents) > 5 else "")
+            raise DocumentsError(f"no document {doc!r} in the index at {str(index_dir)!r}: name one of {names} "
+                                 f"(`rag show` lists them all)")
+        if as_json:
+            click.echo(json.dumps(document_json(found, chunks.get(found.id, 0)), ensure_ascii=False, indent=2))
+        else:
+            click.echo(found.text, nl=not found.text.endswith("\n"))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -27,7 +27,7 @@ from .index import (
     open_index,
     read_manifest,
 )
-from .load import load_documents
+from .load import LoadProgress, load_documents
 from .pool import pooled_encoder
 from .retrieve import Retrieval, retrieve
 from .settings import Settings
@@ -65,12 +65,13 @@ def ensure_index(
     settings: Settings,
     encoder: Encoder | None = None,
     progress: Progress | None = None,
+    reading: LoadProgress | None = None,
 ) -> BuildReport | None:
     """Build or update the index when it is missing or older than the documents; None when up to date.
 
     An index built with another model is refused (``IndexMismatchError``), never silently replaced.
     """
-    loaded = load_documents(documents_dir)
+    loaded = load_documents(documents_dir, progress=reading)
     status = index_status(index_dir, loaded, settings)
     if status == "ok":
         return None

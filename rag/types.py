@@ -147,12 +147,12 @@ class Answer:
             "rewritten_question": self.rewritten_question,
             "sentences": [
                 {"text": c.text, "doc": c.doc, "start": c.start, "end": c.end, "paragraph": c.paragraph,
-                 "date": c.date, "citation": c.label}
+                 "page": c.page, "section": c.section, "date": c.date, "citation": c.label}
                 for c in self.sentences
             ],
             "sources": [
                 {"citation": s.label, "doc": s.doc, "start": s.start, "end": s.end, "paragraph": s.paragraph,
-                 "date": s.date, "text": s.text, "score": s.score}
+                 "page": s.page, "section": s.section, "date": s.date, "text": s.text, "score": s.score}
                 for s in self.sources
             ],
             "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()},

@@ -71,7 +71,8 @@ def test_index_prints_a_summary(seeds: Path, index_dir: Path) -> None:
     counts = manifest_counts(index_dir)
     summary = result.stdout.strip()
     assert re.fullmatch(
-        rf"Indexed 2 documents \(2 embedded, 0 reused, 0 removed\), 1 files skipped: {counts['chunks']} chunks, "
+        rf"Indexed 2 documents \(2 embedded, 0 reused, 0 removed; 2 pages\), 1 files skipped: "
+        rf"{counts['chunks']} chunks, "
         rf"{counts['sentences']} sentences in \d+\.\d s -> {re.escape(str(index_dir))}",
         summary,
     ), summary
@@ -80,13 +81,13 @@ def test_index_prints_a_summary(seeds: Path, index_dir: Path) -> None:
     again = rag("index", "--seeds", seeds, "--index", index_dir, "--model", "hash")
     assert again.exit_code == 0
     assert again.stdout.strip() == (
-        f"Index {index_dir} is up to date: 2 documents, {counts['chunks']} chunks, "
+        f"Index {index_dir} is up to date: 2 documents (2 pages), {counts['chunks']} chunks, "
         f"{counts['sentences']} sentences, 1 files skipped."
     )
 
     full = rag("index", "--seeds", seeds, "--index", index_dir, "--model", "hash", "--full")
     assert full.exit_code == 0
-    assert full.stdout.startswith("Indexed 2 documents (2 embedded, 0 reused, 0 removed)")
+    assert full.stdout.startswith("Indexed 2 documents (2 embedded, 0 reused, 0 removed; 2 pages)")
 
 
 def test_index_json(seeds: Path, index_dir: Path) -> None:
@@ -119,11 +120,11 @@ def check_answer_json(data: dict[str, Any], seeds: Path) -> None:
     assert data["answer"] is None if data["abstained"] else isinstance(data["answer"], str)
     assert isinstance(data["sentences"], list) and isinstance(data["sources"], list)
     for s in data["sentences"]:
-        assert {"text", "doc", "start", "end", "citation"} <= set(s)
+        assert {"text", "doc", "start", "end", "page", "section", "citation"} <= set(s)
         assert file_text(seeds / s["doc"])[s["start"] : s["end"]] == s["text"]
         assert f"{s['doc']}" in s["citation"] and f"chars {s['start']}-{s['end']}" in s["citation"]
     for s in data["sources"]:
-        assert {"citation", "doc", "start", "end", "text", "score"} <= set(s)
+        assert {"citation", "doc", "start", "end", "text", "score", "page", "section"} <= set(s)
         assert isinstance(s["score"], float)
         assert file_text(seeds / s["doc"])[s["start"] : s["end"]] == s["text"]
     if not data["abstained"]:
@@ -144,7 +145,8 @@ def test_ask_json_builds_the_missing_index_first(seeds: Path, index_dir: Path) -
     [sentence] = data["sentences"]
     assert sentence["doc"] == "sub/notes.md"  # relative to the seeds folder, "/" separated
     assert sentence["text"] == "The lighthouse of Cordouan was built in 1611 by Louis de Foix."
-    assert sentence["citation"] == f"[1] sub/notes.md, § Notes, paragraph 2, chars {sentence['start']}-{sentence['end']}"
+    span = f"chars {sentence['start']}-{sentence['end']}"
+    assert sentence["citation"] == f"[1] sub/notes.md, § Notes, paragraph 2, {span}"
 
 
 def test_ask_rebuilds_only_when_a_seed_changed(seeds: Path, index_dir: Path) -> None:
@@ -159,7 +161,7 @@ def test_ask_rebuilds_only_when_a_seed_changed(seeds: Path, index_dir: Path) -> 
     changed = rag("ask", "--seeds", seeds, "--index", index_dir, "--model", "hash", "--json",
                   "Who was the keeper in 1900?")
     assert changed.exit_code == 0, changed.output
-    assert "Indexed 2 documents (1 embedded, 1 reused, 0 removed)" in changed.stderr
+    assert "Indexed 2 documents (1 embedded, 1 reused, 0 removed; 2 pages)" in changed.stderr
     data = json.loads(changed.stdout)
     check_answer_json(data, seeds)
     assert "Jean Morlaix" in data["answer"]
