@@ -12,8 +12,18 @@ from pathlib import Path
 import streamlit as st
 
 from rag.errors import RagError
+from rag.formats import LIMITS, SUFFIXES
 from rag.index import Progress
+from rag.library import UPLOAD_MAX_BYTES
 from rag.ui import AnswerView, AppConfig, ChatMessage, Engine, escape_label, history_for, readable_time, text_block
+
+UPLOAD_TYPES = sorted({s.lstrip(".") for s in SUFFIXES})
+LIMITS_TEXT = (
+    f"Up to {UPLOAD_MAX_BYTES // 2**20} MB per file, several at once: "
+    + ", ".join(t.upper() for t in ("pdf", "docx", "html", "md", "txt"))
+    + f". PDF pages need a text layer (no OCR) and at most {LIMITS.page_chars:,} characters each; "
+    "encrypted PDFs are refused. A file whose name is taken is added under a new name."
+)
 
 EXAMPLES = (
     "What did Blinken offer?",
@@ -60,17 +70,41 @@ def show_message(message: ChatMessage) -> None:
 
 @st.fragment(run_every=1.0)
 def rebuild_progress(engine: Engine) -> None:
-    """Polls the background rebuild; a full rerun when it is done refreshes the index facts."""
+    """Polls the background build; a full rerun when it is done refreshes the index facts and documents."""
     status = engine.rebuild_status()
     if not status.running:
         st.rerun()
-    fraction = status.done / status.total if status.total else 0.0
-    st.progress(fraction, text=f"Rebuilding the index: {status.done} of {status.total} passages embedded")
+    st.progress(status.fraction, text=("Rebuilding the index · " if status.full else "Updating the index · ")
+                + status.text)
     st.caption("Questions are answered from the current index until the new one is in place.")
 
 
+def watch(engine: Engine) -> None:
+    st.session_state["rebuild_watched"] = engine.rebuild_status().number
+
+
 def start_rebuild(engine: Engine) -> None:
-    st.session_state["rebuild_watched"] = engine.start_rebuild().number
+    engine.start_rebuild()
+    watch(engine)
+
+
+def add_uploads(engine: Engine, key: str) -> None:
+    """Callback of "Add to the documents": save the files, start the update, empty the uploader."""
+    files = st.session_state.get(key) or []
+    added = engine.add_files([(f.name, f.getvalue()) for f in files])
+    st.session_state["upload_messages"] = [(a.refused is None, a.message) for a in added]
+    st.session_state["upload_round"] = st.session_state.get("upload_round", 0) + 1
+    watch(engine)
+
+
+def remove_document(engine: Engine, doc_id: str) -> None:
+    try:
+        moved = engine.remove(doc_id)
+        where = f"{moved.parent.name}/{moved.name}"
+        st.session_state["upload_messages"] = [(True, f"{doc_id} was removed (moved to {where} in the folder)")]
+    except RagError as exc:
+        st.session_state["upload_messages"] = [(False, str(exc))]
+    watch(engine)
 
 
 def rebuild_controls(engine: Engine) -> None:
@@ -81,9 +115,34 @@ def rebuild_controls(engine: Engine) -> None:
         rebuild_progress(engine)
     elif status.number and status.number == st.session_state.get("rebuild_watched"):
         if status.error is not None:
-            st.error(escape_label(f"The index was not rebuilt (the previous one is still in use): {status.error}"))
+            st.error(escape_label(f"The index was not updated (the previous one is still in use): {status.error}"))
         elif status.report is not None:
-            st.success(f"Index rebuilt: {status.report.documents} documents in {status.report.seconds:.1f} s.")
+            done = "rebuilt" if status.full else "updated"
+            st.success(f"Index {done}: {status.report.documents} documents, {status.report.pages} pages "
+                       f"in {status.report.seconds:.1f} s.")
+
+
+def documents_view(engine: Engine) -> None:
+    """Upload documents, list them with pages and chunks, remove one. Names are shown as plain text."""
+    st.header("Documents")
+    key = f"upload-{st.session_state.get('upload_round', 0)}"
+    files = st.file_uploader("Add documents", type=UPLOAD_TYPES, accept_multiple_files=True, key=key,
+                             max_upload_size=UPLOAD_MAX_BYTES // 2**20)
+    st.caption(LIMITS_TEXT)
+    st.button("Add to the documents", key="add-documents", disabled=not files, on_click=add_uploads,
+              args=(engine, key))
+    for ok, message in st.session_state.get("upload_messages", []):
+        (st.success if ok else st.warning)(escape_label(message))
+    if not engine.ready:
+        return
+    rows = engine.documents()
+    with st.expander(f"{len(rows)} documents in the index", expanded=len(rows) <= 8):
+        for row in rows:
+            left, right = st.columns([4, 2], vertical_alignment="center")
+            size = f"{row.pages} pages" if row.pages else row.kind.upper()
+            left.text(f"{row.id}\n{size} · {row.chunks} chunks" + (f" · {row.date}" if row.date else ""))
+            right.button("Remove", key=f"remove-{row.id}", on_click=remove_document, args=(engine, row.id),
+                         help="Take this document out of the documents folder (kept in its .removed folder).")
 
 
 st.set_page_config(page_title="Ask the documents", page_icon=":material/article:")
@@ -113,10 +172,12 @@ with st.sidebar:
     top_k = st.slider("Passages to retrieve (top_k)", 1, 20, 5, key="top_k")
     if engine is not None:
         rebuild_controls(engine)
+        documents_view(engine)
     if engine is not None and engine.ready:
         facts = engine.facts()
         facts_box.markdown(
-            f"- Documents: {facts.documents}\n- Chunks: {facts.chunks}\n- Sentences: {facts.sentences}\n"
+            f"- Documents: {facts.documents}\n- Pages: {facts.pages}\n- Chunks: {facts.chunks}\n"
+            f"- Sentences: {facts.sentences}\n"
             f"- Model: {escape_label(facts.model)}\n- Built at: {escape_label(readable_time(facts.built_at))}"
         )
         for skipped in facts.skipped:

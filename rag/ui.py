@@ -17,7 +17,8 @@ from .chunk import paragraphs
 from .encoders import Encoder
 from .errors import IndexMissingError, RagError
 from .index import Index, Progress, build_index, current_build, settings_for
-from .load import load_documents
+from .library import Added, add_file, remove_document
+from .load import LoadProgress, load_documents
 from .pipeline import Pipeline, encoder_for, ensure_index
 from .settings import Paths, Settings
 from .types import Answer, BuildReport, Document, Quote, SkippedFile
@@ -26,6 +27,7 @@ __all__ = [
     "AnswerView",
     "AppConfig",
     "ChatMessage",
+    "DocumentRow",
     "Engine",
     "IndexFacts",
     "PassageView",
@@ -139,12 +141,14 @@ class AnswerView:
     passages: tuple[PassageView, ...]
 
 
-def _where(doc: str, date: str | None, paragraph: int) -> str:
-    return " · ".join(part for part in (doc, date, f"paragraph {paragraph}") if part)
+def _where(quoted: Quote) -> str:
+    """``report.pdf · p. 2 · 2024-03 · paragraph 3``: file, page (else section), date, paragraph."""
+    place = f"p. {quoted.page}" if quoted.page is not None else (f"§ {quoted.section}" if quoted.section else None)
+    return " · ".join(part for part in (quoted.doc, place, quoted.date, f"paragraph {quoted.paragraph}") if part)
 
 
-def _passage_html(doc: str, date: str | None, paragraph: int, start: int, end: int, body: str) -> str:
-    where = escape_html(f"{_where(doc, date, paragraph)} · characters {start}–{end}")
+def _passage_html(quoted: Quote, start: int, end: int, body: str) -> str:
+    where = escape_html(f"{_where(quoted)} · characters {start}–{end}")
     return f'<div class="rag-passage"><div class="rag-where"><small>{where}</small></div><div>{body}</div></div>'
 
 
@@ -156,10 +160,8 @@ def answer_view(answer: Answer, index: Index) -> AnswerView:
     caption_html = text_block(caption, "rag-caption")
     if answer.abstained or not answer.sentences:
         passages = tuple(
-            PassageView(
-                escape_label(f"[{s.number}] {_where(s.doc, s.date, s.paragraph)}"),
-                _passage_html(s.doc, s.date, s.paragraph, s.start, s.end, escape_html(s.text)),
-            )
+            PassageView(escape_label(f"[{s.number}] {_where(s)}"),
+                        _passage_html(s, s.start, s.end, escape_html(s.text)))
             for s in answer.sources
         )
         text = "I found no answer to this question in the documents."
@@ -179,8 +181,7 @@ def answer_view(answer: Answer, index: Index) -> AnswerView:
         else:  # cannot be verified against the source: show the quote alone, unmarked
             start, end = c.start, c.end
             body = escape_html(c.text)
-        views.append(PassageView(escape_label(f"[{c.number}] {_where(c.doc, c.date, c.paragraph)}"),
-                                 _passage_html(c.doc, c.date, c.paragraph, start, end, body)))
+        views.append(PassageView(escape_label(f"[{c.number}] {_where(c)}"), _passage_html(c, start, end, body)))
     return AnswerView(False, f'<div class="rag-answer"><p>{quotes}</p></div>', caption_html, "Sources",
                       tuple(views))
 
@@ -231,18 +232,52 @@ class IndexFacts:
     built_at: str
     path: str
     skipped: tuple[SkippedFile, ...] = ()
+    pages: int = 0
 
 
 @dataclass(frozen=True)
 class RebuildStatus:
-    """Where the latest background rebuild is; ``number`` counts the rebuilds started (0: none yet)."""
+    """Where the latest background build is; ``number`` counts the builds started (0: none yet).
+
+    A build first reads the documents (``read`` of ``to_read`` files, ``pages`` so far), then
+    embeds the passages of the new and changed ones (``done`` of ``total``).
+    """
 
     number: int = 0
     running: bool = False
+    full: bool = True  # re-embed everything, or only new and changed documents
+    read: int = 0
+    to_read: int = 0
+    pages: int = 0
     done: int = 0  # passages embedded so far
     total: int = 0
     report: BuildReport | None = None
     error: str | None = None
+
+    @property
+    def text(self) -> str:
+        """One line for a progress bar."""
+        if self.total or not self.to_read or self.read >= self.to_read:
+            return f"Embedding: {self.done} of {self.total} passages"
+        return f"Reading documents: {self.read} of {self.to_read} ({self.pages} pages)"
+
+    @property
+    def fraction(self) -> float:
+        if self.total:
+            return self.done / self.total
+        return self.read / self.to_read if self.to_read else 0.0
+
+
+@dataclass(frozen=True)
+class DocumentRow:
+    """One document of the index as the documents view lists it."""
+
+    id: str
+    kind: str
+    title: str | None
+    date: str | None
+    pages: int | None  # None: a format without pages
+    chunks: int
 
 
 class Engine:
@@ -264,6 +299,7 @@ class Engine:
         self._lock = threading.Lock()
         self._rebuild = RebuildStatus()
         self._rebuild_thread: threading.Thread | None = None
+        self._again: str | None = None  # "full" or "update": asked for while a build was running
 
     @property
     def encoder(self) -> Encoder:
@@ -303,20 +339,23 @@ class Engine:
                     self._refused_build = on_disk
         return self._pipeline
 
-    def rebuild(self, progress: Progress | None = None) -> BuildReport:
-        """Re-read the documents and re-embed them all into a new build, then answer from it."""
-        loaded = load_documents(self.config.seeds)
-        report = build_index(loaded, self.config.index, self.settings, self.encoder, full=True, progress=progress)
+    def rebuild(self, progress: Progress | None = None, full: bool = True,
+                reading: LoadProgress | None = None) -> BuildReport:
+        """Re-read the documents and embed them (all of them when ``full``) into a new build, then answer from it."""
+        loaded = load_documents(self.config.seeds, progress=reading)
+        report = build_index(loaded, self.config.index, self.settings, self.encoder, full=full, progress=progress)
         pipeline = Pipeline.open(self.config.index, self.settings, self.encoder)
         with self._lock:
             self._pipeline = pipeline
         return report
 
-    def start_rebuild(self) -> RebuildStatus:
-        """Start ``rebuild`` in a background thread unless one is running; its status."""
+    def start_rebuild(self, full: bool = True) -> RebuildStatus:
+        """Start ``rebuild`` in a background thread; when one is running, another follows it. Its status."""
         with self._lock:
-            if not self._rebuild.running:
-                self._rebuild = RebuildStatus(self._rebuild.number + 1, running=True)
+            if self._rebuild.running:
+                self._again = self._again or ("full" if full else "update")
+            else:
+                self._rebuild = RebuildStatus(self._rebuild.number + 1, running=True, full=full)
                 self._rebuild_thread = threading.Thread(target=self._run_rebuild, name="rag-rebuild", daemon=True)
                 self._rebuild_thread.start()
             return self._rebuild
@@ -325,14 +364,47 @@ class Engine:
         def progress(done: int, total: int) -> None:
             self._rebuild = replace(self._rebuild, done=done, total=total)
 
-        try:
-            report = self.rebuild(progress)
-        except RagError as exc:
-            self._rebuild = replace(self._rebuild, running=False, error=str(exc))
-        except Exception as exc:  # a bug: the chat must still hear that the rebuild failed
-            self._rebuild = replace(self._rebuild, running=False, error=f"unexpected {type(exc).__name__}: {exc}")
-        else:
-            self._rebuild = replace(self._rebuild, running=False, report=report)
+        def reading(read: int, to_read: int, pages: int) -> None:
+            self._rebuild = replace(self._rebuild, read=read, to_read=to_read, pages=pages)
+
+        while True:
+            try:
+                report = self.rebuild(progress, full=self._rebuild.full, reading=reading)
+            except RagError as exc:
+                outcome = replace(self._rebuild, running=False, error=str(exc))
+            except Exception as exc:  # a bug: the chat must still hear that the rebuild failed
+                outcome = replace(self._rebuild, running=False, error=f"unexpected {type(exc).__name__}: {exc}")
+            else:
+                outcome = replace(self._rebuild, running=False, report=report)
+            with self._lock:
+                # files added or removed while this build ran: build again, or they would wait for the next one
+                again, self._again = self._again, None
+                if again is None:
+                    self._rebuild = outcome
+                    return
+                self._rebuild = RebuildStatus(outcome.number + 1, running=True, full=again == "full")
+
+    def add_files(self, files: Sequence[tuple[str, bytes]]) -> tuple[Added, ...]:
+        """Write uploaded ``(name, bytes)`` into the documents folder, then update the index in the background."""
+        added = tuple(add_file(self.config.seeds, name, data) for name, data in files)
+        if any(a.saved_as for a in added):
+            self.start_rebuild(full=False)
+        return added
+
+    def remove(self, doc_id: str) -> Path:
+        """Move a document out of the documents folder (into ``.removed/``), then update the index."""
+        moved = remove_document(self.config.seeds, doc_id)
+        self.start_rebuild(full=False)
+        return moved
+
+    def documents(self) -> tuple[DocumentRow, ...]:
+        """The documents of the index in use, with their pages and chunks."""
+        index = self.pipeline.index
+        chunks: dict[str, int] = {}
+        for chunk in index.chunks:
+            chunks[chunk.doc] = chunks.get(chunk.doc, 0) + 1
+        return tuple(DocumentRow(d.id, d.kind, d.title, d.date, len(d.pages) or None, chunks.get(d.id, 0))
+                     for d in index.documents.values())
 
     def rebuild_status(self, wait: float | None = None) -> RebuildStatus:
         """The latest rebuild's status, after waiting up to ``wait`` seconds for it to finish."""
@@ -351,4 +423,4 @@ class Engine:
         index = self.pipeline.index
         counts = index.manifest.counts
         return IndexFacts(counts.documents, counts.chunks, counts.sentences, index.model, index.built_at,
-                          str(self.config.index), index.manifest.skipped)
+                          str(self.config.index), index.manifest.skipped, counts.pages)
