@@ -138,11 +138,11 @@ def documents_view(engine: Engine) -> None:
     rows = engine.documents()
     with st.expander(f"{len(rows)} documents in the index", expanded=len(rows) <= 8):
         for row in rows:
-            left, right = st.columns([4, 2], vertical_alignment="center")
+            left, right = st.columns([5, 1], vertical_alignment="center")
             size = f"{row.pages} pages" if row.pages else row.kind.upper()
             left.text(f"{row.id}\n{size} · {row.chunks} chunks" + (f" · {row.date}" if row.date else ""))
-            right.button("Remove", key=f"remove-{row.id}", on_click=remove_document, args=(engine, row.id),
-                         help="Take this document out of the documents folder (kept in its .removed folder).")
+            right.button(":material/delete:", key=f"remove-{row.id}", on_click=remove_document, args=(engine, row.id),
+                         help=escape_label(f"Remove {row.id} from the documents folder (kept in its .removed folder)"))
 
 
 st.set_page_config(page_title="Ask the documents", page_icon=":material/article:")

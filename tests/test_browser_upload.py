@@ -1,0 +1,114 @@
+"""Upload a PDF in the chat app in a real browser, ask about its second page, see the quote cited with "p. 2".
+
+Runs `streamlit run app.py` on a temporary documents folder with the hashing encoder (the
+question shares its words with the sentence, so lexical matching suffices) and drives
+Debian's chromium offline, as tests/test_browser.py does.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import samples
+from samples import PAGES, write
+from test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, ROOT, _free_port
+
+pytestmark = pytest.mark.browser
+DREDGING = ["Dredging", "The dredging of the inner basin will remove eleven thousand cubic metres of silt.",
+            "Dredging boats work only at night to spare the ferries."]
+HOSTILE_NAME = "<img src=x onerror=alert(1)>.html"
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """The app on a free loopback port over a folder holding one Markdown note; its URL and the folder."""
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"no Chromium at {CHROMIUM}: run scripts/install_chromium.sh")
+    pytest.importorskip("playwright.sync_api", reason="playwright is missing: run scripts/install_chromium.sh")
+    pytest.importorskip("reportlab", reason="the test extra is missing: pip install -e '.[test]'")
+    folder = write(tmp_path / "docs" / "notes.md", "# Notes\n\nThe harbour of Port Nelle opened in 1887.\n").parent
+    port = _free_port()
+    env = dict(os.environ, RAG_SEEDS=str(folder), RAG_INDEX=str(tmp_path / "index"), RAG_MODEL="hash",
+               STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
+    log_path = tmp_path / "streamlit.log"
+    with open(log_path, "w") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.address", "127.0.0.1",
+             "--server.port", str(port), "--server.headless", "true", "--client.toolbarMode", "viewer"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if server.poll() is not None:
+                pytest.fail(f"streamlit exited with {server.returncode}:\n{log_path.read_text()}")
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"streamlit did not answer on {url}:\n{log_path.read_text()}")
+            time.sleep(0.3)
+        yield url, folder
+    finally:
+        server.terminate()
+        try:
+            server.wait(15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def test_upload_a_pdf_and_cite_its_second_page(app: tuple[str, Path], tmp_path: Path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    url, folder = app
+    upload = tmp_path / "upload"
+    pdf = write(upload / "report.pdf", samples.pdf_bytes([PAGES["en"], DREDGING], created="2024-03-05"))
+    hostile = write(upload / HOSTILE_NAME, samples.html_page("en", "<b>Title</b>", None, [("Part", ["Some text."])]))
+    dialogs: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1400})
+        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        try:
+            page.goto(url)
+            expect(page.get_by_text("Documents: 1")).to_be_visible(timeout=120_000)
+            expect(page.get_by_text("Up to 50 MB per file")).to_be_visible()  # the limits are stated
+            page.locator("[data-testid='stFileUploader'] input[type='file']").set_input_files([str(pdf), str(hostile)])
+            expect(page.get_by_text("report.pdf", exact=True)).to_be_visible(timeout=30_000)  # both are listed
+            page.get_by_role("button", name="Add to the documents").click()
+            expect(page.get_by_text("report.pdf was added")).to_be_visible(timeout=30_000)
+            expect(page.get_by_text("Documents: 3")).to_be_visible(timeout=120_000)  # index updated
+            expect(page.get_by_text("Pages: 4")).to_be_visible()
+            sidebar = page.locator("[data-testid='stSidebar']")
+            expect(sidebar.get_by_text(f"{HOSTILE_NAME}\nHTML", exact=False)).to_be_visible()  # a name, as text
+            expect(sidebar.get_by_text("report.pdf\n2 pages", exact=False)).to_be_visible()
+            assert (folder / "report.pdf").read_bytes() == pdf.read_bytes()
+
+            box = page.get_by_placeholder("Ask a question about the documents")
+            box.fill("How much silt will the dredging of the inner basin remove?")
+            box.press("Enter")
+            answer = page.locator("[data-testid='stChatMessage']").nth(1)
+            expect(answer.locator(".rag-answer")).to_contain_text(DREDGING[1], timeout=60_000)
+            source = answer.locator("[data-testid='stExpander'] summary").first
+            expect(source).to_contain_text("[1] report.pdf · p. 2 · 2024-03-05 · paragraph")
+            source.click()
+            expect(answer.locator("mark").first).to_have_text(DREDGING[1])
+            assert page.locator("img[src='x']").count() == 0 and dialogs == []  # nothing of a name ran as HTML
+        except Exception:
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "browser-upload-failure.png"), full_page=True)
+            raise
+        finally:
+            browser.close()
