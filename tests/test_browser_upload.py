@@ -106,6 +106,13 @@ def test_upload_a_pdf_and_cite_its_second_page(app: tuple[str, Path], tmp_path: 
             source.click()
             expect(answer.locator("mark").first).to_have_text(DREDGING[1])
             assert page.locator("img[src='x']").count() == 0 and dialogs == []  # nothing of a name ran as HTML
+
+            # the documents view removes one: out of the folder (kept aside) and out of the index
+            row = sidebar.locator("[data-testid='stHorizontalBlock']").filter(has_text="notes.md")
+            row.get_by_role("button").click()
+            expect(page.get_by_text("notes.md was removed")).to_be_visible(timeout=30_000)
+            expect(page.get_by_text("Documents: 2")).to_be_visible(timeout=120_000)
+            assert not (folder / "notes.md").exists() and (folder / ".removed" / "notes.md").exists()
         except Exception:
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "browser-upload-failure.png"), full_page=True)
