@@ -77,7 +77,7 @@ def test_remove_moves_the_document_aside_and_refuses_what_is_not_a_document(tmp_
     assert moved == folder.resolve() / REMOVED / "a.md" and moved.read_text() == "# A\n\nAlpha."
     assert not (folder / "sub" / "a.md").exists()
     for bad in ("sub/a.md", "../outside.txt", f"{REMOVED}/a.md", "sub"):
-        with pytest.raises(DocumentsError, match="no document .* it may have been removed already"):
+        with pytest.raises(DocumentsError, match=r"no document .* it may have been removed already"):
             remove_document(folder, bad)
     assert (tmp_path / "outside.txt").exists()
 
@@ -86,8 +86,9 @@ def test_engine_adds_lists_and_removes_documents_with_incremental_updates(tmp_pa
     folder = write(tmp_path / "docs" / "notes.md", "# Notes\n\nThe harbour opened in 1887.").parent
     engine = Engine(AppConfig(folder, tmp_path / "index", "hash"))
     engine.start()
+    page = samples.html_page("es", "Puerto", None, [("Obras", PAGES["es"][1:])]).encode()
     added = engine.add_files([("report.pdf", two_pages()), ("scan.pdf", samples.scanned_pdf_bytes()),
-                              ("page.html", samples.html_page("es", "Puerto", None, [("Obras", PAGES["es"][1:])]).encode())])
+                              ("page.html", page)])
     assert [a.saved_as for a in added] == ["report.pdf", None, "page.html"]
     status = engine.rebuild_status(wait=120)
     assert not status.running and status.error is None and status.report is not None
