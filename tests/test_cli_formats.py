@@ -105,3 +105,18 @@ def test_show_prints_the_stored_text_and_lists_documents(folder: Path, tmp_path:
     assert missing.exit_code == 2
     assert missing.stderr.startswith("error: no document 'nothere.pdf' in the index at ")
     assert "`rag show` lists them all" in missing.stderr
+
+
+def test_incremental_index_treats_every_format_alike(folder: Path, tmp_path: Path) -> None:
+    index = tmp_path / "index"
+    assert rag("index", "--seeds", folder, "--index", index, "--model", "hash").exit_code == 0
+    # a changed PDF, a removed DOCX, a new HTML page; the unchanged HTML page is reused
+    write(folder / "report.pdf", samples.pdf_bytes([PAGES["en"], DREDGING, PAGES["de"]], created="2024-04-01"))
+    (folder / "word" / "rapport.docx").unlink()
+    write(folder / "new.html", samples.html_page("de", "Neu", None, [(PAGES["de"][0], PAGES["de"][1:])]))
+    result = rag("index", "--seeds", folder, "--index", index, "--model", "hash", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert (report["embedded_documents"], report["reused_documents"], report["removed_documents"]) == (2, 1, 1)
+    assert report["pages"] == 3 + 1 + 1
+    assert [p["page"] for p in stored(index, "report.pdf")["pages"]] == [1, 2, 3]

@@ -275,6 +275,20 @@ def test_bad_files_are_reported_by_name_and_nothing_else_is_lost(tmp_path: Path)
     assert pages[-1][2] == 4 + 3
 
 
+def test_html_and_docx_over_the_text_limit_are_huge_pages() -> None:
+    from rag.formats import Limits
+
+    small = Limits(document_chars=500)
+    blocks = multilingual_blocks()
+    with pytest.raises(DocumentFormatError, match=r"^huge document: more than 500 characters of text in one DOCX"):
+        extract("big.docx", samples.docx_bytes(blocks), small)
+    with pytest.raises(DocumentFormatError, match=r"^huge document: more than 500 characters of text in one HTML"):
+        extract("big.html", multilingual_html().encode(), small)
+    assert extract("ok.html", multilingual_html().encode()).text  # the default limit (10 million) takes it
+    with pytest.raises(DocumentFormatError, match=r"^huge page: 600 bytes of HTML, more than the limit of 599$"):
+        extract("big.html", b"x" * 600, Limits(html_bytes=599))
+
+
 def test_scripts_in_html_are_text_at_most_never_markup() -> None:
     page = ("<p>Click <a href='javascript:alert(1)' onclick='alert(2)'>here</a> &lt;script&gt;alert(3)&lt;/script&gt;"
             "<img src=x onerror='alert(4)'></p><iframe srcdoc='<script>alert(5)</script>'></iframe>")
