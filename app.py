@@ -136,12 +136,12 @@ def documents_view(engine: Engine) -> None:
     if not engine.ready:
         return
     rows = engine.documents()
-    with st.expander(f"{len(rows)} documents in the index", expanded=len(rows) <= 8):
+    with st.expander(f"{len(rows)} document{'' if len(rows) == 1 else 's'} in the index", expanded=len(rows) <= 8):
         for row in rows:
-            left, right = st.columns([5, 1], vertical_alignment="center")
+            left, right = st.columns([4, 1], vertical_alignment="center")
             size = f"{row.pages} pages" if row.pages else row.kind.upper()
             left.text(f"{row.id}\n{size} · {row.chunks} chunks" + (f" · {row.date}" if row.date else ""))
-            right.button(":material/delete:", key=f"remove-{row.id}", on_click=remove_document, args=(engine, row.id),
+            right.button("✕", type="tertiary", key=f"remove-{row.id}", on_click=remove_document, args=(engine, row.id),
                          help=escape_label(f"Remove {row.id} from the documents folder (kept in its .removed folder)"))
 
 
