@@ -142,6 +142,7 @@ def _blocks(root: object) -> list[tuple[str, bool]]:
         elif tag in CELLS and buffer and "".join(buffer).strip():
             buffer.append(" | ")
         elif tag == "img" and node.attributes.get("alt"):  # type: ignore[attr-defined]
+            # the alt text is the words the picture stands for (screen readers read it)
             buffer.append(f" {node.attributes['alt']} ")  # type: ignore[attr-defined]
         stack.append((node, True))
         children = list(node.iter(include_text=True))  # type: ignore[attr-defined]
