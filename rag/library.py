@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .errors import DocumentFormatError, DocumentsError
 from .formats import SUFFIXES, kind_of
+from .index.store import fsync_dir
 from .load import parse_document
 
 UPLOAD_MAX_BYTES = 50 * 2**20  # stated in the UI; a 50 MB PDF is several thousand pages
@@ -91,7 +92,7 @@ def add_file(folder: str | os.PathLike[str], name: str, data: bytes) -> Added:
                 if target.is_file() and target.read_bytes() == data:
                     return Added(name, refused=f"the same file is already in the documents folder as {candidate}")
                 continue
-            _fsync_dir(root)
+            fsync_dir(root)
             return Added(name, saved_as=candidate, pages=document.page_count)
         return Added(name, refused="too many files of that name already: rename the file")
     finally:
@@ -113,14 +114,6 @@ def remove_document(folder: str | os.PathLike[str], doc_id: str) -> Path:
         except FileExistsError:
             continue
         path.unlink()
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         return target
     raise DocumentsError(f"cannot remove {doc_id!r}: {bin_dir} holds too many files of that name; empty it")
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -15,6 +15,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -45,16 +46,14 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture
-def app_url(tmp_path: Path) -> Iterator[str]:
-    """`streamlit run app.py` on a free loopback port, with a fresh index of the real seeds."""
+@contextmanager
+def serve_app(env_overrides: dict[str, str], log_path: Path) -> Iterator[str]:
+    """`streamlit run app.py` on a free loopback port with ``env_overrides``; yields its URL, stops it after."""
     if not os.path.exists(CHROMIUM):
         pytest.skip(f"no Chromium at {CHROMIUM}: run scripts/install_chromium.sh")
     pytest.importorskip("playwright.sync_api", reason="playwright is missing: run scripts/install_chromium.sh")
     port = _free_port()
-    env = dict(os.environ, RAG_SEEDS=str(ROOT / "seeds"), RAG_INDEX=str(tmp_path / "index"), RAG_MODEL=DEFAULT_MODEL,
-               STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
-    log_path = tmp_path / "streamlit.log"
+    env = dict(os.environ, STREAMLIT_BROWSER_GATHER_USAGE_STATS="false", **env_overrides)
     with open(log_path, "w") as log:
         server = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.address", "127.0.0.1",
@@ -84,6 +83,14 @@ def app_url(tmp_path: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+@pytest.fixture
+def app_url(tmp_path: Path) -> Iterator[str]:
+    """The app over a fresh index of the real seeds with the default model."""
+    env = {"RAG_SEEDS": str(ROOT / "seeds"), "RAG_INDEX": str(tmp_path / "index"), "RAG_MODEL": DEFAULT_MODEL}
+    with serve_app(env, tmp_path / "streamlit.log") as url:
+        yield url
 
 
 def test_ask_in_the_browser_and_open_the_source(app_url: str) -> None:

@@ -7,18 +7,13 @@ Debian's chromium offline, as tests/test_browser.py does.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import samples
 from samples import PAGES, write
-from test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, ROOT, _free_port
+from test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, serve_app
 
 pytestmark = pytest.mark.browser
 DREDGING = ["Dredging", "The dredging of the inner basin will remove eleven thousand cubic metres of silt.",
@@ -29,44 +24,11 @@ HOSTILE_NAME = "<img src=x onerror=alert(1)>.html"
 @pytest.fixture
 def app(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """The app on a free loopback port over a folder holding one Markdown note; its URL and the folder."""
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"no Chromium at {CHROMIUM}: run scripts/install_chromium.sh")
-    pytest.importorskip("playwright.sync_api", reason="playwright is missing: run scripts/install_chromium.sh")
     pytest.importorskip("reportlab", reason="the test extra is missing: pip install -e '.[test]'")
     folder = write(tmp_path / "docs" / "notes.md", "# Notes\n\nThe harbour of Port Nelle opened in 1887.\n").parent
-    port = _free_port()
-    env = dict(os.environ, RAG_SEEDS=str(folder), RAG_INDEX=str(tmp_path / "index"), RAG_MODEL="hash",
-               STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
-    log_path = tmp_path / "streamlit.log"
-    with open(log_path, "w") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.address", "127.0.0.1",
-             "--server.port", str(port), "--server.headless", "true", "--client.toolbarMode", "viewer"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if server.poll() is not None:
-                pytest.fail(f"streamlit exited with {server.returncode}:\n{log_path.read_text()}")
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"streamlit did not answer on {url}:\n{log_path.read_text()}")
-            time.sleep(0.3)
+    env = {"RAG_SEEDS": str(folder), "RAG_INDEX": str(tmp_path / "index"), "RAG_MODEL": "hash"}
+    with serve_app(env, tmp_path / "streamlit.log") as url:
         yield url, folder
-    finally:
-        server.terminate()
-        try:
-            server.wait(15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
 
 
 def test_upload_a_pdf_and_cite_its_second_page(app: tuple[str, Path], tmp_path: Path) -> None:

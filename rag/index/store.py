@@ -171,7 +171,8 @@ def clean_leftovers(root: Path, keep: int = 2) -> list[str]:
     return removed
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a rename or a new file in ``path`` durable (the folder entry itself is flushed)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -268,10 +269,10 @@ def write_build(
         out.flush()
         os.fsync(out.fileno())
     step("manifest.json")
-    _fsync_dir(tmp)
+    fsync_dir(tmp)
     final = builds / name
     os.rename(tmp, final)
-    _fsync_dir(builds)
+    fsync_dir(builds)
     step("rename")
     pointer_tmp = root / f"{CURRENT}.{os.getpid()}.tmp"
     with open(pointer_tmp, "w", encoding="utf-8") as out:
@@ -279,7 +280,7 @@ def write_build(
         out.flush()
         os.fsync(out.fileno())
     os.replace(pointer_tmp, root / CURRENT)  # the atomic switch
-    _fsync_dir(root)
+    fsync_dir(root)
     return final
 
 
