@@ -1,17 +1,24 @@
-"""Stage 6, answer: pick the 1-3 source sentences that answer, cite them, or abstain."""
+"""Stage 6, answer: quote the sentence that answers, then up to two that support it; or abstain.
+
+Sentences are scored by the learned model of ``rag.scorer`` over the evidence of
+``rag.features``; the answer's confidence is the calibrated probability that its first
+sentence holds the answer (scripts/train_scorer.py, docs/evaluation.md).
+"""
 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
-import numpy as np
-
+from .features import sentence_features
 from .index import Index
 from .retrieve import Retrieval
+from .scorer import Choice, bundled_model, choose
 from .settings import Settings
 from .types import Answer, Quote
 
-# Abstention: a question is answered only when its best sentence stands out from generic
+# Abstention for the models the learned answer model was not trained for (its features have
+# the default model's scales): a question is answered only when its best sentence stands out from generic
 # text: specificity = (best sentence cosine) - (cosine to the mean embedding of generic
 # sentences in the documents' languages, rag/data/background.tsv), for the model's first
 # encoder. A raw cosine threshold does not transfer between languages (e5: ~0.80 for English
@@ -39,33 +46,37 @@ def calibration(settings: Settings) -> tuple[float, float]:
     return threshold, scale
 
 
-def answer_sentences(index: Index, retrieval: Retrieval, settings: Settings) -> list[tuple[int, float]]:
-    """The best sentence of the top chunks and up to two more within ``answer_margin``, in document order.
+def choice_of(index: Index, retrieval: Retrieval, settings: Settings) -> Choice:
+    """The learned scorer's pick: the best sentence of the top chunks first, then its supports.
 
-    Looking in the top three chunks rather than the first only was worth about one point of
-    answer accuracy on the XQuAD development sets, for 0.07 more sentences per answer.
+    Candidates are the sentences of the top ``answer_chunks`` chunks (three rather than one was
+    worth about a point of answer accuracy on XQuAD). Confidence and abstention come from the
+    learned answer model for the model it was trained for; other models keep the
+    specificity threshold of ``CALIBRATION`` (their scores have other scales).
     """
-    ids: list[int] = []
-    for ranked in retrieval.ranked[: settings.answer_chunks]:
-        chunk = index.chunks[ranked.chunk]
-        ids.extend(s for s in range(chunk.first_sentence, chunk.last_sentence)
-                   if s in retrieval.sentence_score and s not in ids)
-    if not ids:
-        return []
-    score = np.array([retrieval.sentence_score[s] for s in ids])
-    order = [int(i) for i in np.argsort(-score, kind="stable")]
-    best = order[0]
-    chosen = [i for i in order[: settings.max_answer_sentences] if score[best] - score[i] <= settings.answer_margin]
-    return sorted((ids[i], float(score[i])) for i in chosen)
+    model = bundled_model()
+    sf = sentence_features(index, retrieval, settings.answer_chunks)
+    texts = [index.sentences[s].text for s in sf.sentences]
+    choice = choose(sf, texts, model, settings.max_answer_sentences)
+    if settings.model in model.info.get("models", ()):
+        threshold = model.threshold if settings.abstain_threshold is None else settings.abstain_threshold
+        return replace(choice, abstain=not choice.sentences or choice.confidence < threshold)
+    threshold, scale = calibration(settings)
+    margin = max(-50.0, min(50.0, (retrieval.specificity - threshold) / scale))
+    confidence = 1.0 / (1.0 + math.exp(-margin))
+    return replace(choice, confidence=confidence,
+                   abstain=not choice.sentences or retrieval.specificity < threshold)
+
+
+def answer_sentences(index: Index, retrieval: Retrieval, settings: Settings) -> list[tuple[int, float]]:
+    """(sentence id, probability it holds the answer) of the sentences an answer shows, best first."""
+    choice = choice_of(index, retrieval, settings)
+    return list(zip(choice.sentences, choice.probs, strict=True))
 
 
 def make_answer(index: Index, retrieval: Retrieval, settings: Settings, question: str | None = None) -> Answer:
     """Turn a retrieval into an ``Answer`` with citations, or an abstention with related passages."""
-    picked = answer_sentences(index, retrieval, settings)
-    threshold, scale = calibration(settings)
-    margin = max(-50.0, min(50.0, (retrieval.specificity - threshold) / scale))
-    confidence = 1.0 / (1.0 + math.exp(-margin))
-    abstained = not picked or retrieval.specificity < threshold
+    choice = choice_of(index, retrieval, settings)
     sources = []
     for n, r in enumerate(retrieval.ranked[: settings.top_k], start=1):
         c = index.chunks[r.chunk]
@@ -73,16 +84,17 @@ def make_answer(index: Index, retrieval: Retrieval, settings: Settings, question
         sources.append(Quote(n, c.doc, c.start, c.end, c.text, c.paragraph, doc.date, round(r.score, 4),
                              doc.page_at(c.start), doc.section_at(c.start)))
     citations = []
-    if not abstained:
-        for n, (sid, score) in enumerate(picked, start=1):
+    if not choice.abstain:
+        for n, (sid, prob) in enumerate(zip(choice.sentences, choice.probs, strict=True), start=1):
             s = index.sentences[sid]
             doc = index.documents[s.doc]
-            citations.append(Quote(n, s.doc, s.start, s.end, s.text, s.paragraph, doc.date, round(score, 4),
-                                   doc.page_at(s.start), doc.section_at(s.start)))
+            citations.append(Quote(n, s.doc, s.start, s.end, s.text, s.paragraph, doc.date, round(prob, 4),
+                                   doc.page_at(s.start), doc.section_at(s.start),
+                                   role="answer" if n == 1 else "support"))
     return Answer(
         question=question if question is not None else retrieval.question,
-        abstained=abstained,
-        confidence=round(confidence, 4),
+        abstained=choice.abstain,
+        confidence=round(choice.confidence, 4),
         sentences=tuple(citations),
         sources=tuple(sources),
     )

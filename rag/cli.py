@@ -176,7 +176,11 @@ def answer_text(answer: Answer) -> str:
                 lines.append(f"      {_shorten(s.text)}")
         return "\n".join(lines)
     lines.append(f"Answer (confidence {answer.confidence:.2f}):")
+    supported = False
     for c in answer.sentences:
+        if c.role == "support" and not supported:  # the best sentence comes first; the rest back it up
+            lines.append("Supported by:")
+            supported = True
         lines.append(f"  \u00ab{c.text}\u00bb [{c.number}]")
     lines.append("")
     lines.append("Citations:")

@@ -50,6 +50,10 @@ class QuestionSetError(RagError):
     """A question-set file has a malformed line."""
 
 
+class ScorerError(RagError):
+    """The bundled answer-scorer weights are missing, unreadable or out of date."""
+
+
 __all__ = [
     "DocumentFormatError",
     "DocumentsError",
@@ -61,5 +65,6 @@ __all__ = [
     "QuestionError",
     "QuestionSetError",
     "RagError",
+    "ScorerError",
     "SettingsError",
 ]

@@ -46,6 +46,7 @@ class Retrieval:
     sentence_cosine: dict[int, float]  # first encoder's raw cosine of every candidate sentence
     specificity: float  # best sentence cosine minus the cosine to generic text (abstention feature)
     timings_ms: dict[str, float] = field(default_factory=dict)
+    query_vector: np.ndarray | None = None  # the encoded question (fused layout), for rag.features
 
 
 def zscore(values: np.ndarray) -> np.ndarray:
@@ -131,4 +132,5 @@ def retrieve(index: Index, query_vector: np.ndarray, question: str, settings: Se
         sentence_cosine=dict(zip(sents.tolist(), first_sent_cos.astype(float).tolist(), strict=True)),
         specificity=specificity,
         timings_ms={"search": (t_search - t0) * 1000, "score": (t_end - t_search) * 1000},
+        query_vector=q[0],
     )

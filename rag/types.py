@@ -107,6 +107,9 @@ class Quote:
     score: float = 0.0
     page: int | None = None  # 1-based page of a PDF
     section: str | None = None  # the heading the sentence is under
+    # answer sentences only: "answer" for the best sentence, shown first; "support" for one that
+    # adds evidence (score is then the learned probability that the sentence is the answering one)
+    role: str | None = None
 
     @property
     def label(self) -> str:
@@ -125,7 +128,7 @@ class Answer:
     question: str
     abstained: bool
     confidence: float
-    sentences: tuple[Quote, ...] = ()  # the quoted answer, in document order (empty when abstaining)
+    sentences: tuple[Quote, ...] = ()  # the quoted answer, best sentence first (empty when abstaining)
     sources: tuple[Quote, ...] = ()  # the best passages (possibly related ones when abstaining)
     rewritten_question: str | None = None  # set when a follow-up used the conversation
     timings_ms: dict[str, float] = field(default_factory=dict, compare=False)
@@ -146,8 +149,9 @@ class Answer:
             "confidence": self.confidence,
             "rewritten_question": self.rewritten_question,
             "sentences": [
-                {"text": c.text, "doc": c.doc, "start": c.start, "end": c.end, "paragraph": c.paragraph,
-                 "page": c.page, "section": c.section, "date": c.date, "citation": c.label}
+                {"role": c.role, "text": c.text, "doc": c.doc, "start": c.start, "end": c.end,
+                 "paragraph": c.paragraph, "page": c.page, "section": c.section, "date": c.date,
+                 "citation": c.label}
                 for c in self.sentences
             ],
             "sources": [

@@ -169,9 +169,13 @@ def answer_view(answer: Answer, index: Index) -> AnswerView:
             text += " These passages may be related:"
         return AnswerView(True, f'<div class="rag-answer"><p>{escape_html(text)}</p></div>', caption_html,
                           "Possibly related passages", passages)
-    quotes = " ".join(
-        f"«{escape_html(c.text)}»&nbsp;<strong>[{c.number}]</strong>" for c in answer.sentences
-    )
+    # the answering sentence as the answer; supporting sentences below it, set apart and labelled
+    main = [c for c in answer.sentences if c.role != "support"]
+    backing = [c for c in answer.sentences if c.role == "support"]
+    quotes = " ".join(f"«{escape_html(c.text)}»&nbsp;<strong>[{c.number}]</strong>" for c in main)
+    if backing:
+        quotes += '</p><p class="rag-support"><small>Supported by: ' + " ".join(
+            f"«{escape_html(c.text)}»&nbsp;<strong>[{c.number}]</strong>" for c in backing) + "</small>"
     views = []
     for c in answer.sentences:
         document = index.documents.get(c.doc)

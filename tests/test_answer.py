@@ -1,14 +1,24 @@
-"""Stage 6, answer: the abstention threshold is looked up by canonical model spec, for every alias."""
+"""Stage 6, answer: the shape of an answer (best sentence first, supports, no repeats) and which
+threshold applies, for every model alias; on the fake encoder."""
 
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
+import numpy as np
 import pytest
+from conftest import FAKE
 
-from rag.answer import CALIBRATION, calibration, make_answer
+from rag.answer import CALIBRATION, calibration, choice_of, make_answer
+from rag.encoders import HashEncoder
+from rag.evaluate import normalise_text
+from rag.features import sentence_features
+from rag.index import build_index
+from rag.load import load_documents
 from rag.pipeline import Pipeline
 from rag.retrieve import retrieve
+from rag.scorer import bundled_model
 from rag.settings import MODEL_ALIASES, Settings, canonical_model
 
 ALIASES = {**MODEL_ALIASES, "e5+use:0.35": "e5+use", " e5 ": "e5", "e5+use:0.350": "e5+use"}
@@ -27,18 +37,90 @@ def test_every_alias_gets_the_calibrated_threshold_of_its_canonical_spec(alias: 
 
 
 def test_default_abstains_exactly_where_e5_use_does(fake_pipeline: Pipeline) -> None:
-    """``--model default`` once fell back to the uncalibrated threshold (0.1) instead of e5+use's (0.08)."""
+    """``--model default`` once fell back to the uncalibrated threshold (0.1) instead of e5+use's (0.08).
+
+    e5+use now abstains by its learned answer model, whose features include the specificity."""
     question = "Qu'a proposé Antony Blinken pour la délimitation des frontières ?"
     vector = fake_pipeline.encoder.encode_queries([question])[0]
     found = retrieve(fake_pipeline.index, vector, question, fake_pipeline.settings)
     threshold = CALIBRATION["e5+use"][0]
-    for specificity in (threshold - 0.005, threshold + 0.005, threshold + 0.015):
+    seen = set()
+    for specificity in (threshold - 0.2, threshold - 0.005, threshold + 0.005, threshold + 0.015, threshold + 0.3):
         between = replace(found, specificity=specificity)
         want = make_answer(fake_pipeline.index, between, Settings(model="e5+use"), question)
         got = make_answer(fake_pipeline.index, between, Settings(model="default"), question)
         assert got == want
-        assert got.abstained == (specificity < threshold)
+        assert got.abstained == (got.confidence < bundled_model().threshold)
+        seen.add(got.confidence)
+    assert len(seen) > 1  # the specificity is one of the answer model's features
 
 
 def test_an_explicit_threshold_overrides_the_calibrated_one() -> None:
     assert calibration(Settings(model="default", abstain_threshold=0.5))[0] == 0.5
+
+
+REPEATED = "The keeper lit the lamp of the lighthouse at dusk every evening."
+
+
+@pytest.fixture
+def pipeline(tmp_path: Path) -> Pipeline:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    # web pages repeat sentences (menus, disclaimers): the repeat must be quoted once only
+    (docs / "a.txt").write_text(
+        f"{REPEATED} The lamp burned whale oil until 1850.\n\n"
+        "Ships passed the rocks safely in winter. The keeper wrote in a logbook every night.\n",
+        encoding="utf-8")
+    (docs / "b.txt").write_text(f"{REPEATED} Gulls nested on the tower of the lighthouse.\n", encoding="utf-8")
+    (docs / "c.txt").write_text(f"{REPEATED}\n\n{REPEATED} The lamp of the lighthouse was electric after 1920.\n",
+                                encoding="utf-8")
+    build_index(load_documents(docs), tmp_path / "index", FAKE, HashEncoder())
+    # no threshold: these tests are about the shape of an answer, not about abstaining
+    return Pipeline.open(tmp_path / "index", FAKE.with_(abstain_threshold=-1.0), HashEncoder())
+
+
+QUESTIONS = ["When did the keeper light the lamp of the lighthouse?", "What did the lamp burn?",
+             "Where did gulls nest?", "Who wrote in a logbook?", "the lamp of the lighthouse"]
+
+
+@pytest.mark.parametrize("question", QUESTIONS)
+def test_an_answer_never_quotes_the_same_text_twice(pipeline: Pipeline, question: str) -> None:
+    answer = pipeline.ask(question)
+    assert not answer.abstained and answer.sentences
+    texts = [normalise_text(c.text) for c in answer.sentences]
+    assert len(texts) == len(set(texts)), texts
+    assert len(answer.sentences) <= pipeline.settings.max_answer_sentences
+
+
+@pytest.mark.parametrize("question", QUESTIONS)
+def test_the_best_sentence_comes_first_and_is_the_only_answer_role(pipeline: Pipeline, question: str) -> None:
+    index, settings = pipeline.index, pipeline.settings
+    retrieval = retrieve(index, HashEncoder().encode_queries([question])[0], question, settings)
+    answer = make_answer(index, retrieval, settings)
+    assert [c.role for c in answer.sentences] == ["answer"] + ["support"] * (len(answer.sentences) - 1)
+    assert [c.number for c in answer.sentences] == list(range(1, len(answer.sentences) + 1))
+    # the first sentence is the candidate the learned model scores highest, whatever its place in the text
+    sf = sentence_features(index, retrieval, settings.answer_chunks)
+    best = sf.sentences[int(np.argmax(bundled_model().sentence.logit(sf.x)))]
+    assert (answer.sentences[0].doc, answer.sentences[0].start) == (index.sentences[best].doc,
+                                                                     index.sentences[best].start)
+    probs = [c.score for c in answer.sentences]
+    assert probs == sorted(probs, reverse=True)
+    assert all(p >= bundled_model().support_min for p in probs[1:])
+
+
+def test_a_threshold_above_every_confidence_abstains_with_related_passages(pipeline: Pipeline) -> None:
+    strict = Pipeline(pipeline.index, pipeline.encoder, pipeline.settings.with_(abstain_threshold=2.0))
+    answer = strict.ask(QUESTIONS[0])
+    assert answer.abstained and answer.sentences == () and answer.text is None and answer.sources
+
+
+def test_confidence_is_the_learned_probability_for_the_trained_model(pipeline: Pipeline) -> None:
+    # the hash encoder is not what the answer model was trained on: it keeps the specificity rule
+    index, settings = pipeline.index, pipeline.settings
+    retrieval = retrieve(index, HashEncoder().encode_queries([QUESTIONS[1]])[0], QUESTIONS[1], settings)
+    fallback = choice_of(index, retrieval, settings)
+    learned = choice_of(index, retrieval, settings.with_(model="e5+use"))
+    assert learned.sentences == fallback.sentences
+    assert 0.0 < learned.confidence < 1.0 and 0.0 < fallback.confidence < 1.0
+    assert learned.confidence != fallback.confidence

@@ -1,0 +1,435 @@
+"""Train the answer scorer (rag/data/scorer.json) from scratch and print cross-validated figures.
+
+    pip install -e '.[train]'    # scikit-learn, for fitting only; the package runs the weights in NumPy
+    python scripts/train_scorer.py [--bench ../shared/bench] [--seed-tune evals/seed_tune.jsonl]
+                                   [--ablation] [--write]
+
+Data: the four XQuAD development sets (an index per document language, built once under
+bench/results/qidx/, question vectors cached in bench/results/scorer-cache/), and the seed
+tuning questions. For every question the product's own retrieval runs once; candidates are the
+sentences of its top chunks (``rag.features``). A candidate is positive when it holds a gold
+answer and lies in the gold passage. Each XQuAD question is also asked twice more as an
+unanswerable one: with the sentences of its document that hold the answer masked out (an
+on-topic near miss), and with its whole document masked out (off topic).
+
+Cross-validation: GroupKFold over articles (5 folds); de-de and en-de, es-es and en-es, and
+the German and Spanish versions of one article share a group; the seed article is one group.
+Every figure printed is out of fold. ``--write`` then fits on everything and writes the JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from rag.evaluate import contains_answer, load_questions  # noqa: E402
+from rag.features import SENTENCE_FEATURES, SentenceFeatures, question_cues, sentence_features  # noqa: E402
+from rag.pipeline import Pipeline, ensure_index  # noqa: E402
+from rag.retrieve import retrieve  # noqa: E402
+from rag.scorer import ANSWER_FEATURES, Logistic, ScorerModel, answer_features, choose  # noqa: E402
+from rag.settings import Settings  # noqa: E402
+
+SETS = ("xquad-en-de", "xquad-en-es", "xquad-de-de", "xquad-es-es")
+GROUPS = {
+    "dense": ("fused", "fused_gap", "e5_gap", "use_gap", "e5_spec"),
+    "passage": ("chunk_rank", "chunk_gap", "best_in_chunk"),
+    "context": ("neighbour", "neighbour_gap"),
+    "lexical": ("lex_prefix", "lex_ngram", "lex_number", "novelty"),
+    "question type": ("type_when", "type_number", "type_who", "type_where"),
+    "shape": ("log_length", "first_in_paragraph"),
+}
+
+
+@dataclass
+class Case:
+    set: str
+    qid: str
+    lang: str
+    group: str
+    variant: str  # "answerable", "masked" (answer sentences removed), "offdoc" (document removed), "seed"
+    answerable: bool
+    sf: SentenceFeatures
+    texts: list[str]
+    strict: np.ndarray  # per candidate: holds a gold answer inside the gold passage
+    loose: np.ndarray  # per candidate: holds a gold answer (what answer_accuracy counts)
+    question: str = ""
+
+
+def _vectors(pipe: Pipeline, questions: list[str], cache: Path) -> np.ndarray:
+    key = hashlib.sha1(("\n".join(questions) + pipe.encoder.model_id).encode()).hexdigest()[:12]
+    path = cache / f"{key}.npy"
+    if path.exists():
+        return np.load(path)
+    vectors = pipe.encoder.encode_queries(questions)
+    cache.mkdir(parents=True, exist_ok=True)
+    np.save(path, vectors)
+    return vectors
+
+
+def _collect(name: str, docs: Path, questions_path: Path, index_dir: Path, settings: Settings, cache: Path,
+            group_of: dict[str, str], simulate: bool) -> list[Case]:
+    ensure_index(docs, index_dir, settings)
+    pipe = Pipeline.open(index_dir, settings)
+    index = pipe.index
+    qs = load_questions(questions_path).cases
+    vectors = _vectors(pipe, [q.question for q in qs], cache)
+    out = []
+    for q, vec in zip(qs, vectors, strict=True):
+        retrieval = retrieve(index, vec, q.question, settings)
+        doc_text = index.documents[q.doc].text if q.doc else ""
+        ctx = doc_text.find(q.context) if q.context else -1
+        span = (ctx, ctx + len(q.context)) if q.context and ctx >= 0 else None
+
+        group = group_of.get(q.doc or "", name)
+        asked = (name, group, index, retrieval, q, span, settings.answer_chunks)
+        out.append(_case(asked, "seed" if not simulate else "answerable", set(), q.answerable))
+        if simulate and q.answerable:
+            in_doc = [i for i, s in enumerate(index.sentences) if s.doc == q.doc]
+            holding = {i for i in in_doc if contains_answer(index.sentences[i].text, q.answers)}
+            out.append(_case(asked, "masked", holding, False))
+            out.append(_case(asked, "offdoc", set(in_doc), False))
+    return out
+
+
+def _case(asked: tuple, variant: str, exclude: set[int], answerable: bool) -> Case:
+    """One question's candidates and labels, with ``exclude`` masked out of the index."""
+    name, group, index, retrieval, q, span, chunks = asked
+    sf = sentence_features(index, retrieval, chunks, exclude)
+    texts = [index.sentences[s].text for s in sf.sentences]
+    loose = np.array([answerable and contains_answer(t, q.answers) for t in texts], dtype=bool)
+    strict = np.array([
+        bool(loose[i]) and index.sentences[s].doc == q.doc
+        and (span is None or (index.sentences[s].start < span[1] and span[0] < index.sentences[s].end))
+        for i, s in enumerate(sf.sentences)], dtype=bool)
+    return Case(name, q.id, q.question_lang, group, variant, answerable, sf, texts, strict, loose, q.question)
+
+
+def collect(name: str, docs: Path, questions_path: Path, index_dir: Path, settings: Settings, cache: Path,
+            group_of: dict[str, str], simulate: bool) -> list[Case]:
+    """``_collect``, cached under ``cache`` by the code that makes features and the questions."""
+    code = b"".join((REPO / "rag" / f).read_bytes() for f in ("features.py", "retrieve.py", "chunk.py"))
+    key = hashlib.sha1(code + questions_path.read_bytes() + name.encode() + str(simulate).encode()).hexdigest()[:12]
+    meta_path, arrays_path = cache / f"cases-{key}.json", cache / f"cases-{key}.npz"
+    if meta_path.exists() and arrays_path.exists():
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        arrays = np.load(arrays_path)
+        x, strict, loose, offsets = arrays["x"], arrays["strict"], arrays["loose"], arrays["offsets"]
+        out = []
+        for i, m in enumerate(meta):
+            a, b = int(offsets[i]), int(offsets[i + 1])
+            cues = question_cues(m["question"])
+            sf = SentenceFeatures(tuple(m["sentences"]), x[a:b], cues, m["specificity"])
+            out.append(Case(m["set"], m["qid"], m["lang"], m["group"], m["variant"], m["answerable"], sf,
+                            m["texts"], strict[a:b], loose[a:b], m["question"]))
+        return out
+    out = _collect(name, docs, questions_path, index_dir, settings, cache, group_of, simulate)
+    meta = [{"set": c.set, "qid": c.qid, "lang": c.lang, "group": c.group, "variant": c.variant,
+             "answerable": c.answerable, "question": c.question, "sentences": list(c.sf.sentences),
+             "specificity": c.sf.specificity, "texts": c.texts} for c in out]
+    cache.mkdir(parents=True, exist_ok=True)
+    offsets = np.cumsum([0] + [len(c.texts) for c in out])
+    np.savez(arrays_path, x=np.concatenate([c.sf.x for c in out]), strict=np.concatenate([c.strict for c in out]),
+             loose=np.concatenate([c.loose for c in out]), offsets=offsets)
+    meta_path.write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+    return out
+
+
+def standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mean, scale = x.mean(axis=0), x.std(axis=0)
+    return mean, np.where(scale > 1e-9, scale, 1.0)
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, names: tuple[str, ...], weight: np.ndarray | None = None,
+                 c: float = 1.0) -> Logistic:
+    from sklearn.linear_model import LogisticRegression
+
+    mean, scale = standardise(x)
+    model = LogisticRegression(C=c, max_iter=2000)
+    model.fit((x - mean) / scale, y, sample_weight=weight)
+    return Logistic(names, mean, scale, model.coef_[0].astype(np.float64), float(model.intercept_[0]))
+
+
+def fit_listwise(xs: list[np.ndarray], ys: list[np.ndarray], names: tuple[str, ...], l2: float = 1.0) -> Logistic:
+    """A linear score trained so that, per question, the softmax over its candidates puts its
+    mass on the answering sentences (a conditional logit): what the choice needs is the order
+    within a question, not a probability comparable across questions."""
+    from scipy.optimize import minimize
+
+    keep = [i for i, y in enumerate(ys) if y.any() and len(y) > 1]
+    x = np.concatenate([xs[i] for i in keep])
+    y = np.concatenate([ys[i] for i in keep]).astype(bool)
+    mean, scale = standardise(x)
+    z = (x - mean) / scale
+    starts = np.cumsum([0] + [len(ys[i]) for i in keep])[:-1]
+    owner = np.repeat(np.arange(len(keep)), [len(ys[i]) for i in keep])
+
+    def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
+        s = z @ w
+        top = np.maximum.reduceat(s, starts)[owner]
+        e = np.exp(s - top)
+        all_sum = np.add.reduceat(e, starts)
+        pos_sum = np.add.reduceat(e * y, starts)
+        value = float(np.sum(np.log(all_sum) - np.log(pos_sum))) + 0.5 * l2 * float(w @ w)
+        p_all = e / all_sum[owner]
+        p_pos = e * y / pos_sum[owner]
+        grad = z.T @ (p_all - p_pos) + l2 * w
+        return value, grad
+
+    w = minimize(loss, np.zeros(z.shape[1]), jac=True, method="L-BFGS-B").x
+    return Logistic(names, mean, scale, w.astype(np.float64), 0.0)
+
+
+def mask_columns(x: np.ndarray, drop: tuple[str, ...]) -> np.ndarray:
+    """Drop a feature group by zeroing its columns (standardised to a constant, its weight is 0)."""
+    out = x.copy()
+    for name in drop:
+        out[:, SENTENCE_FEATURES.index(name)] = 0.0
+    return out
+
+
+def folds(cases: list[Case], k: int = 5) -> np.ndarray:
+    """A fold number per case: GroupKFold over the cases' groups."""
+    from sklearn.model_selection import GroupKFold
+
+    groups = np.array([c.group for c in cases])
+    fold = np.zeros(len(cases), dtype=np.int64)
+    for f, (_, test) in enumerate(GroupKFold(n_splits=k).split(groups, groups=groups)):
+        fold[test] = f
+    return fold
+
+
+def sentence_rows(cases: list[Case], idx: np.ndarray, drop: tuple[str, ...] = ()
+                  ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    chosen = [cases[i] for i in idx if cases[i].variant in ("answerable", "seed") and cases[i].answerable
+              and len(cases[i].sf.sentences)]
+    return [mask_columns(c.sf.x, drop) for c in chosen], [c.strict for c in chosen]
+
+
+def fit_sentence(cases: list[Case], idx: np.ndarray, drop: tuple[str, ...] = ()) -> Logistic:
+    xs, ys = sentence_rows(cases, idx, drop)
+    return fit_listwise(xs, ys, SENTENCE_FEATURES)
+
+
+def answer_rows(cases: list[Case], idx: np.ndarray, sentence: Logistic, drop: tuple[str, ...] = ()
+                ) -> tuple[np.ndarray, np.ndarray]:
+    xs, ys = [], []
+    for i in idx:
+        c = cases[i]
+        logits = sentence.logit(mask_columns(c.sf.x, drop)) if len(c.sf.sentences) else np.zeros(0)
+        xs.append(answer_features(c.sf, logits))
+        ys.append(bool(len(logits)) and bool(c.loose[int(np.argmax(logits))]))
+    return np.array(xs), np.array(ys, dtype=bool)
+
+
+def cross_validate(cases: list[Case], fold: np.ndarray, drop: tuple[str, ...] = (), seed_weight: float = 20.0,
+                   with_answer: bool = True) -> tuple[list[ScorerModel], dict[int, np.ndarray]]:
+    """Per fold, a model fit on the other folds; returns the models and each case's out-of-fold logits."""
+    models, logits = [], {}
+    for f in range(int(fold.max()) + 1):
+        train = np.flatnonzero(fold != f)
+        sentence = fit_sentence(cases, train, drop)
+        if with_answer:
+            # the answer model learns from the sentence model's out-of-fold logits on its training folds
+            inner = fit_answer_oof(cases, train, fold, drop, seed_weight)
+        else:
+            inner = Logistic(ANSWER_FEATURES, np.zeros(len(ANSWER_FEATURES)), np.ones(len(ANSWER_FEATURES)),
+                             np.zeros(len(ANSWER_FEATURES)), 0.0)
+        models.append(ScorerModel(sentence, inner, 0.5, 0.5, {}))
+        for i in np.flatnonzero(fold == f):
+            c = cases[i]
+            logits[int(i)] = sentence.logit(mask_columns(c.sf.x, drop)) if len(c.sf.sentences) else np.zeros(0)
+    return models, logits
+
+
+def fit_answer_oof(cases: list[Case], train: np.ndarray, fold: np.ndarray, drop: tuple[str, ...],
+                   seed_weight: float) -> Logistic:
+    """The answer model on ``train``, its features made by sentence models that did not see each row."""
+    xs, ys, ws = [], [], []
+    for f in np.unique(fold[train]):
+        inner_train = train[fold[train] != f]
+        held = train[fold[train] == f]
+        sentence = fit_sentence(cases, inner_train, drop)
+        ax, ay = answer_rows(cases, held, sentence, drop)
+        xs.append(ax)
+        ys.append(ay)
+        ws.append(np.array([seed_weight if cases[i].variant == "seed" else 1.0 for i in held]))
+    return fit_logistic(np.concatenate(xs), np.concatenate(ys), ANSWER_FEATURES, np.concatenate(ws))
+
+
+def outcomes(cases: list[Case], fold: np.ndarray, models: list[ScorerModel], threshold: float,
+             support_min: float, drop: tuple[str, ...] = ()) -> list[dict]:
+    rows = []
+    for i, c in enumerate(cases):
+        m = models[int(fold[i])]
+        m = ScorerModel(m.sentence, m.answer, threshold, support_min, {})
+        sf = SentenceFeatures(c.sf.sentences, mask_columns(c.sf.x, drop), c.sf.cues, c.sf.specificity)
+        choice = choose(sf, c.texts, m)
+        pos = {s: j for j, s in enumerate(c.sf.sentences)}
+        shown = [pos[s] for s in choice.sentences]
+        first = bool(shown) and bool(c.loose[shown[0]])
+        rows.append({"set": c.set, "lang": c.lang, "variant": c.variant, "answerable": c.answerable,
+                     "abstained": choice.abstain, "confidence": choice.confidence,
+                     "first_right": first, "any_right": any(bool(c.loose[j]) for j in shown),
+                     "n_shown": len(shown)})
+    return rows
+
+
+def summary(rows: list[dict]) -> dict[str, float | None]:
+    ans = [r for r in rows if r["answerable"]]
+    una = [r for r in rows if not r["answerable"]]
+
+    def mean(v: list[float]) -> float | None:
+        return round(float(np.mean(v)), 3) if v else None
+
+    answered = [r for r in ans if not r["abstained"]]
+    return {
+        "n": len(rows),
+        "answer_accuracy": mean([float(r["any_right"] and not r["abstained"]) for r in ans]),
+        "first_sentence_accuracy": mean([float(r["first_right"] and not r["abstained"]) for r in ans]),
+        "candidate_first_accuracy": mean([float(r["first_right"]) for r in ans]),
+        "false_abstention_rate": mean([float(r["abstained"]) for r in ans]),
+        "abstain_recall": mean([float(r["abstained"]) for r in una]),
+        "sentences_per_answer": mean([r["n_shown"] for r in answered]),
+        "ece": ece(rows),
+    }
+
+
+def ece(rows: list[dict], bins: int = 10) -> float | None:
+    """Expected calibration error of ``confidence`` against "the first sentence is right"."""
+    if not rows:
+        return None
+    conf = np.array([r["confidence"] for r in rows])
+    right = np.array([r["answerable"] and r["first_right"] for r in rows], dtype=float)
+    which = np.minimum((conf * bins).astype(int), bins - 1)
+    total = 0.0
+    for b in range(bins):
+        sel = which == b
+        if sel.any():
+            total += sel.sum() / len(rows) * abs(conf[sel].mean() - right[sel].mean())
+    return round(float(total), 3)
+
+
+def pick_threshold(rows: list[dict], target: float) -> float:
+    """The largest threshold that keeps false abstention at or under ``target`` on every tuning set."""
+    ans = [r for r in rows if r["answerable"]]
+    by_set: dict[str, list[float]] = {}
+    for r in ans:
+        by_set.setdefault(r["set"], []).append(r["confidence"])
+    best = 0.0
+    for t in np.round(np.arange(0.01, 0.96, 0.01), 2):
+        if all(np.mean(np.array(v) < t) <= target for v in by_set.values()):
+            best = float(t)
+    return best
+
+
+def pick_support(cases: list[Case], fold: np.ndarray, models: list[ScorerModel], most: float
+                 ) -> tuple[float, list[dict]]:
+    """The lowest support_min whose answers (no abstention) average at most ``most`` sentences,
+    on the answerable XQuAD questions, out of fold; and the sweep it was chosen from."""
+    answerable = [c for c in cases if c.variant == "answerable"]
+    sub_fold = np.array([fold[i] for i, c in enumerate(cases) if c.variant == "answerable"])
+    sweep = []
+    for t in (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 1.01):
+        rows = outcomes(answerable, sub_fold, models, 0.0, t)
+        sweep.append({"support_min": t, "answer_accuracy": round(float(np.mean([r["any_right"] for r in rows])), 3),
+                      "sentences_per_answer": round(float(np.mean([r["n_shown"] for r in rows])), 3)})
+    ok = [r for r in sweep if r["sentences_per_answer"] <= most]
+    return min(r["support_min"] for r in ok), sweep
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--bench", type=Path, default=REPO.parent / "shared" / "bench")
+    parser.add_argument("--seed-tune", type=Path, default=REPO / "evals" / "seed_tune.jsonl")
+    parser.add_argument("--work", type=Path, default=REPO / "bench" / "results")
+    parser.add_argument("--target", type=float, default=0.05, help="false abstention allowed on each tuning set")
+    parser.add_argument("--max-sentences-per-answer", type=float, default=1.5,
+                        help="the support rule: the lowest support_min whose answers average at most this many sentences")
+    parser.add_argument("--seed-weight", type=float, default=20.0)
+    parser.add_argument("--ablation", action="store_true")
+    parser.add_argument("--write", action="store_true", help="fit on all data and write rag/data/scorer.json")
+    args = parser.parse_args()
+    settings = Settings()
+    cache = args.work / "scorer-cache"
+    cases: list[Case] = []
+    for name in SETS:
+        lang = name.rsplit("-", 1)[1]
+        d = args.bench / name
+        group_of = {p.name: p.stem for p in (d / "docs").glob("*.txt")}
+        cases += collect(name, d / "docs", d / "questions.jsonl", args.work / "qidx" / lang, settings, cache,
+                         group_of, simulate=True)
+        print(f"collected {name}: {len(cases)} cases", file=sys.stderr)
+    if args.seed_tune.exists():
+        cases += collect("seed-tune", REPO / "seeds", args.seed_tune, args.work / "qidx" / "seeds", settings,
+                         cache, {}, simulate=False)
+    fold = folds(cases)
+    models, _ = cross_validate(cases, fold, seed_weight=args.seed_weight)
+    rows = outcomes(cases, fold, models, 0.0, 1.0)
+    threshold = pick_threshold([r for r in rows if r["variant"] in ("answerable", "seed")], args.target)
+    support_min, sweep = pick_support(cases, fold, models, args.max_sentences_per_answer)
+    rows = outcomes(cases, fold, models, threshold, support_min)
+    report: dict = {"threshold": threshold, "support_min": support_min, "support_sweep": sweep, "out_of_fold": {}}
+    for name in sorted({r["set"] for r in rows}):
+        sel = [r for r in rows if r["set"] == name]
+        report["out_of_fold"][name] = {
+            "answerable": summary([r for r in sel if r["variant"] in ("answerable", "seed")]),
+            "masked": summary([r for r in sel if r["variant"] == "masked"]),
+            "offdoc": summary([r for r in sel if r["variant"] == "offdoc"]),
+            "all": summary(sel),
+        }
+    print(json.dumps(report, indent=1))
+    if args.ablation:
+        print(json.dumps(ablation(cases, fold), indent=1))
+    if args.write:
+        write(cases, fold, threshold, support_min, args)
+    return 0
+
+
+def first_accuracy(cases: list[Case], logits: dict[int, np.ndarray]) -> dict[str, float]:
+    out: dict[str, list[float]] = {}
+    for i, c in enumerate(cases):
+        if c.answerable:
+            lg = logits[i]
+            out.setdefault(c.set, []).append(float(len(lg) > 0 and bool(c.loose[int(np.argmax(lg))])))
+    return {k: round(float(np.mean(v)), 3) for k, v in out.items()}
+
+
+def ablation(cases: list[Case], fold: np.ndarray) -> dict[str, dict[str, float]]:
+    """First-sentence accuracy (no abstention) out of fold: baselines, all features, each group removed."""
+    col = {n: i for i, n in enumerate(SENTENCE_FEATURES)}
+    table = {
+        "plain dense (best e5 cosine)": first_accuracy(cases, {i: c.sf.x[:, col["e5_gap"]] for i, c in enumerate(cases)}),
+        "today (best fused score)": first_accuracy(cases, {i: c.sf.x[:, col["fused"]] for i, c in enumerate(cases)}),
+    }
+    _, logits = cross_validate(cases, fold, with_answer=False)
+    table["all features"] = first_accuracy(cases, logits)
+    for group, names in GROUPS.items():
+        _, logits = cross_validate(cases, fold, drop=names, with_answer=False)
+        table[f"without {group}"] = first_accuracy(cases, logits)
+    return table
+
+
+def write(cases: list[Case], fold: np.ndarray, threshold: float, support_min: float,
+          args: argparse.Namespace) -> None:
+    everything = np.arange(len(cases))
+    sentence = fit_sentence(cases, everything)
+    answer = fit_answer_oof(cases, everything, fold, (), args.seed_weight)
+    info = {"models": ["e5+use"], "trained_on": sorted({c.set for c in cases}), "cases": len(cases), "target_false_abstention": args.target,
+            "script": "scripts/train_scorer.py"}
+    model = ScorerModel(sentence, answer, threshold, support_min, info)
+    path = REPO / "rag" / "data" / "scorer.json"
+    path.write_text(json.dumps(model.to_dict(), indent=1) + "\n", encoding="utf-8")
+    print(f"wrote {path}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

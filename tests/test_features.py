@@ -1,0 +1,113 @@
+"""rag.features: question cues, lexical evidence and the candidate rows, on hand-made cases."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import FAKE
+
+from rag.encoders import HashEncoder
+from rag.features import SENTENCE_FEATURES, _lexical, candidate_sentences, question_cues, sentence_features
+from rag.index import build_index, open_index
+from rag.load import load_documents
+from rag.retrieve import retrieve
+
+COL = {name: i for i, name in enumerate(SENTENCE_FEATURES)}
+
+
+@pytest.mark.parametrize(
+    ("question", "kind"),
+    [
+        ("How many points did the Panthers give up?", "number"),
+        ("Combien de personnes sont portées disparues ?", "number"),
+        ("Wie viele Bürger werden vermisst?", "number"),
+        ("¿Cuántos ciudadanos faltan?", "number"),
+        ("When did the talks take place?", "when"),
+        ("Quand la rencontre a-t-elle eu lieu ?", "when"),
+        ("In welchem Jahr wurde sie gegründet?", "when"),
+        ("¿En qué año se fundó?", "when"),
+        ("Who phoned the president?", "who"),
+        ("Qui a téléphoné au président ?", "who"),
+        ("Wer hat Aliyev angerufen?", "who"),
+        ("¿Quién llamó al presidente?", "who"),
+        ("Where was the mass grave found?", "where"),
+        ("¿Dónde se encontró la fosa?", "where"),
+    ],
+)
+def test_question_type_cues_in_four_languages(question: str, kind: str) -> None:
+    assert question_cues(question).kinds == {kind}
+
+
+def test_a_question_without_a_type_word_has_no_type() -> None:
+    assert question_cues("What did Blinken offer?").kinds == frozenset()
+
+
+def test_content_words_drop_question_words_and_keep_names_and_numbers() -> None:
+    cues = question_cues("How many of the 17 prisoners did Azerbaijan return?")
+    assert {"prisoners", "azerbaijan", "return", "17"} <= set(cues.content)
+    assert "many" not in cues.content and "how" not in cues.content
+    assert cues.numbers == {"17"} and cues.names == {"azerbaijan"}
+
+
+def test_cognates_and_numbers_match_across_languages() -> None:
+    cues = question_cues("Who expressed condolences for the 17 prisoners?")
+    prefix, ngram, number, _novelty, _date, _num, has_name = _lexical(
+        cues, "Antony Blinken a exprimé ses condoléances pour les 17 prisonniers.")
+    assert prefix == pytest.approx(3 / 4)  # condo-, 17, priso- match; "expressed" does not ("exprime")
+    assert number == 1.0 and ngram > 0.4
+    assert has_name  # "Antony Blinken" is a name the question does not hold: a who-answer
+    unrelated = _lexical(cues, "Le temps était beau ce jour-là.")
+    assert unrelated[0] == 0.0 and unrelated[1] < 0.1 and unrelated[2] == 0.0 and not unrelated[6]
+
+
+def test_sentence_cues_for_dates_and_numbers() -> None:
+    cues = question_cues("When was it signed?")
+    assert _lexical(cues, "It was signed in March.")[4]
+    assert _lexical(cues, "Es wurde 1992 unterzeichnet.")[4]
+    assert not _lexical(cues, "It was signed by both.")[4]
+    assert _lexical(cues, "Trois cents, soit 300 personnes.")[5]
+
+
+@pytest.fixture
+def small_index(tmp_path: Path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.txt").write_text(
+        "The lighthouse keeper lit the lamp at dusk. The lamp burned oil from whales.\n\n"
+        "Ships passed the rocks safely. The keeper wrote in a logbook every night.\n",
+        encoding="utf-8")
+    # the same sentence again in another file: it must be a candidate once only
+    (docs / "b.txt").write_text("The lamp burned oil from whales. Gulls nested on the tower.\n", encoding="utf-8")
+    build_index(load_documents(docs), tmp_path / "index", FAKE, HashEncoder())
+    return open_index(tmp_path / "index", FAKE)
+
+
+def _retrieval(index, question: str):
+    return retrieve(index, HashEncoder().encode_queries([question])[0], question, FAKE)
+
+
+def test_candidates_never_repeat_a_sentence_text(small_index) -> None:
+    retrieval = _retrieval(small_index, "What did the lamp burn?")
+    cands = candidate_sentences(small_index, retrieval, chunks=10)
+    texts = [small_index.sentences[s].text for s, _ in cands]
+    assert texts.count("The lamp burned oil from whales.") == 1
+    assert len(texts) == len(set(texts))
+    ranks = [r for _, r in cands]
+    assert ranks == sorted(ranks) and ranks[0] == 0
+
+
+def test_feature_rows_and_masking(small_index) -> None:
+    retrieval = _retrieval(small_index, "What did the lamp burn?")
+    sf = sentence_features(small_index, retrieval, chunks=10)
+    assert sf.x.shape == (len(sf.sentences), len(SENTENCE_FEATURES))
+    assert np.isfinite(sf.x).all()
+    assert sf.x[:, COL["fused_gap"]].max() == 0.0 and sf.x[:, COL["e5_gap"]].max() == 0.0
+    best = sf.sentences[int(np.argmax(sf.x[:, COL["fused"]]))]
+    assert "lamp" in small_index.sentences[best].text
+    # masking every sentence that mentions the lamp leaves none of them among the candidates
+    lamp = {i for i, s in enumerate(small_index.sentences) if "lamp" in s.text}
+    masked = sentence_features(small_index, retrieval, chunks=10, exclude=lamp)
+    assert masked.sentences and not lamp & set(masked.sentences)
+    assert masked.specificity <= sf.specificity

@@ -1,0 +1,115 @@
+"""rag.scorer: the logistic models, answer features and the choice of sentences, on hand-made cases."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from rag.errors import ScorerError
+from rag.features import SENTENCE_FEATURES, SentenceFeatures, question_cues
+from rag.scorer import (
+    ANSWER_FEATURES,
+    NO_RUNNER_UP,
+    Logistic,
+    ScorerModel,
+    answer_features,
+    bundled_model,
+    choose,
+)
+
+COL = {name: i for i, name in enumerate(SENTENCE_FEATURES)}
+
+
+def only(names: tuple[str, ...], feature: str, weight: float = 1.0, bias: float = 0.0) -> Logistic:
+    """A model that reads one feature, unscaled."""
+    w = np.zeros(len(names))
+    w[names.index(feature)] = weight
+    return Logistic(names, np.zeros(len(names)), np.ones(len(names)), w, bias)
+
+
+def features(fused: list[float]) -> SentenceFeatures:
+    x = np.zeros((len(fused), len(SENTENCE_FEATURES)))
+    x[:, COL["fused"]] = fused
+    return SentenceFeatures(tuple(range(100, 100 + len(fused))), x, question_cues("Who?"), 0.1)
+
+
+def model(threshold: float = 0.5, support_min: float = 0.5) -> ScorerModel:
+    return ScorerModel(only(SENTENCE_FEATURES, "fused"), only(ANSWER_FEATURES, "best_logit"), threshold,
+                       support_min, {"models": ["e5+use"]})
+
+
+def test_logistic_is_a_standardised_sigmoid_and_round_trips_through_json() -> None:
+    m = Logistic(("a", "b"), np.array([1.0, 0.0]), np.array([2.0, 1.0]), np.array([1.0, -1.0]), 0.5)
+    x = np.array([[3.0, 1.0], [1.0, 0.0]])
+    assert m.logit(x) == pytest.approx([1.0 - 1.0 + 0.5, 0.5])
+    assert m.prob(x) == pytest.approx(1 / (1 + np.exp(-0.5)))
+    again = Logistic.from_dict(json.loads(json.dumps(m.to_dict())))
+    assert again.logit(x) == pytest.approx(m.logit(x))
+
+
+def test_the_best_sentence_comes_first_whatever_its_position() -> None:
+    choice = choose(features([-3.0, 2.0, -1.0]), ["a first one", "the answer here", "a third one"], model())
+    assert choice.sentences[0] == 101
+    assert choice.confidence == pytest.approx(1 / (1 + np.exp(-2.0)))
+    assert not choice.abstain
+
+
+def test_supports_must_be_likely_themselves() -> None:
+    texts = ["the lamp burned whale oil", "keepers lit it at dusk", "gulls nested on the tower", "ships passed"]
+    choice = choose(features([3.0, 1.0, 0.5, -2.0]), texts, model(support_min=0.6))
+    # probabilities 0.95, 0.73, 0.62, 0.12: two supports clear 0.6, the fourth does not
+    assert choice.sentences == (100, 101, 102)
+    assert choice.probs[0] > choice.probs[1] > choice.probs[2] >= 0.6
+    assert choose(features([3.0, 1.0, 0.5]), texts[:3], model(support_min=0.9)).sentences == (100,)
+    assert len(choose(features([3.0, 2.0, 1.5, 1.0]), texts, model(support_min=0.1), 2).sentences) == 2
+
+
+def test_a_support_that_repeats_a_quoted_sentence_is_skipped() -> None:
+    texts = ["Blinken offered help with the border.", "Blinken offered help with the border!",
+             "Aliyev thanked him."]
+    choice = choose(features([3.0, 2.5, 2.0]), texts, model(support_min=0.5))
+    assert choice.sentences == (100, 102)
+
+
+def test_abstains_below_the_threshold_and_on_no_candidates() -> None:
+    assert choose(features([0.2, -1.0]), ["a b c d", "e f g h"], model(threshold=0.6)).abstain
+    assert not choose(features([0.5, -1.0]), ["a b c d", "e f g h"], model(threshold=0.6)).abstain
+    empty = choose(features([]), [], model())
+    assert empty.abstain and empty.sentences == ()
+
+
+def test_answer_features_margin_and_lone_candidate() -> None:
+    sf = features([1.0, 4.0, 2.0])
+    sf.x[1, COL["type_when"]] = 1.0
+    sf.x[1, COL["lex_prefix"]] = 0.5
+    row = dict(zip(ANSWER_FEATURES, answer_features(sf, np.array([1.0, 4.0, 2.0])), strict=True))
+    assert row["best_logit"] == 4.0 and row["margin"] == 2.0
+    assert row["type_match"] == 1.0 and row["coverage"] == 0.5 and row["top_chunk_fused"] == 4.0
+    assert row["specificity"] == pytest.approx(0.1)
+    lone = dict(zip(ANSWER_FEATURES, answer_features(features([1.0]), np.array([1.0])), strict=True))
+    assert lone["margin"] == NO_RUNNER_UP
+
+
+def test_the_bundled_model_matches_the_features_this_version_computes() -> None:
+    bundled = bundled_model()
+    assert bundled.sentence.names == SENTENCE_FEATURES and bundled.answer.names == ANSWER_FEATURES
+    assert 0.0 < bundled.threshold < 1.0 and 0.0 < bundled.support_min < 1.0
+    assert "e5+use" in bundled.info["models"]
+
+
+def test_weights_for_other_features_are_refused(tmp_path, monkeypatch) -> None:
+    data = bundled_model().to_dict()
+    data["sentence"]["names"] = ["something_else"] * len(SENTENCE_FEATURES)
+    target = tmp_path / "scorer-old.json"
+    target.write_text(json.dumps(data), encoding="utf-8")
+    import rag.scorer
+
+    class Files:
+        def __truediv__(self, name: str):
+            return tmp_path if name == "data" else self
+
+    monkeypatch.setattr(rag.scorer.resources, "files", lambda _pkg: Files())
+    with pytest.raises(ScorerError, match=r"retrain it with `python scripts/train_scorer\.py`"):
+        bundled_model.__wrapped__("scorer-old.json")
