@@ -46,6 +46,23 @@ def calibration(settings: Settings) -> tuple[float, float]:
     return threshold, scale
 
 
+def learned(settings: Settings) -> bool:
+    """Does the learned answer model decide abstention for this model (the one it was trained on)?"""
+    return settings.model in bundled_model().info.get("models", ())
+
+
+def abstain_threshold(settings: Settings) -> float:
+    """The value an answer's abstention score is compared with (see ``abstain_score``)."""
+    if settings.abstain_threshold is not None:
+        return settings.abstain_threshold
+    return bundled_model().threshold if learned(settings) else calibration(settings)[0]
+
+
+def abstain_score(index: Index, retrieval: Retrieval, settings: Settings) -> float:
+    """What decided the abstention: the abstention model's probability, or the specificity for other models."""
+    return choice_of(index, retrieval, settings).answerable if learned(settings) else retrieval.specificity
+
+
 def choice_of(index: Index, retrieval: Retrieval, settings: Settings) -> Choice:
     """The learned scorer's pick: the best sentence of the top chunks first, then its supports.
 
@@ -58,9 +75,8 @@ def choice_of(index: Index, retrieval: Retrieval, settings: Settings) -> Choice:
     sf = sentence_features(index, retrieval, settings.answer_chunks)
     texts = [index.sentences[s].text for s in sf.sentences]
     choice = choose(sf, texts, model, settings.max_answer_sentences)
-    if settings.model in model.info.get("models", ()):
-        threshold = model.threshold if settings.abstain_threshold is None else settings.abstain_threshold
-        return replace(choice, abstain=not choice.sentences or choice.confidence < threshold)
+    if learned(settings):
+        return replace(choice, abstain=not choice.sentences or choice.answerable < abstain_threshold(settings))
     threshold, scale = calibration(settings)
     margin = max(-50.0, min(50.0, (retrieval.specificity - threshold) / scale))
     confidence = 1.0 / (1.0 + math.exp(-margin))

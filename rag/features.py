@@ -20,6 +20,7 @@ import numpy as np
 
 from .index import Index
 from .retrieve import Retrieval
+from .types import Chunk
 
 # The names of the sentence features, in the order of the columns of ``SentenceFeatures.x``.
 SENTENCE_FEATURES = (
@@ -177,7 +178,7 @@ def sentence_features(index: Index, retrieval: Retrieval, chunks: int = 3,
     chunk_scores = [r.score for r in retrieval.ranked if any(
         s not in exclude for s in range(index.chunks[r.chunk].first_sentence, index.chunks[r.chunk].last_sentence))]
     top_chunk = chunk_scores[0] if chunk_scores else 0.0
-    chunk_of_rank = {}
+    chunk_of_rank: dict[int, tuple[float, Chunk]] = {}
     for r in retrieval.ranked:
         c = index.chunks[r.chunk]
         if any(s not in exclude for s in range(c.first_sentence, c.last_sentence)):

@@ -6,11 +6,13 @@ they run in NumPy only.
 
 - the sentence model: a linear score over ``rag.features`` rows, trained so that its softmax
   over a question's candidates is the probability that each one is the answering sentence;
-- the answer model: P(the best sentence is a right answer) from question-level features (the
-  best sentence's score, its margin over the runner-up, specificity, coverage of the
-  question's words, question-type match). It is the answer's confidence; below the stored
-  threshold the program abstains. It was calibrated on answerable questions and on made
-  unanswerable ones (the answering sentence masked out; the question's document left out).
+- two question-level models over the same features (the best sentence's score and share, its
+  margin over the runner-up, specificity, coverage of the question's words, question-type
+  match): the answer model, P(the first sentence holds the answer), which is the answer's
+  confidence; and the abstention model, P(the documents answer the question), below whose
+  stored threshold the program abstains. Both learn from answerable questions and from made
+  unanswerable ones (the answering sentences masked out; the question's document left out)
+  and the seed tuning questions.
 """
 
 from __future__ import annotations
@@ -64,18 +66,21 @@ class Logistic:
 @dataclass(frozen=True)
 class ScorerModel:
     sentence: Logistic
-    answer: Logistic
-    threshold: float  # abstain when the answer model's probability is below this
+    answer: Logistic  # P(the first sentence holds the answer): the confidence
+    abstain: Logistic  # P(the documents hold an answer)
+    threshold: float  # abstain when the abstention model's probability is below this
     support_min: float  # a supporting sentence needs at least this share of the candidates' probability
     info: dict[str, Any]  # how it was trained (written by the training script)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"sentence": self.sentence.to_dict(), "answer": self.answer.to_dict(), "threshold": self.threshold,
+        return {"sentence": self.sentence.to_dict(), "answer": self.answer.to_dict(),
+                "abstain": self.abstain.to_dict(), "threshold": self.threshold,
                 "support_min": self.support_min, "info": self.info}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ScorerModel:
         return cls(Logistic.from_dict(data["sentence"]), Logistic.from_dict(data["answer"]),
+                   Logistic.from_dict(data["abstain"]),
                    float(data["threshold"]), float(data["support_min"]), dict(data.get("info", {})))
 
 
@@ -88,7 +93,7 @@ def bundled_model(name: str = "scorer.json") -> ScorerModel:
     except (OSError, ValueError, KeyError) as exc:
         raise ScorerError(f"cannot read the answer scorer rag/data/{name} ({exc}): reinstall the package or "
                           "retrain it with `python scripts/train_scorer.py`") from exc
-    if model.sentence.names != SENTENCE_FEATURES or model.answer.names != ANSWER_FEATURES:
+    if model.sentence.names != SENTENCE_FEATURES or not model.answer.names == model.abstain.names == ANSWER_FEATURES:
         raise ScorerError(f"rag/data/{name} was trained on other features than this version computes: "
                           "retrain it with `python scripts/train_scorer.py`")
     return model
@@ -129,6 +134,7 @@ class Choice:
     sentences: tuple[int, ...]  # index sentence ids, best first
     probs: tuple[float, ...]  # sentence-model probability of each (softmax over the candidates)
     confidence: float  # answer-model probability that the first is right
+    answerable: float  # abstention-model probability that the documents answer the question
     abstain: bool
 
 
@@ -139,11 +145,12 @@ def choose(sf: SentenceFeatures, texts: list[str], model: ScorerModel, max_sente
     already quoted (``texts[i]`` is candidate i's text).
     """
     if not sf.sentences:
-        confidence = float(model.answer.prob(answer_features(sf, np.zeros(0))[None, :])[0])
-        return Choice((), (), confidence, True)
+        row = answer_features(sf, np.zeros(0))[None, :]
+        return Choice((), (), float(model.answer.prob(row)[0]), float(model.abstain.prob(row)[0]), True)
     logits = model.sentence.logit(sf.x)
     probs = softmax(logits)
-    confidence = float(model.answer.prob(answer_features(sf, logits)[None, :])[0])
+    row = answer_features(sf, logits)[None, :]
+    confidence, answerable = float(model.answer.prob(row)[0]), float(model.abstain.prob(row)[0])
     order = [int(i) for i in np.argsort(-logits, kind="stable")]
     picked = [order[0]]
     shown = [grams(texts[order[0]])]
@@ -156,4 +163,4 @@ def choose(sf: SentenceFeatures, texts: list[str], model: ScorerModel, max_sente
         picked.append(i)
         shown.append(g)
     return Choice(tuple(sf.sentences[i] for i in picked), tuple(float(probs[i]) for i in picked),
-                  confidence, confidence < model.threshold)
+                  confidence, answerable, answerable < model.threshold)

@@ -7,12 +7,16 @@ PY=${PYTHON:-python3}
 export HF_HUB_OFFLINE=1 STREAMLIT_BROWSER_GATHER_USAGE_STATS=false
 "$PY" -m ruff check rag tests app.py
 "$PY" -m mypy
-# Regression gate on the seed questions with the real default model (floors a few points
-# under the figures in docs/evaluation.md, so that noise passes and a real regression fails).
+# Regression gate on the full seed set (both halves; the answer scorer was fit on the tuning half)
+# with the real default model. Floors a few points under the figures measured at the scorer's
+# commit (docs/evaluation.md: passage_hit@1 0.750, answer_accuracy 0.842, first_sentence_accuracy
+# 0.717, false abstention 0.025, off-topic abstention recall 0.929), so that noise passes and a
+# real regression fails.
 gate_dir=$(mktemp -d)
 trap 'rm -rf "$gate_dir"' EXIT
 "$PY" -m rag.cli eval evals/seed_questions.jsonl --docs seeds --index "$gate_dir/index" \
-  --min passage_hit@1=0.70 --min answer_accuracy=0.70 --min citation_accuracy=0.70 \
-  --max false_abstention_rate=0.25
+  --min passage_hit@1=0.70 --min answer_accuracy=0.80 --min citation_accuracy=0.80 \
+  --min first_sentence_accuracy=0.67 --min abstain_recall_off_topic=0.85 \
+  --max false_abstention_rate=0.07
 # Last, so that pytest's summary closes the output.
 "$PY" -m pytest -q "$@"

@@ -89,7 +89,8 @@ def _collect(name: str, docs: Path, questions_path: Path, index_dir: Path, setti
         ctx = doc_text.find(q.context) if q.context else -1
         span = (ctx, ctx + len(q.context)) if q.context and ctx >= 0 else None
 
-        group = group_of.get(q.doc or "", name)
+        # XQuAD: the article; seed: the fact asked about (paraphrases of one question share it)
+        group = group_of.get(q.doc or "") or f"{name}/{q.group or q.id}"
         asked = (name, group, index, retrieval, q, span, settings.answer_chunks)
         out.append(_case(asked, "seed" if not simulate else "answerable", set(), q.answerable))
         if simulate and q.answerable:
@@ -117,7 +118,7 @@ def collect(name: str, docs: Path, questions_path: Path, index_dir: Path, settin
             group_of: dict[str, str], simulate: bool) -> list[Case]:
     """``_collect``, cached under ``cache`` by the code that makes features and the questions."""
     code = b"".join((REPO / "rag" / f).read_bytes() for f in ("features.py", "retrieve.py", "chunk.py"))
-    key = hashlib.sha1(code + questions_path.read_bytes() + name.encode() + str(simulate).encode()).hexdigest()[:12]
+    key = hashlib.sha1(code + questions_path.read_bytes() + (name + str(simulate) + ("" if simulate else "v2")).encode()).hexdigest()[:12]
     meta_path, arrays_path = cache / f"cases-{key}.json", cache / f"cases-{key}.npz"
     if meta_path.exists() and arrays_path.exists():
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
@@ -239,11 +240,11 @@ def cross_validate(cases: list[Case], fold: np.ndarray, drop: tuple[str, ...] = 
         sentence = fit_sentence(cases, train, drop)
         if with_answer:
             # the answer model learns from the sentence model's out-of-fold logits on its training folds
-            inner = fit_answer_oof(cases, train, fold, drop, seed_weight)
+            answer, abstain = fit_answer_oof(cases, train, fold, drop, seed_weight)
         else:
-            inner = Logistic(ANSWER_FEATURES, np.zeros(len(ANSWER_FEATURES)), np.ones(len(ANSWER_FEATURES)),
-                             np.zeros(len(ANSWER_FEATURES)), 0.0)
-        models.append(ScorerModel(sentence, inner, 0.5, 0.5, {}))
+            answer = abstain = Logistic(ANSWER_FEATURES, np.zeros(len(ANSWER_FEATURES)),
+                                        np.ones(len(ANSWER_FEATURES)), np.zeros(len(ANSWER_FEATURES)), 0.0)
+        models.append(ScorerModel(sentence, answer, abstain, 0.5, 0.5, {}))
         for i in np.flatnonzero(fold == f):
             c = cases[i]
             logits[int(i)] = sentence.logit(mask_columns(c.sf.x, drop)) if len(c.sf.sentences) else np.zeros(0)
@@ -251,9 +252,11 @@ def cross_validate(cases: list[Case], fold: np.ndarray, drop: tuple[str, ...] = 
 
 
 def fit_answer_oof(cases: list[Case], train: np.ndarray, fold: np.ndarray, drop: tuple[str, ...],
-                   seed_weight: float) -> Logistic:
-    """The answer model on ``train``, its features made by sentence models that did not see each row."""
-    xs, ys, ws = [], [], []
+                   seed_weight: float) -> tuple[Logistic, Logistic]:
+    """The answer and abstention models on ``train``, their features made by sentence models that did
+    not see each row. The answer model learns "the first sentence holds a gold answer", the
+    abstention model "the question is answerable"."""
+    xs, ys, ws, able = [], [], [], []
     for f in np.unique(fold[train]):
         inner_train = train[fold[train] != f]
         held = train[fold[train] == f]
@@ -262,7 +265,10 @@ def fit_answer_oof(cases: list[Case], train: np.ndarray, fold: np.ndarray, drop:
         xs.append(ax)
         ys.append(ay)
         ws.append(np.array([seed_weight if cases[i].variant == "seed" else 1.0 for i in held]))
-    return fit_logistic(np.concatenate(xs), np.concatenate(ys), ANSWER_FEATURES, np.concatenate(ws))
+        able.append(np.array([cases[i].answerable for i in held]))
+    x, w = np.concatenate(xs), np.concatenate(ws)
+    return (fit_logistic(x, np.concatenate(ys), ANSWER_FEATURES, w),
+            fit_logistic(x, np.concatenate(able), ANSWER_FEATURES, w))
 
 
 def outcomes(cases: list[Case], fold: np.ndarray, models: list[ScorerModel], threshold: float,
@@ -270,7 +276,7 @@ def outcomes(cases: list[Case], fold: np.ndarray, models: list[ScorerModel], thr
     rows = []
     for i, c in enumerate(cases):
         m = models[int(fold[i])]
-        m = ScorerModel(m.sentence, m.answer, threshold, support_min, {})
+        m = ScorerModel(m.sentence, m.answer, m.abstain, threshold, support_min, {})
         sf = SentenceFeatures(c.sf.sentences, mask_columns(c.sf.x, drop), c.sf.cues, c.sf.specificity)
         choice = choose(sf, c.texts, m)
         pos = {s: j for j, s in enumerate(c.sf.sentences)}
@@ -278,6 +284,7 @@ def outcomes(cases: list[Case], fold: np.ndarray, models: list[ScorerModel], thr
         first = bool(shown) and bool(c.loose[shown[0]])
         rows.append({"set": c.set, "lang": c.lang, "variant": c.variant, "answerable": c.answerable,
                      "abstained": choice.abstain, "confidence": choice.confidence,
+                     "answerable_p": choice.answerable,
                      "first_right": first, "any_right": any(bool(c.loose[j]) for j in shown),
                      "n_shown": len(shown)})
     return rows
@@ -323,7 +330,7 @@ def pick_threshold(rows: list[dict], target: float) -> float:
     ans = [r for r in rows if r["answerable"]]
     by_set: dict[str, list[float]] = {}
     for r in ans:
-        by_set.setdefault(r["set"], []).append(r["confidence"])
+        by_set.setdefault(r["set"], []).append(r["answerable_p"])
     best = 0.0
     for t in np.round(np.arange(0.01, 0.96, 0.01), 2):
         if all(np.mean(np.array(v) < t) <= target for v in by_set.values()):
@@ -422,10 +429,10 @@ def write(cases: list[Case], fold: np.ndarray, threshold: float, support_min: fl
           args: argparse.Namespace) -> None:
     everything = np.arange(len(cases))
     sentence = fit_sentence(cases, everything)
-    answer = fit_answer_oof(cases, everything, fold, (), args.seed_weight)
+    answer, abstain = fit_answer_oof(cases, everything, fold, (), args.seed_weight)
     info = {"models": ["e5+use"], "trained_on": sorted({c.set for c in cases}), "cases": len(cases), "target_false_abstention": args.target,
             "script": "scripts/train_scorer.py"}
-    model = ScorerModel(sentence, answer, threshold, support_min, info)
+    model = ScorerModel(sentence, answer, abstain, threshold, support_min, info)
     path = REPO / "rag" / "data" / "scorer.json"
     path.write_text(json.dumps(model.to_dict(), indent=1) + "\n", encoding="utf-8")
     print(f"wrote {path}", file=sys.stderr)

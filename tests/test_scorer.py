@@ -36,8 +36,10 @@ def features(fused: list[float]) -> SentenceFeatures:
 
 
 def model(threshold: float = 0.5, support_min: float = 0.5) -> ScorerModel:
-    return ScorerModel(only(SENTENCE_FEATURES, "fused"), only(ANSWER_FEATURES, "best_logit"), threshold,
-                       support_min, {"models": ["e5+use"]})
+    # confidence reads the best sentence's logit; answerability its share among the candidates
+    return ScorerModel(only(SENTENCE_FEATURES, "fused"), only(ANSWER_FEATURES, "best_logit"),
+                       only(ANSWER_FEATURES, "best_share", weight=4.0, bias=-2.0), threshold, support_min,
+                       {"models": ["e5+use"]})
 
 
 def test_logistic_is_a_standardised_sigmoid_and_round_trips_through_json() -> None:
@@ -58,24 +60,29 @@ def test_the_best_sentence_comes_first_whatever_its_position() -> None:
 
 def test_supports_must_be_likely_themselves() -> None:
     texts = ["the lamp burned whale oil", "keepers lit it at dusk", "gulls nested on the tower", "ships passed"]
-    choice = choose(features([3.0, 1.0, 0.5, -2.0]), texts, model(support_min=0.6))
-    # probabilities 0.95, 0.73, 0.62, 0.12: two supports clear 0.6, the fourth does not
+    choice = choose(features([3.0, 1.0, 0.5, -2.0]), texts, model(support_min=0.06))
+    # softmax shares 0.817, 0.111, 0.067, 0.006: two supports clear 0.06, the fourth does not
     assert choice.sentences == (100, 101, 102)
-    assert choice.probs[0] > choice.probs[1] > choice.probs[2] >= 0.6
+    assert choice.probs == pytest.approx([0.817, 0.111, 0.067], abs=1e-3)
+    assert choose(features([3.0, 1.0, 0.5, -2.0]), texts, model(support_min=0.1)).sentences == (100, 101)
     assert choose(features([3.0, 1.0, 0.5]), texts[:3], model(support_min=0.9)).sentences == (100,)
-    assert len(choose(features([3.0, 2.0, 1.5, 1.0]), texts, model(support_min=0.1), 2).sentences) == 2
+    assert len(choose(features([3.0, 2.0, 1.5, 1.0]), texts, model(support_min=0.01), 2).sentences) == 2
 
 
 def test_a_support_that_repeats_a_quoted_sentence_is_skipped() -> None:
     texts = ["Blinken offered help with the border.", "Blinken offered help with the border!",
              "Aliyev thanked him."]
-    choice = choose(features([3.0, 2.5, 2.0]), texts, model(support_min=0.5))
+    choice = choose(features([3.0, 2.5, 2.0]), texts, model(support_min=0.15))  # shares 0.51, 0.31, 0.19
     assert choice.sentences == (100, 102)
 
 
 def test_abstains_below_the_threshold_and_on_no_candidates() -> None:
-    assert choose(features([0.2, -1.0]), ["a b c d", "e f g h"], model(threshold=0.6)).abstain
-    assert not choose(features([0.5, -1.0]), ["a b c d", "e f g h"], model(threshold=0.6)).abstain
+    # shares 0.77 and 0.82 give answerability sigmoid(4 * share - 2) = 0.74 and 0.79
+    close = choose(features([0.2, -1.0]), ["a b c d", "e f g h"], model(threshold=0.76))
+    clear = choose(features([0.5, -1.0]), ["a b c d", "e f g h"], model(threshold=0.76))
+    assert close.answerable == pytest.approx(1 / (1 + np.exp(-(4 / (1 + np.exp(-1.2)) - 2))))
+    assert close.abstain and not clear.abstain
+    assert close.confidence == pytest.approx(1 / (1 + np.exp(-0.2)))  # the answer model's, not the threshold's
     empty = choose(features([]), [], model())
     assert empty.abstain and empty.sentences == ()
 
@@ -86,6 +93,7 @@ def test_answer_features_margin_and_lone_candidate() -> None:
     sf.x[1, COL["lex_prefix"]] = 0.5
     row = dict(zip(ANSWER_FEATURES, answer_features(sf, np.array([1.0, 4.0, 2.0])), strict=True))
     assert row["best_logit"] == 4.0 and row["margin"] == 2.0
+    assert row["best_share"] == pytest.approx(np.exp(4) / (np.exp(1) + np.exp(4) + np.exp(2)))
     assert row["type_match"] == 1.0 and row["coverage"] == 0.5 and row["top_chunk_fused"] == 4.0
     assert row["specificity"] == pytest.approx(0.1)
     lone = dict(zip(ANSWER_FEATURES, answer_features(features([1.0]), np.array([1.0])), strict=True))

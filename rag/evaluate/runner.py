@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..answer import answer_sentences, calibration
+from ..answer import abstain_score, abstain_threshold, answer_sentences
 from ..errors import QuestionError, QuestionSetError
 from ..pipeline import Pipeline
 from .metrics import (
@@ -92,7 +92,7 @@ def _run_case(pipeline: Pipeline, case: EvalCase, passage: tuple[int, int] | Non
                           if case.answerable else None),
         first_sentence_correct=first_right if case.answerable else None,
         confidence=answer.confidence,
-        abstain_score=round(retrieval.specificity, 6),
+        abstain_score=round(abstain_score(index, retrieval, settings), 6),
         best_sentence_score=None if best is None else round(best, 6),
         candidate_answer=candidate,
         candidate_correct=contains_answer(candidate, case.answers) if case.answerable else None,
@@ -131,7 +131,7 @@ def evaluate(
     return EvalReport(
         source=questions.source,
         model=pipeline.settings.model,
-        abstain_threshold=calibration(pipeline.settings)[0],
+        abstain_threshold=abstain_threshold(pipeline.settings),
         results=tuple(results),
         build_s=None if build_s is None else round(build_s, 3),
         index=str(pipeline.index.path),
