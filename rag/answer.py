@@ -74,6 +74,8 @@ def choice_of(index: Index, retrieval: Retrieval, settings: Settings) -> Choice:
     model = bundled_model()
     sf = sentence_features(index, retrieval, settings.answer_chunks)
     texts = [index.sentences[s].text for s in sf.sentences]
+    if settings.support_min is not None:
+        model = replace(model, support_min=settings.support_min)
     choice = choose(sf, texts, model, settings.max_answer_sentences)
     if learned(settings):
         return replace(choice, abstain=not choice.sentences or choice.answerable < abstain_threshold(settings))

@@ -233,7 +233,7 @@ def ask_cmd(seeds: Path, index_dir: Path, model: str | None, debug: bool, questi
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Write one JSON line per question (gold ranks, answer, abstention, confidence, latency).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Change a setting for this run, e.g. lexical=never or answer_margin=1.0. Repeatable.")
+              help="Change a setting for this run, e.g. lexical=never or support_min=0.3. Repeatable.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def eval_cmd(questions: Path, docs: Path | None, index_dir: Path, model: str | None, as_json: bool,
              minimums: tuple[str, ...], maximums: tuple[str, ...], out: Path | None, overrides: tuple[str, ...],

@@ -74,7 +74,7 @@ class Settings:
     candidates: int = 100  # nearest chunks and sentences fetched before exact re-scoring
     max_answer_sentences: int = 3
     answer_chunks: int = 3  # answer sentences are chosen among the sentences of this many top chunks
-    answer_margin: float = 0.5  # extra sentences must score within this of the best (z units)
+    support_min: float | None = None  # a supporting sentence's least probability share; None: the learned one
     lexical: str = "same-language"
     lexical_weight: float = 0.3
     abstain_threshold: float | None = None  # None: the value calibrated for the model
@@ -96,8 +96,10 @@ class Settings:
             )
         if self.lexical not in LEXICAL_MODES:
             raise SettingsError(f"lexical must be one of {', '.join(LEXICAL_MODES)}, not {self.lexical!r}")
-        if self.lexical_weight < 0 or self.answer_margin < 0:
-            raise SettingsError("lexical_weight and answer_margin must not be negative")
+        if self.lexical_weight < 0:
+            raise SettingsError("lexical_weight must not be negative")
+        if self.support_min is not None and not 0.0 <= self.support_min <= 1.0:
+            raise SettingsError(f"support_min must be between 0 and 1 (a probability), not {self.support_min!r}")
         if not isinstance(self.model, str) or not self.model.strip():
             raise SettingsError("model must name an encoder, e.g. 'e5', 'use' or 'e5+use'")
         object.__setattr__(self, "model", canonical_model(self.model))  # frozen: set once, here
@@ -114,7 +116,7 @@ class Settings:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     def with_overrides(self, pairs: Sequence[str]) -> Settings:
-        """A copy with ``KEY=VALUE`` strings applied (``lexical=never``, ``answer_margin=1.0``)."""
+        """A copy with ``KEY=VALUE`` strings applied (``lexical=never``, ``support_min=0.3``)."""
         types = {f.name: f.type for f in fields(self)}
         changes: dict[str, Any] = {}
         for pair in pairs:

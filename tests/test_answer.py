@@ -12,6 +12,7 @@ from conftest import FAKE
 
 from rag.answer import CALIBRATION, calibration, choice_of, make_answer
 from rag.encoders import HashEncoder
+from rag.errors import SettingsError
 from rag.evaluate import normalise_text
 from rag.features import sentence_features
 from rag.index import build_index
@@ -125,3 +126,17 @@ def test_confidence_is_the_learned_probability_for_the_trained_model(pipeline: P
     assert learned.sentences == fallback.sentences
     assert 0.0 < learned.confidence < 1.0 and 0.0 < fallback.confidence < 1.0
     assert learned.confidence != fallback.confidence
+
+
+def test_support_min_setting_overrides_the_learned_one(pipeline: Pipeline) -> None:
+    alone = Pipeline(pipeline.index, pipeline.encoder, pipeline.settings.with_(support_min=1.0))
+    every = Pipeline(pipeline.index, pipeline.encoder, pipeline.settings.with_(support_min=0.0))
+    for question in QUESTIONS:
+        assert len(alone.ask(question).sentences) == 1
+        assert len(every.ask(question).sentences) == 3  # every candidate qualifies; near-repeats are not quoted
+        assert every.ask(question).sentences[0] == alone.ask(question).sentences[0]
+
+
+def test_support_min_must_be_a_probability() -> None:
+    with pytest.raises(SettingsError, match=r"support_min must be between 0 and 1"):
+        Settings(support_min=1.5)
