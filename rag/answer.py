@@ -1,8 +1,8 @@
 """Stage 6, answer: quote the sentence that answers, then up to two that support it; or abstain.
 
 Sentences are scored by the learned model of ``rag.scorer`` over the evidence of
-``rag.features``; the answer's confidence is the calibrated probability that its first
-sentence holds the answer (scripts/train_scorer.py, docs/evaluation.md).
+``rag.features``; the answer's confidence is the calibrated probability that its quoted
+sentences hold the answer (scripts/train_scorer.py, docs/evaluation.md).
 """
 
 from __future__ import annotations

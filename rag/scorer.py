@@ -8,11 +8,11 @@ they run in NumPy only.
   over a question's candidates is the probability that each one is the answering sentence;
 - two question-level models over the same features (the best sentence's score and share, its
   margin over the runner-up, specificity, coverage of the question's words, question-type
-  match): the answer model, P(the first sentence holds the answer), which is the answer's
+  match): the answer model, P(the quoted sentences hold the answer), which is the answer's
   confidence; and the abstention model, P(the documents answer the question), below whose
-  stored threshold the program abstains. Both learn from answerable questions and from made
-  unanswerable ones (the answering sentences masked out; the question's document left out)
-  and the seed tuning questions.
+  stored threshold the program abstains. Both learn from the XQuAD and seed tuning questions
+  as asked; the abstention model also from made unanswerable ones (the answering sentences
+  masked out; the question's document left out).
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ class Logistic:
 @dataclass(frozen=True)
 class ScorerModel:
     sentence: Logistic
-    answer: Logistic  # P(the first sentence holds the answer): the confidence
+    answer: Logistic  # P(the quoted sentences hold the answer): the confidence
     abstain: Logistic  # P(the documents hold an answer)
     threshold: float  # abstain when the abstention model's probability is below this
     support_min: float  # a supporting sentence needs at least this share of the candidates' probability
@@ -133,7 +133,7 @@ class Choice:
 
     sentences: tuple[int, ...]  # index sentence ids, best first
     probs: tuple[float, ...]  # sentence-model probability of each (softmax over the candidates)
-    confidence: float  # answer-model probability that the first is right
+    confidence: float  # answer-model probability that the quoted sentences hold the answer
     answerable: float  # abstention-model probability that the documents answer the question
     abstain: bool
 

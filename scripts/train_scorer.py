@@ -118,7 +118,8 @@ def collect(name: str, docs: Path, questions_path: Path, index_dir: Path, settin
             group_of: dict[str, str], simulate: bool) -> list[Case]:
     """``_collect``, cached under ``cache`` by the code that makes features and the questions."""
     code = b"".join((REPO / "rag" / f).read_bytes() for f in ("features.py", "retrieve.py", "chunk.py"))
-    key = hashlib.sha1(code + questions_path.read_bytes() + (name + str(simulate) + ("" if simulate else "v2")).encode()).hexdigest()[:12]
+    tag = (name + str(simulate) + ("" if simulate else "v2")).encode()
+    key = hashlib.sha1(code + questions_path.read_bytes() + tag).hexdigest()[:12]
     meta_path, arrays_path = cache / f"cases-{key}.json", cache / f"cases-{key}.npz"
     if meta_path.exists() and arrays_path.exists():
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
@@ -220,19 +221,30 @@ def fit_sentence(cases: list[Case], idx: np.ndarray, drop: tuple[str, ...] = ())
     return fit_listwise(xs, ys, SENTENCE_FEATURES)
 
 
-def answer_rows(cases: list[Case], idx: np.ndarray, sentence: Logistic, drop: tuple[str, ...] = ()
-                ) -> tuple[np.ndarray, np.ndarray]:
+def _zero_model() -> Logistic:
+    n = len(ANSWER_FEATURES)
+    return Logistic(ANSWER_FEATURES, np.zeros(n), np.ones(n), np.zeros(n), 0.0)
+
+
+def answer_rows(cases: list[Case], idx: np.ndarray, sentence: Logistic, drop: tuple[str, ...] = (),
+                support_min: float = 0.15) -> tuple[np.ndarray, np.ndarray]:
+    """Question-level rows and the answer model's label: the answer shown (first sentence and
+    the supports ``support_min`` admits) holds a gold answer, what ``answer_accuracy`` counts."""
     xs, ys = [], []
+    shape = ScorerModel(sentence, _zero_model(), _zero_model(), 0.0, support_min, {})
     for i in idx:
         c = cases[i]
         logits = sentence.logit(mask_columns(c.sf.x, drop)) if len(c.sf.sentences) else np.zeros(0)
         xs.append(answer_features(c.sf, logits))
-        ys.append(bool(len(logits)) and bool(c.loose[int(np.argmax(logits))]))
+        sf = SentenceFeatures(c.sf.sentences, mask_columns(c.sf.x, drop), c.sf.cues, c.sf.specificity)
+        pos = {s: j for j, s in enumerate(c.sf.sentences)}
+        ys.append(any(bool(c.loose[pos[s]]) for s in choose(sf, c.texts, shape).sentences))
     return np.array(xs), np.array(ys, dtype=bool)
 
 
 def cross_validate(cases: list[Case], fold: np.ndarray, drop: tuple[str, ...] = (), seed_weight: float = 20.0,
-                   with_answer: bool = True) -> tuple[list[ScorerModel], dict[int, np.ndarray]]:
+                   with_answer: bool = True, support_min: float = 0.15
+                   ) -> tuple[list[ScorerModel], dict[int, np.ndarray]]:
     """Per fold, a model fit on the other folds; returns the models and each case's out-of-fold logits."""
     models, logits = [], {}
     for f in range(int(fold.max()) + 1):
@@ -240,7 +252,7 @@ def cross_validate(cases: list[Case], fold: np.ndarray, drop: tuple[str, ...] = 
         sentence = fit_sentence(cases, train, drop)
         if with_answer:
             # the answer model learns from the sentence model's out-of-fold logits on its training folds
-            answer, abstain = fit_answer_oof(cases, train, fold, drop, seed_weight)
+            answer, abstain = fit_answer_oof(cases, train, fold, drop, seed_weight, support_min)
         else:
             answer = abstain = Logistic(ANSWER_FEATURES, np.zeros(len(ANSWER_FEATURES)),
                                         np.ones(len(ANSWER_FEATURES)), np.zeros(len(ANSWER_FEATURES)), 0.0)
@@ -252,22 +264,28 @@ def cross_validate(cases: list[Case], fold: np.ndarray, drop: tuple[str, ...] = 
 
 
 def fit_answer_oof(cases: list[Case], train: np.ndarray, fold: np.ndarray, drop: tuple[str, ...],
-                   seed_weight: float) -> tuple[Logistic, Logistic]:
+                   seed_weight: float, support_min: float = 0.15) -> tuple[Logistic, Logistic]:
     """The answer and abstention models on ``train``, their features made by sentence models that did
     not see each row. The answer model learns "the first sentence holds a gold answer", the
     abstention model "the question is answerable"."""
-    xs, ys, ws, able = [], [], [], []
+    xs, ys, ws, able, helds = [], [], [], [], []
     for f in np.unique(fold[train]):
         inner_train = train[fold[train] != f]
         held = train[fold[train] == f]
+        helds.append(held)
         sentence = fit_sentence(cases, inner_train, drop)
-        ax, ay = answer_rows(cases, held, sentence, drop)
+        ax, ay = answer_rows(cases, held, sentence, drop, support_min)
         xs.append(ax)
         ys.append(ay)
         ws.append(np.array([seed_weight if cases[i].variant == "seed" else 1.0 for i in held]))
         able.append(np.array([cases[i].answerable for i in held]))
     x, w = np.concatenate(xs), np.concatenate(ws)
-    return (fit_logistic(x, np.concatenate(ys), ANSWER_FEATURES, w),
+    # The confidence is learned from questions as asked (XQuAD and seed), not from the made-up
+    # unanswerable ones: those would set its base rate to 2 unanswerable questions in 3, and it
+    # was then under-confident on every real set (ECE 0.29-0.42). The abstention model needs them.
+    real = np.concatenate([np.array([cases[i].variant in ("answerable", "seed") for i in held])
+                           for held in helds])
+    return (fit_logistic(x[real], np.concatenate(ys)[real], ANSWER_FEATURES, w[real]),
             fit_logistic(x, np.concatenate(able), ANSWER_FEATURES, w))
 
 
@@ -311,11 +329,12 @@ def summary(rows: list[dict]) -> dict[str, float | None]:
 
 
 def ece(rows: list[dict], bins: int = 10) -> float | None:
-    """Expected calibration error of ``confidence`` against "the first sentence is right"."""
+    """Expected calibration error of ``confidence`` against "the answer shown holds a gold answer"
+    (whether or not the threshold withholds it)."""
     if not rows:
         return None
     conf = np.array([r["confidence"] for r in rows])
-    right = np.array([r["answerable"] and r["first_right"] for r in rows], dtype=float)
+    right = np.array([r["answerable"] and r["any_right"] for r in rows], dtype=float)
     which = np.minimum((conf * bins).astype(int), bins - 1)
     total = 0.0
     for b in range(bins):
@@ -360,7 +379,8 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=REPO / "bench" / "results")
     parser.add_argument("--target", type=float, default=0.05, help="false abstention allowed on each tuning set")
     parser.add_argument("--max-sentences-per-answer", type=float, default=1.5,
-                        help="the support rule: the lowest support_min whose answers average at most this many sentences")
+                        help="the support rule: the lowest support_min whose answers average at most this "
+                             "many sentences")
     parser.add_argument("--seed-weight", type=float, default=20.0)
     parser.add_argument("--ablation", action="store_true")
     parser.add_argument("--write", action="store_true", help="fit on all data and write rag/data/scorer.json")
@@ -379,10 +399,13 @@ def main() -> int:
         cases += collect("seed-tune", REPO / "seeds", args.seed_tune, args.work / "qidx" / "seeds", settings,
                          cache, {}, simulate=False)
     fold = folds(cases)
-    models, _ = cross_validate(cases, fold, seed_weight=args.seed_weight)
+    # the support rule first (it needs the sentence models only): the answer model's label is
+    # whether the answer shown with it is right
+    shapes, _ = cross_validate(cases, fold, with_answer=False)
+    support_min, sweep = pick_support(cases, fold, shapes, args.max_sentences_per_answer)
+    models, _ = cross_validate(cases, fold, seed_weight=args.seed_weight, support_min=support_min)
     rows = outcomes(cases, fold, models, 0.0, 1.0)
     threshold = pick_threshold([r for r in rows if r["variant"] in ("answerable", "seed")], args.target)
-    support_min, sweep = pick_support(cases, fold, models, args.max_sentences_per_answer)
     rows = outcomes(cases, fold, models, threshold, support_min)
     report: dict = {"threshold": threshold, "support_min": support_min, "support_sweep": sweep, "out_of_fold": {}}
     for name in sorted({r["set"] for r in rows}):
@@ -414,7 +437,8 @@ def ablation(cases: list[Case], fold: np.ndarray) -> dict[str, dict[str, float]]
     """First-sentence accuracy (no abstention) out of fold: baselines, all features, each group removed."""
     col = {n: i for i, n in enumerate(SENTENCE_FEATURES)}
     table = {
-        "plain dense (best e5 cosine)": first_accuracy(cases, {i: c.sf.x[:, col["e5_gap"]] for i, c in enumerate(cases)}),
+        "plain dense (best e5 cosine)": first_accuracy(
+            cases, {i: c.sf.x[:, col["e5_gap"]] for i, c in enumerate(cases)}),
         "today (best fused score)": first_accuracy(cases, {i: c.sf.x[:, col["fused"]] for i, c in enumerate(cases)}),
     }
     _, logits = cross_validate(cases, fold, with_answer=False)
@@ -429,8 +453,9 @@ def write(cases: list[Case], fold: np.ndarray, threshold: float, support_min: fl
           args: argparse.Namespace) -> None:
     everything = np.arange(len(cases))
     sentence = fit_sentence(cases, everything)
-    answer, abstain = fit_answer_oof(cases, everything, fold, (), args.seed_weight)
-    info = {"models": ["e5+use"], "trained_on": sorted({c.set for c in cases}), "cases": len(cases), "target_false_abstention": args.target,
+    answer, abstain = fit_answer_oof(cases, everything, fold, (), args.seed_weight, support_min)
+    info = {"models": ["e5+use"], "trained_on": sorted({c.set for c in cases}), "cases": len(cases),
+            "target_false_abstention": args.target,
             "script": "scripts/train_scorer.py"}
     model = ScorerModel(sentence, answer, abstain, threshold, support_min, info)
     path = REPO / "rag" / "data" / "scorer.json"

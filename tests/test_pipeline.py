@@ -43,7 +43,7 @@ def test_what_did_blinken_offer(real_pipeline: Pipeline) -> None:
     with open(SEED_DOC, encoding="utf-8", newline="") as handle:
         assert handle.read()[top.start : top.end] == top.text
     assert_citations_verify(answer)
-    # confidence is now the learned probability that the first sentence holds the answer, not a
+    # confidence is now the learned probability that the quoted sentences hold the answer, not a
     # distance to the abstention threshold: it may be low on an answered question
     assert 0.0 < answer.confidence < 1.0
     assert [c.role for c in answer.sentences] == ["answer"] + ["support"] * (len(answer.sentences) - 1)
