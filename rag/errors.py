@@ -54,7 +54,20 @@ class ScorerError(RagError):
     """The bundled answer-scorer weights are missing, unreadable or out of date."""
 
 
+class ClusterError(RagError):
+    """The Ray cluster cannot be reached, or a distributed build failed on it."""
+
+
+class StoreError(RagError):
+    """The vector store (Milvus) cannot be reached or refused a request."""
+
+
+class StoreMismatchError(IndexMismatchError):
+    """A vector store holds another model's vectors, or the store asked for is not the index's."""
+
+
 __all__ = [
+    "ClusterError",
     "DocumentFormatError",
     "DocumentsError",
     "IndexCorruptError",
@@ -67,4 +80,6 @@ __all__ = [
     "RagError",
     "ScorerError",
     "SettingsError",
+    "StoreError",
+    "StoreMismatchError",
 ]

@@ -94,3 +94,19 @@ def real_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def real_pipeline(real_index: Path) -> Pipeline:
     return Pipeline.open(real_index, Settings())
+
+
+@pytest.fixture(scope="session")
+def loopback_only() -> None:
+    """Engines (Ray, Milvus) probe outside hosts and listen on every interface: only inside ``unshare -n``.
+
+    scripts/test.sh runs pytest in a network namespace that has nothing but loopback; a test
+    that starts an engine anywhere else fails here, before the engine starts.
+    """
+    import socket
+
+    interfaces = sorted(name for _, name in socket.if_nameindex())
+    if interfaces != ["lo"]:
+        pytest.fail(f"this test starts a network engine and must run inside a loopback-only namespace "
+                    f"(interfaces here: {', '.join(interfaces)}): run `bash scripts/test.sh`, or "
+                    "`unshare -n sh -c 'ip link set lo up; exec python -m pytest ...'` as root")

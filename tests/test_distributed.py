@@ -1,0 +1,149 @@
+"""Builds on a real local Ray cluster (a head and two worker nodes on loopback), against local builds."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from conftest import FAKE, SEED_DOC
+
+from rag.encoders import HashEncoder, create_encoder
+from rag.errors import ClusterError
+from rag.index import background_sentences, build_index, current_build, open_index
+from rag.load import load_documents
+from rag.pipeline import Pipeline
+from rag.settings import Settings
+
+pytestmark = pytest.mark.ray
+ray = pytest.importorskip("ray")
+
+from rag.distributed import RayEncoder, ray_environment  # noqa: E402 - after the skip
+
+
+@pytest.fixture(scope="module")
+def cluster(loopback_only: None) -> Iterator[Any]:
+    """A head without CPUs (so every actor runs on a worker node) and two one-CPU worker nodes."""
+    ray_environment()
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
+    cluster.wait_for_nodes()
+    cluster.worker_ids = {w.node_id for w in workers}
+    try:
+        yield cluster
+    finally:
+        cluster.shutdown()
+
+
+def _ray(cluster: Any, batch: int = 8, spec: str = "hash", **kwargs: Any) -> RayEncoder:
+    return RayEncoder(spec, cluster.address, create_encoder(spec, threads=1), batch=batch, **kwargs)
+
+
+def _actor_pids() -> list[int]:
+    """Ray Data encoding actors of this machine (their process title names the actor class)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                    if b"MapWorker(MapBatches(_Embed))" in handle.read():
+                        pids.append(int(entry))
+            except OSError:
+                continue
+    return pids
+
+
+def _answers(index_dir: Path) -> list[tuple[str | None, list[tuple[str, int, int]]]]:
+    import json
+
+    pipe = Pipeline.open(index_dir, FAKE, HashEncoder())
+    out = []
+    for line in (Path(__file__).parent.parent / "evals" / "seed_questions.jsonl").read_text().splitlines():
+        answer = pipe.ask(json.loads(line)["question"])
+        out.append((answer.text, [(c.doc, c.start, c.end) for c in answer.sentences]))
+    return out
+
+
+def test_a_ray_build_equals_a_local_build_and_uses_both_nodes(cluster: Any, tmp_path: Path, seeds_copy: Path) -> None:
+    loaded = load_documents(seeds_copy)
+    build_index(loaded, tmp_path / "local", FAKE, HashEncoder())
+    encoder = _ray(cluster)
+    report = build_index(loaded, tmp_path / "ray", FAKE, encoder)
+    local, remote = open_index(tmp_path / "local"), open_index(tmp_path / "ray")
+    np.testing.assert_allclose(remote.chunk_vectors, local.chunk_vectors, atol=1e-6)
+    np.testing.assert_allclose(remote.sentence_vectors, local.sentence_vectors, atol=1e-6)
+    np.testing.assert_allclose(remote.background, local.background, atol=1e-6)
+    assert set(encoder.last_nodes) == cluster.worker_ids  # both worker nodes encoded, the head none
+    background = len(set(background_sentences([d.lang for d in loaded.documents])))
+    assert sum(encoder.last_nodes.values()) == report.chunks + report.sentences + background
+    assert _answers(tmp_path / "ray") == _answers(tmp_path / "local")
+
+
+def test_an_incremental_ray_build_embeds_only_the_new_document(cluster: Any, tmp_path: Path,
+                                                               seeds_copy: Path) -> None:
+    encoder = _ray(cluster)
+    first = build_index(load_documents(seeds_copy), tmp_path / "index", FAKE, encoder)
+    sent_first = sum(encoder.last_nodes.values())
+    (seeds_copy / "new.txt").write_text("Une phrase nouvelle sur Prague.\n\nEt une autre sur Genève.", encoding="utf-8")
+    second = build_index(load_documents(seeds_copy), tmp_path / "index", FAKE, encoder)
+    assert (second.embedded_documents, second.reused_documents) == (1, 1)
+    new_texts = (second.chunks - first.chunks) + (second.sentences - first.sentences)
+    background = sent_first - first.chunks - first.sentences
+    assert sum(encoder.last_nodes.values()) == new_texts + background
+
+
+def _kill_an_actor_on_first_progress() -> Any:
+    killed: list[int] = []
+
+    def progress(done: int, total: int) -> None:
+        if done > 0 and not killed:
+            pids = _actor_pids()
+            assert pids, "no encoding actor found to kill"
+            os.kill(pids[0], signal.SIGKILL)
+            killed.append(pids[0])
+
+    return progress, killed
+
+
+# The kill tests encode with e5, one text per batch: hashing finishes every batch before the
+# first result reaches the driver, so there would be no work left in flight to kill.
+E5 = Settings(model="e5")
+
+
+@pytest.mark.model
+def test_a_killed_actor_is_restarted_and_the_build_completes(cluster: Any, tmp_path: Path, seeds_copy: Path) -> None:
+    loaded = load_documents(seeds_copy)
+    build_index(loaded, tmp_path / "local", E5, create_encoder("e5", threads=1))
+    progress, killed = _kill_an_actor_on_first_progress()
+    build_index(loaded, tmp_path / "ray", E5, _ray(cluster, batch=1, spec="e5"), progress=progress)
+    assert killed
+    np.testing.assert_allclose(open_index(tmp_path / "ray").sentence_vectors,
+                               open_index(tmp_path / "local").sentence_vectors, atol=1e-4)
+
+
+@pytest.mark.model
+def test_without_retries_a_killed_actor_fails_the_build_and_keeps_the_index(cluster: Any, tmp_path: Path,
+                                                                           seeds_copy: Path) -> None:
+    build_index(load_documents(seeds_copy), tmp_path / "index", E5, create_encoder("e5", threads=1))
+    before = current_build(tmp_path / "index")
+    (seeds_copy / "new.txt").write_text(SEED_DOC.read_text(encoding="utf-8") + "\n\nEncore.", encoding="utf-8")
+    progress, killed = _kill_an_actor_on_first_progress()
+    with pytest.raises(ClusterError, match=r"the build failed on the Ray cluster .*previous index is still in use"):
+        build_index(load_documents(seeds_copy), tmp_path / "index", E5, _ray(cluster, batch=1, spec="e5", retries=0),
+                    progress=progress)
+    assert killed
+    assert current_build(tmp_path / "index") == before
+    assert len(open_index(tmp_path / "index").documents) == 1
+
+
+def test_an_unreachable_cluster_is_one_line_in_seconds(loopback_only: None, tmp_path: Path, seeds_copy: Path) -> None:
+    with pytest.raises(ClusterError, match=r"cannot reach the Ray cluster at '127\.0\.0\.1:1' .*ray start --head"):
+        build_index(load_documents(seeds_copy), tmp_path / "index", FAKE,
+                    RayEncoder("hash", "127.0.0.1:1", HashEncoder()))
+    assert not (tmp_path / "index" / "CURRENT").exists()
