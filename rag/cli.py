@@ -139,18 +139,38 @@ def _report_json(report: BuildReport) -> dict[str, Any]:
     }
 
 
+def _store_options(func: F) -> F:
+    func = click.option("--store", type=click.Choice(["faiss", "milvus"]), default=None,
+                        help="Where the vectors live [default: the index's store, else faiss].")(func)
+    func = click.option("--milvus-uri", default=None, envvar="RAG_MILVUS_URI",
+                        help="Milvus Lite file (index.db) or server/cluster URI (http://HOST:19530) "
+                             "[default: the index's].")(func)
+    return func
+
+
 @main.command("index")
 @_common
+@_store_options
+@click.option("--milvus-collection", default=None, help="Milvus collection name prefix [default: from the index path].")
+@click.option("--milvus-index", type=click.Choice(["FLAT", "HNSW"]), default=None,
+              help="Milvus vector index: FLAT is exact [default: HNSW].")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="auto", default=None, metavar="[ADDRESS]",
+              help="Embed on a Ray cluster: HOST:PORT of its head, ray://HOST:10001, or nothing for the cluster "
+                   "this machine belongs to (RAY_ADDRESS or `ray start`).")
 @click.option("--full", is_flag=True, help="Re-embed every document instead of only new or changed ones.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def index_cmd(seeds: Path, index_dir: Path, model: str | None, debug: bool, full: bool, as_json: bool) -> None:
+def index_cmd(seeds: Path, index_dir: Path, model: str | None, debug: bool, store: str | None,
+              milvus_uri: str | None, milvus_collection: str | None, milvus_index: str | None,
+              ray_address: str | None, full: bool, as_json: bool) -> None:
     """Build or update the index from the documents folder."""
     from .index import build_index
     from .load import load_documents
     from .pipeline import encoder_for
 
     with _friendly_errors(debug):
-        settings = _settings(index_dir, model)
+        settings = _settings(index_dir, model, store=store, milvus_uri=milvus_uri,
+                             milvus_collection=milvus_collection, milvus_index=milvus_index,
+                             ray_address=ray_address)
         with _reading_bar() as reading:
             loaded = load_documents(seeds, progress=reading)
         for skipped in loaded.skipped:
@@ -196,16 +216,17 @@ def _shorten(text: str, width: int = 160) -> str:
 
 @main.command("ask")
 @_common
+@_store_options
 @click.argument("question")
 @click.option("--top-k", type=click.IntRange(1, 50), default=None, help="Passages to show as sources [default: 5].")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def ask_cmd(seeds: Path, index_dir: Path, model: str | None, debug: bool, question: str, top_k: int | None,
-            as_json: bool) -> None:
+def ask_cmd(seeds: Path, index_dir: Path, model: str | None, debug: bool, store: str | None,
+            milvus_uri: str | None, question: str, top_k: int | None, as_json: bool) -> None:
     """Answer QUESTION from the documents, building the index first when it is missing or stale."""
     from .pipeline import Pipeline, clean_question, ensure_index
 
     with _friendly_errors(debug):
-        settings = _settings(index_dir, model, top_k=top_k)
+        settings = _settings(index_dir, model, top_k=top_k, store=store, milvus_uri=milvus_uri)
         clean_question(question, settings)  # refuse a bad question before any slow work
         report = None
         if seeds.is_dir() or not (index_dir / "CURRENT").exists():

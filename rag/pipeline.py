@@ -55,7 +55,12 @@ def clean_question(question: str, settings: Settings) -> str:
 
 
 def encoder_for(settings: Settings) -> Encoder:
-    """The encoder ``settings`` ask for (pooled for large builds when ``settings.processes`` > 1)."""
+    """The encoder ``settings`` ask for: on a Ray cluster with ``ray_address``, else pooled for large
+    builds when ``settings.processes`` > 1."""
+    if settings.ray_address:
+        from .distributed import ray_encoder
+
+        return ray_encoder(settings.model, settings.ray_address, settings.threads)
     return pooled_encoder(settings.model, settings.threads, settings.processes)
 
 

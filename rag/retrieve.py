@@ -72,8 +72,8 @@ def retrieve(index: Index, query_vector: np.ndarray, question: str, settings: Se
     q = np.ascontiguousarray(query_vector, dtype=np.float32).reshape(1, -1)
     n_chunks, n_sents = len(index.chunks), len(index.sentences)
     k = min(settings.candidates, n_chunks)
-    _, chunk_ids = index.chunk_faiss.search(q, k)
-    _, sent_ids = index.sentence_faiss.search(q, min(settings.candidates, n_sents))
+    _, chunk_ids = index.chunk_store.search(q, k)
+    _, sent_ids = index.sentence_store.search(q, min(settings.candidates, n_sents))
     owner = index.sentence_chunk
     candidates = {int(c) for c in chunk_ids[0] if c >= 0}
     candidates.update(int(owner[s]) for s in sent_ids[0] if s >= 0)
@@ -99,10 +99,12 @@ def retrieve(index: Index, query_vector: np.ndarray, question: str, settings: Se
     sent_score = np.zeros(len(sents))
     first_sent_cos = np.zeros(len(sents))
     specificity = -1.0
+    # read once: from a memory map (FAISS) or in one request per kind (Milvus)
+    cand_vectors, sent_vectors = index.chunk_store.vectors(cand), index.sentence_store.vectors(sents)
     for i, part in enumerate(index.parts):
         qp = q[0, part.start : part.stop] / part.scale
-        c_cos = index.chunk_vectors[cand, part.start : part.stop] @ qp / part.scale
-        s_cos = index.sentence_vectors[sents, part.start : part.stop] @ qp / part.scale if sents.size else np.zeros(0)
+        c_cos = cand_vectors[:, part.start : part.stop] @ qp / part.scale
+        s_cos = sent_vectors[:, part.start : part.stop] @ qp / part.scale if sents.size else np.zeros(0)
         best = np.array([s_cos[m].max() if m else -1.0 for m in members])
         chunk_score += part.weight * (zscore(c_cos) + zscore(best))
         sent_score += part.weight * zscore(s_cos)

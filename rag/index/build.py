@@ -25,6 +25,7 @@ from ..encoders import Encoder, encode_passages, encoder_parts
 from ..errors import IndexCorruptError, IndexMismatchError, IndexMissingError
 from ..settings import Settings
 from ..types import BuildReport, Chunk, LoadResult, Span
+from . import milvus
 from .manifest import (
     FORMAT_VERSION,
     Counts,
@@ -35,6 +36,7 @@ from .manifest import (
     check_compatible,
     read_manifest,
 )
+from .milvus import check_store, store_of
 from .store import EXACT_SEARCH_BYTES, Index, build_lock, clean_leftovers, current_build, open_index, write_build
 
 Progress = Callable[[int, int], None]  # (passages embedded so far, total to embed)
@@ -110,6 +112,16 @@ def build_index(
     root = Path(root)
     with build_lock(root):
         clean_leftovers(root)
+        try:
+            before: Manifest | None = read_manifest(current_build(root))
+        except (IndexMissingError, IndexCorruptError):
+            before = None
+        if before is not None and not full:
+            check_store(before, settings, root, building=True)  # switching stores takes --full
+        store = settings.store or (store_of(before) if before is not None else "faiss")
+        settings = settings.with_(store=store)
+        if store == "milvus":
+            settings = milvus.resolve(settings, root, encoder.model_id, before)
         previous = None
         if not full:
             try:
@@ -118,6 +130,9 @@ def build_index(
                 previous = None
             if previous is not None and not check_compatible(previous.manifest, settings, root):
                 previous = None  # other chunking: nothing can be reused
+            if previous is not None and previous.manifest.settings.get("milvus_collection") != \
+                    settings.milvus_collection:
+                previous = None  # other collections: their rows are not this build's
         old_ids = set(previous.documents) if previous else set()
         if previous is not None and {d.id: d.sha256 for d in loaded.documents} == {
             d.id: d.sha256 for d in previous.documents.values()
@@ -131,21 +146,18 @@ def build_index(
 
         chunks: list[Chunk] = []
         sentences: list[Span] = []
-        reuse: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        prev_by_doc = _vectors_by_doc(previous) if previous else {}
+        reused: set[str] = set()
         for doc in loaded.documents:
             doc_chunks, doc_sents = chunk_document(doc, settings.chunk_size, settings.chunk_overlap, len(sentences))
             chunks.extend(doc_chunks)
             sentences.extend(doc_sents)
             prev_doc = previous.documents.get(doc.id) if previous else None
-            if prev_doc is not None and prev_doc.sha256 == doc.sha256 and doc.id in prev_by_doc:
-                reuse[doc.id] = prev_by_doc[doc.id]
+            if prev_doc is not None and prev_doc.sha256 == doc.sha256:
+                reused.add(doc.id)
 
         dim = encoder.dim
-        chunk_vectors = np.zeros((len(chunks), dim), dtype=np.float32)
-        sentence_vectors = np.zeros((len(sentences), dim), dtype=np.float32)
-        todo_chunks = [i for i, c in enumerate(chunks) if c.doc not in reuse]
-        todo_sents = [i for i, s in enumerate(sentences) if s.doc not in reuse]
+        todo_chunks = [i for i, c in enumerate(chunks) if c.doc not in reused]
+        todo_sents = [i for i, s in enumerate(sentences) if s.doc not in reused]
         # One call for everything, the background sentences included: a pooled encoder starts
         # its workers once, and this process need not load the model at all.
         background_texts = background_sentences([d.lang for d in loaded.documents])
@@ -164,12 +176,6 @@ def build_index(
             progress(0, total)
         vectors = encode_passages(encoder, texts + background_unique, tick)
         n_chunks, n_texts = len(todo_chunks), len(texts)
-        chunk_vectors[todo_chunks] = vectors[:n_chunks]
-        sentence_vectors[todo_sents] = vectors[n_chunks:n_texts]
-        for doc_id, (cv, sv) in reuse.items():
-            chunk_vectors[[i for i, c in enumerate(chunks) if c.doc == doc_id]] = cv
-            sentence_vectors[[i for i, s in enumerate(sentences) if s.doc == doc_id]] = sv
-
         background_vector = background_centroid(background_texts, vectors[n_texts:])
         manifest = Manifest(
             format_version=FORMAT_VERSION,
@@ -188,25 +194,51 @@ def build_index(
             skipped=tuple(loaded.skipped),
             versions=_versions(),
         )
-        write_build(root, manifest, loaded.documents, chunks, sentences, chunk_vectors, sentence_vectors,
-                    background_vector, _fail_after)
+        if store == "milvus":
+            collections = milvus.connect(settings)
+            collections.ensure(encoder.model_id, int(dim), settings.milvus_index)
+            versions, chunk_keys, sentence_keys = milvus.build_keys(loaded.documents, chunks, sentences, settings)
+            keep = set(versions.values())
+            with milvus.pending(root, collections, {versions[d] for d in versions if d not in reused}, keep):
+                milvus.insert_rows(collections, "chunks", chunks, chunk_keys, versions, todo_chunks,
+                                   vectors[:n_chunks])
+                milvus.insert_rows(collections, "sentences", sentences, sentence_keys, versions, todo_sents,
+                                   vectors[n_chunks:n_texts])
+                write_build(root, manifest, loaded.documents, chunks, sentences, None, None, background_vector,
+                            _fail_after, keys=(chunk_keys, sentence_keys))
+                milvus.after_switch(collections, before, keep)
+        else:
+            chunk_vectors = np.zeros((len(chunks), dim), dtype=np.float32)
+            sentence_vectors = np.zeros((len(sentences), dim), dtype=np.float32)
+            chunk_vectors[todo_chunks] = vectors[:n_chunks]
+            sentence_vectors[todo_sents] = vectors[n_chunks:n_texts]
+            if previous is not None:
+                for doc_id, (cv, sv) in _vectors_by_doc(previous, reused).items():
+                    chunk_vectors[[i for i, c in enumerate(chunks) if c.doc == doc_id]] = cv
+                    sentence_vectors[[i for i, s in enumerate(sentences) if s.doc == doc_id]] = sv
+            write_build(root, manifest, loaded.documents, chunks, sentences, chunk_vectors, sentence_vectors,
+                        background_vector, _fail_after)
         clean_leftovers(root)
     return BuildReport(
         documents=len(loaded.documents), chunks=len(chunks), sentences=len(sentences),
-        reused_documents=len(reuse), embedded_documents=len(loaded.documents) - len(reuse),
+        reused_documents=len(reused), embedded_documents=len(loaded.documents) - len(reused),
         removed_documents=len(old_ids - {d.id for d in loaded.documents}),
         skipped=loaded.skipped, seconds=time.perf_counter() - started, path=str(root),
         pages=sum(d.page_count for d in loaded.documents),
     )
 
 
-def _vectors_by_doc(index: Index) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def _vectors_by_doc(index: Index, docs: set[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The stored vectors of ``docs``, from the previous build's store (read, never re-encoded)."""
     out: dict[str, tuple[list[int], list[int]]] = {}
     for i, c in enumerate(index.chunks):
-        out.setdefault(c.doc, ([], []))[0].append(i)
+        if c.doc in docs:
+            out.setdefault(c.doc, ([], []))[0].append(i)
     for i, s in enumerate(index.sentences):
-        out.setdefault(s.doc, ([], []))[1].append(i)
-    return {d: (index.chunk_vectors[c], index.sentence_vectors[s]) for d, (c, s) in out.items()}
+        if s.doc in docs:
+            out.setdefault(s.doc, ([], []))[1].append(i)
+    return {d: (index.chunk_store.vectors(np.array(c, dtype=np.int64)),
+                index.sentence_store.vectors(np.array(s, dtype=np.int64))) for d, (c, s) in out.items()}
 
 
 def _versions() -> dict[str, str]:

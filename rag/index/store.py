@@ -7,6 +7,8 @@ Layout of an index folder::
       builds/<build>/    manifest.json, documents.jsonl, chunks.npy, sentences.npy,
                          chunk_vectors.npy, sentence_vectors.npy, background.npy, chunks.faiss,
                          sentences.faiss, bm25_chunks/, bm25_sentences/
+                         (with the Milvus store: chunk_keys.npy and sentence_keys.npy instead
+                         of the vectors and FAISS files; rag.index.milvus)
 
 A build is written into ``builds/.tmp-*``, flushed, renamed, and only then named in
 ``CURRENT``: a crash at any point leaves the previous build in use. JSON, NumPy and FAISS
@@ -36,7 +38,9 @@ from ..errors import IndexCorruptError, IndexMissingError
 from ..lexical import build_bm25, load_bm25, save_bm25
 from ..settings import DEFAULT_MODEL, Settings
 from ..types import Chunk, Document, Span
+from ..vector_store import FaissStore, VectorStore
 from .manifest import FileEntry, Manifest, check_compatible, read_manifest, rebuild_fix, sha256_file, verify_files
+from .milvus import check_store, open_stores, store_of
 
 CURRENT = "CURRENT"
 BUILDS = "builds"
@@ -69,9 +73,9 @@ class Index:
     documents: dict[str, Document]
     chunks: list[Chunk]
     sentences: list[Span]
-    chunk_vectors: np.ndarray
-    sentence_vectors: np.ndarray
-    chunk_faiss: Any
+    chunk_vectors: np.ndarray | None  # memory-mapped; None when the vectors are in Milvus
+    sentence_vectors: np.ndarray | None
+    chunk_faiss: Any  # None with Milvus
     sentence_faiss: Any
     bm25_chunks: Any
     bm25_sentences: Any
@@ -80,6 +84,8 @@ class Index:
     sentence_chunk: np.ndarray  # for each sentence, the first chunk that holds it
     languages: frozenset[str]  # the documents' detected languages
     sentence_lang: np.ndarray  # for each sentence, its document's language (object array; None if unknown)
+    chunk_store: VectorStore  # what retrieval searches and re-scores from (rag.vector_store)
+    sentence_store: VectorStore
 
     @property
     def model(self) -> str:
@@ -216,13 +222,15 @@ def write_build(
     documents: Sequence[Document],
     chunks: list[Chunk],
     sentences: list[Span],
-    chunk_vectors: np.ndarray,
-    sentence_vectors: np.ndarray,
+    chunk_vectors: np.ndarray | None,
+    sentence_vectors: np.ndarray | None,
     background_vector: np.ndarray,
     fail_after: str | None,
+    keys: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Path:
     """Write one build beside the others and switch ``CURRENT`` to it atomically; its folder.
 
+    ``keys`` (the Milvus store) replaces the vectors and FAISS files with each row's Milvus key.
     ``fail_after`` names a step after which to raise (tests inject crashes with it).
     """
     import faiss
@@ -248,13 +256,18 @@ def write_build(
     step("documents.jsonl")
     np.save(tmp / "chunks.npy", _spans_array(chunks, doc_pos, chunk=True), allow_pickle=False)
     np.save(tmp / "sentences.npy", _spans_array(sentences, doc_pos, chunk=False), allow_pickle=False)
-    np.save(tmp / "chunk_vectors.npy", chunk_vectors, allow_pickle=False)
-    step("chunk_vectors.npy")
-    np.save(tmp / "sentence_vectors.npy", sentence_vectors, allow_pickle=False)
     np.save(tmp / "background.npy", background_vector, allow_pickle=False)
-    faiss.write_index(make_faiss(chunk_vectors), str(tmp / "chunks.faiss"))
-    step("chunks.faiss")
-    faiss.write_index(make_faiss(sentence_vectors), str(tmp / "sentences.faiss"))
+    if keys is not None:
+        np.save(tmp / "chunk_keys.npy", keys[0], allow_pickle=False)
+        np.save(tmp / "sentence_keys.npy", keys[1], allow_pickle=False)
+    else:
+        assert chunk_vectors is not None and sentence_vectors is not None
+        np.save(tmp / "chunk_vectors.npy", chunk_vectors, allow_pickle=False)
+        step("chunk_vectors.npy")
+        np.save(tmp / "sentence_vectors.npy", sentence_vectors, allow_pickle=False)
+        faiss.write_index(make_faiss(chunk_vectors), str(tmp / "chunks.faiss"))
+        step("chunks.faiss")
+        faiss.write_index(make_faiss(sentence_vectors), str(tmp / "sentences.faiss"))
     save_bm25(build_bm25([c.text for c in chunks]), str(tmp / "bm25_chunks"))
     save_bm25(build_bm25([s.text for s in sentences]), str(tmp / "bm25_sentences"))
     step("bm25")
@@ -322,8 +335,10 @@ def open_index(
     root = Path(root)
     build = current_build(root)
     manifest = read_manifest(build)
-    if settings is not None:  # another model is refused before any file is read
+    if settings is not None:  # another model or store is refused before any file is read
         check_compatible(manifest, settings, root)
+        check_store(manifest, settings, root, building=False)
+    milvus = store_of(manifest) == "milvus"
     verify_files(build, manifest, checksums=verify)
     fix = rebuild_fix(root)
     try:
@@ -340,14 +355,16 @@ def open_index(
         order = list(documents.values())
         chunk_rows = np.load(build / "chunks.npy", allow_pickle=False)
         sent_rows = np.load(build / "sentences.npy", allow_pickle=False)
-        # Memory-mapped: FAISS holds its own copy for search; re-scoring reads ~150 rows per
-        # question, so only those pages become resident (a loaded copy doubled the RAM at scale).
-        # Builds never rewrite a file in place, so the mapping cannot be truncated under us.
-        chunk_vectors = np.load(build / "chunk_vectors.npy", allow_pickle=False, mmap_mode="r")
-        sentence_vectors = np.load(build / "sentence_vectors.npy", allow_pickle=False, mmap_mode="r")
         background = np.load(build / "background.npy", allow_pickle=False)
-        chunk_faiss = faiss.read_index(str(build / "chunks.faiss"))
-        sentence_faiss = faiss.read_index(str(build / "sentences.faiss"))
+        chunk_vectors = sentence_vectors = chunk_faiss = sentence_faiss = None
+        if not milvus:
+            # Memory-mapped: FAISS holds its own copy for search; re-scoring reads ~150 rows per
+            # question, so only those pages become resident (a loaded copy doubled the RAM at scale).
+            # Builds never rewrite a file in place, so the mapping cannot be truncated under us.
+            chunk_vectors = np.load(build / "chunk_vectors.npy", allow_pickle=False, mmap_mode="r")
+            sentence_vectors = np.load(build / "sentence_vectors.npy", allow_pickle=False, mmap_mode="r")
+            chunk_faiss = faiss.read_index(str(build / "chunks.faiss"))
+            sentence_faiss = faiss.read_index(str(build / "sentences.faiss"))
         bm25_chunks = load_bm25(str(build / "bm25_chunks"))
         bm25_sentences = load_bm25(str(build / "bm25_sentences"))
     except (OSError, ValueError, KeyError, RuntimeError, json.JSONDecodeError) as exc:
@@ -365,13 +382,21 @@ def open_index(
         raise IndexCorruptError(f"index at {str(root)!r} has inconsistent spans: {fix}") from exc
     dim = manifest.model.dim
     parts = layout(manifest)
+    chunk_store: VectorStore
+    sentence_store: VectorStore
+    if milvus:
+        chunk_store, sentence_store = open_stores(manifest, settings, build)
+    else:
+        assert chunk_vectors is not None and sentence_vectors is not None
+        chunk_store = FaissStore(chunk_faiss, chunk_vectors)
+        sentence_store = FaissStore(sentence_faiss, sentence_vectors)
+        if chunk_vectors.shape != (len(chunks), dim) or sentence_vectors.shape != (len(sentences), dim):
+            raise IndexCorruptError(f"index at {str(root)!r} has inconsistent sizes or dimensions: {fix}")
     consistent = (
-        chunk_vectors.shape == (len(chunks), dim)
-        and sentence_vectors.shape == (len(sentences), dim)
-        and chunk_faiss.ntotal == len(chunks)
-        and sentence_faiss.ntotal == len(sentences)
-        and chunk_faiss.d == dim
-        and sentence_faiss.d == dim
+        len(chunk_store) == len(chunks)
+        and len(sentence_store) == len(sentences)
+        and chunk_store.dim == dim
+        and sentence_store.dim == dim
         and len(documents) == manifest.counts.documents
         and background.shape == (dim,)
         and parts[-1].stop == dim
@@ -389,4 +414,6 @@ def open_index(
         sentence_chunk=_sentence_owners(chunks, len(sentences)),
         languages=frozenset(d.lang for d in documents.values() if d.lang),
         sentence_lang=sentence_lang,
+        chunk_store=chunk_store,
+        sentence_store=sentence_store,
     )
