@@ -8,8 +8,14 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 if [ "${1:-}" = "test" ]; then
   # The pin takes the CPU build from local disk; an unpinned torch pulls a CUDA build of several GB.
   "$PY" -m pip install -q "torch==2.13.0"
-  "$PY" -m pip install -q -e ".[test,st]"
+  # ray and milvus: the engine tests (tests/test_distributed.py, tests/test_vector_store.py)
+  "$PY" -m pip install -q -e ".[test,st,ray,milvus]"
   bash scripts/install_chromium.sh
+  # scripts/test.sh runs pytest in a loopback-only network namespace: unshare (util-linux) and ip
+  if ! command -v ip >/dev/null; then
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq iproute2 >/dev/null
+  fi
 else
   "$PY" -m pip install -q -e .
 fi
