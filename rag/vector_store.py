@@ -20,6 +20,7 @@ Milvus cluster (``http://host:19530``).
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol, runtime_checkable
@@ -116,6 +117,8 @@ class MilvusCollections:
 
     def __init__(self, uri: str, prefix: str, token: str | None = None, timeout: float = 30.0) -> None:
         self.uri, self.prefix, self.timeout = resolve_uri(uri), prefix, timeout
+        # pymilvus logs each failed call with its traceback; the failure is raised as a StoreError instead
+        logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
         try:
             from pymilvus import MilvusClient
         except ImportError as exc:
@@ -152,7 +155,8 @@ class MilvusCollections:
             params = self.client.prepare_index_params()
             params.add_index(field_name="vector", index_type=index_type, metric_type="IP",  # cosine on unit vectors
                              params=HNSW_PARAMS if index_type == "HNSW" else {})
-            params.add_index(field_name="doc_key", index_type="INVERTED")  # deletes by document
+            # No scalar index on doc_key: deletes by document scan it, which every server version
+            # accepts (INVERTED needs 2.4+; the 2.3.5 server of PyPI's `milvus` package refuses it).
             self._call(self.client.create_collection, name, schema=schema, index_params=params,
                        consistency_level="Strong",  # a build's rows are searchable as soon as it switches
                        properties={"rag.model_id": model_id, "rag.dim": str(dim)})
@@ -234,7 +238,8 @@ class MilvusCollections:
         try:
             return method(*args, **kwargs)
         except Exception as exc:
-            raise StoreError(f"Milvus at {self.uri!r} failed ({_reason(exc)}): check that it is running") from exc
+            raise StoreError(f"Milvus at {self.uri!r} refused {getattr(method, '__name__', 'a request')} "
+                             f"({_reason(exc)}): check that it is running and reachable") from exc
 
 
 def _reason(exc: Exception) -> str:

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -159,3 +167,60 @@ def test_the_cli_builds_into_milvus_and_says_each_failure_in_one_line(tmp_path: 
         assert result.exit_code == 2, (name, result.output)  # type: ignore[attr-defined]
         lines = result.output.strip().splitlines()  # type: ignore[attr-defined]
         assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in result.output, name
+
+
+def _processes_under(folder: Path) -> list[int]:
+    """Processes whose executable lies in ``folder``: the server copies its binary into its data folder."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.readlink(f"/proc/{entry}/exe").startswith(str(folder)):
+                    pids.append(int(entry))
+            except OSError:
+                continue
+    return pids
+
+
+@pytest.fixture(scope="module")
+def milvus_server(tmp_path_factory: pytest.TempPathFactory, loopback_only: None) -> Iterator[str]:
+    """The standalone server of PyPI's `milvus` package (2.3.5) on 127.0.0.1:19530, in the namespace."""
+    pytest.importorskip("milvus")
+    data = tmp_path_factory.mktemp("milvus-server")
+    log = open(data.parent / "milvus-server.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen([sys.executable, "-c", "import sys, milvus; sys.argv[0] = 'milvus-server'; milvus.main()",
+                             "--data", str(data)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        for _ in range(180):
+            try:
+                socket.create_connection(("127.0.0.1", 19530), timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    pytest.fail(f"milvus-server exited ({proc.returncode}); see {log.name}")
+                time.sleep(1)
+        else:
+            pytest.fail(f"milvus-server did not listen within 180 s; see {log.name}")
+        yield "http://127.0.0.1:19530"
+    finally:
+        proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=30)
+        for pid in _processes_under(data):  # the server binary outlives its launcher
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        proc.kill()
+        proc.wait()
+        log.close()
+
+
+def test_a_standalone_milvus_server_builds_updates_and_answers_as_faiss(milvus_server: str, tmp_path: Path,
+                                                                        seeds_copy: Path) -> None:
+    settings = FAKE.with_(store="milvus", milvus_uri=milvus_server, milvus_index="HNSW")
+    build_index(load_documents(seeds_copy), tmp_path / "index", settings, FakeEncoder())
+    (seeds_copy / "new.txt").write_text("Une phrase sur Prague.\n\nEt une autre sur Genève.", encoding="utf-8")
+    report = build_index(load_documents(seeds_copy), tmp_path / "index", FAKE, FakeEncoder())
+    assert report.embedded_documents == 1
+    assert rows(settings, tmp_path / "index") == (report.chunks, report.sentences)
+    build_index(load_documents(seeds_copy), tmp_path / "faiss", FAKE, FakeEncoder())
+    assert [r[1:] for r in rankings(tmp_path / "index", FAKE)] == [r[1:] for r in rankings(tmp_path / "faiss", FAKE)]
