@@ -178,6 +178,8 @@ class MilvusCollections:
                     f"Milvus collection {name!r} holds vectors of model {have_model!r} ({have_dim} dimensions), "
                     f"not {model_id!r} ({dim}): choose another --milvus-collection, or drop that collection"
                 )
+            # A server (or Lite) restarted since the build holds collections released from memory
+            self._call(self.client.load_collection, name)
 
     def drop(self) -> None:
         for kind in KINDS:

@@ -74,6 +74,17 @@ def test_flat_milvus_ranks_and_answers_as_faiss(tmp_path: Path, seeds_copy: Path
     assert rankings(tmp_path / "milvus", FAKE) == rankings(tmp_path / "faiss", FAKE)
 
 
+def test_collections_released_since_the_build_are_loaded_on_open(tmp_path: Path, seeds_copy: Path) -> None:
+    settings = milvus(tmp_path)
+    build_index(load_documents(seeds_copy), tmp_path / "index", settings, FakeEncoder())
+    before = rankings(tmp_path / "index", FAKE)
+    prefix = str(open_index(tmp_path / "index").manifest.settings["milvus_collection"])
+    collections = MilvusCollections(str(settings.milvus_uri), prefix)
+    for kind in ("chunks", "sentences"):  # as after a restart of the server or of Milvus Lite
+        collections.client.release_collection(collections.name(kind))
+    assert rankings(tmp_path / "index", FAKE) == before
+
+
 def test_incremental_builds_insert_new_and_delete_changed_and_removed_documents(tmp_path: Path,
                                                                                seeds_copy: Path) -> None:
     settings, index_dir = milvus(tmp_path), tmp_path / "index"
