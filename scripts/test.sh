@@ -25,4 +25,4 @@ if [ "$(id -u)" -ne 0 ]; then
   echo "test.sh: the tests run in a loopback-only network namespace (unshare -n), which needs root" >&2
   exit 1
 fi
-exec unshare -n sh -c 'ip link set lo up && exec "$0" -m pytest -q "$@"' "$PY" "$@"
+unshare -n sh -c 'ip link set lo up && exec "$0" -m pytest -q "$@"' "$PY" "$@"
