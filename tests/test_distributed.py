@@ -45,14 +45,28 @@ def _ray(cluster: Any, batch: int = 8, spec: str = "hash", **kwargs: Any) -> Ray
     return RayEncoder(spec, cluster.address, create_encoder(spec, threads=1), batch=batch, **kwargs)
 
 
+def _descends_from_us(pid: int) -> bool:
+    """Whether ``pid`` was started (through the raylets) by this test process: never kill anyone else's actor."""
+    me = os.getpid()
+    while pid > 1:
+        try:
+            with open(f"/proc/{pid}/stat") as handle:
+                pid = int(handle.read().rsplit(")", 1)[1].split()[1])  # field 4: the parent
+        except (OSError, ValueError, IndexError):
+            return False
+        if pid == me:
+            return True
+    return False
+
+
 def _actor_pids() -> list[int]:
-    """Ray Data encoding actors of this machine (their process title names the actor class)."""
+    """This cluster's Ray Data encoding actors (their process title names the actor class)."""
     pids = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 with open(f"/proc/{entry}/cmdline", "rb") as handle:
-                    if b"MapWorker(MapBatches(_Embed))" in handle.read():
+                    if b"MapWorker(MapBatches(_Embed))" in handle.read() and _descends_from_us(int(entry)):
                         pids.append(int(entry))
             except OSError:
                 continue
