@@ -222,6 +222,6 @@ def _part_cosines(index: Index, retrieval: Retrieval, ids: np.ndarray) -> np.nda
     parts = index.parts
     if q is None:  # a Retrieval made by hand (tests): only the first encoder's cosine is known
         return np.array([[retrieval.sentence_cosine[int(s)]] for s in ids])
-    vectors = np.asarray(index.sentence_vectors[ids])
+    vectors = index.sentence_store.vectors(np.asarray(ids, dtype=np.int64))  # FAISS memory map or Milvus
     cols = [vectors[:, p.start : p.stop] @ q[p.start : p.stop] / (p.scale * p.scale) for p in parts]
     return np.stack(cols, axis=1).astype(np.float64)
