@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from rag.encoders import WrappingEncoder
 from rag.evaluate.metrics import contains_answer, overlaps, timing_percentiles
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -183,33 +184,17 @@ def e5_tokens(texts: Sequence[str]) -> int:
     return sum(model.token_count(t) for t in texts)
 
 
-class TimedEncoder:
+class TimedEncoder(WrappingEncoder):
     """Wraps an encoder and adds up the seconds spent encoding passages."""
 
-    reports_progress = True
-
     def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.wrapped = inner  # so the manifest records the real (fused) layout, as without the timer
+        super().__init__(inner)
         self.seconds = 0.0
 
-    @property
-    def model_id(self) -> str:
-        return str(self.inner.model_id)
-
-    @property
-    def dim(self) -> int:
-        return int(self.inner.dim)
-
-    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
-        return self.inner.encode_queries(texts)
-
     def encode_passages(self, texts: Sequence[str], progress: Callable[[int], None] | None = None) -> np.ndarray:
-        from rag.encoders import encode_passages
-
         started = time.perf_counter()
         try:
-            return encode_passages(self.inner, texts, progress)
+            return super().encode_passages(texts, progress)
         finally:
             self.seconds += time.perf_counter() - started
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .encoders import BATCH, Encoder, create_encoder
+from .encoders import BATCH, Encoder, WrappingEncoder, create_encoder
 from .errors import ClusterError
 
 # Ray token authentication is on by default and Ray reports usage statistics unless told not
@@ -103,35 +103,22 @@ def ray_session(address: str) -> Iterator[Any]:
         ray.shutdown()
 
 
-class RayEncoder:
+class RayEncoder(WrappingEncoder):
     """An ``Encoder`` whose passages are encoded by a Ray Data actor pool on a cluster.
 
     ``actors`` defaults to one per CPU of the cluster (``threads`` CPUs each). After each call,
     ``last_nodes`` counts the texts each node encoded and ``last_pids`` the actor processes.
     """
 
-    reports_progress = True
-
     def __init__(self, spec: str, address: str, local: Encoder, actors: int | None = None, threads: int = 1,
                  batch: int = BATCH, retries: int = -1) -> None:
         if (actors is not None and actors < 1) or threads < 1 or batch < 1:
             raise ClusterError(f"actors ({actors}), threads ({threads}) and batch ({batch}) must be at least 1")
         self.spec, self.address, self.local = spec, address, local
-        self.wrapped = local  # the manifest records the local encoder's layout
+        super().__init__(local)
         self.actors, self.threads, self.batch, self.retries = actors, threads, batch, retries
         self.last_nodes: Counter[str] = Counter()
         self.last_pids: set[int] = set()
-
-    @property
-    def model_id(self) -> str:
-        return self.local.model_id
-
-    @property
-    def dim(self) -> int:
-        return self.local.dim
-
-    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
-        return self.local.encode_queries(texts)
 
     def encode_passages(self, texts: Sequence[str], progress: Callable[[int], None] | None = None) -> np.ndarray:
         texts = list(texts)

@@ -44,6 +44,33 @@ class Encoder(Protocol):
 # - ``wrapped``: the encoder it delegates to (a pool, a timer), so the manifest records the real layout.
 
 
+class WrappingEncoder:
+    """Base of encoders that delegate to another (a process pool, a Ray cluster, a timer).
+
+    Questions, ``model_id`` and ``dim`` are the wrapped encoder's; ``wrapped`` lets the manifest
+    record the real (possibly fused) layout. Subclasses override ``encode_passages``.
+    """
+
+    reports_progress = True
+
+    def __init__(self, wrapped: Encoder) -> None:
+        self.wrapped = wrapped
+
+    @property
+    def model_id(self) -> str:
+        return str(self.wrapped.model_id)
+
+    @property
+    def dim(self) -> int:
+        return int(self.wrapped.dim)
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return self.wrapped.encode_queries(texts)
+
+    def encode_passages(self, texts: Sequence[str], progress: Callable[[int], None] | None = None) -> np.ndarray:
+        return encode_passages(self.wrapped, texts, progress)
+
+
 def normalise(vectors: np.ndarray) -> np.ndarray:
     vectors = np.asarray(vectors, dtype=np.float32)
     if vectors.ndim == 1:

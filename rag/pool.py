@@ -30,7 +30,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from .encoders import BATCH, Encoder, HashEncoder, create_encoder, encode_passages
+from .encoders import BATCH, Encoder, HashEncoder, WrappingEncoder, create_encoder, encode_passages
 from .errors import ModelError
 
 # Starting the workers costs ~1.5 s (e5+use, both loading at once); below ~50k characters
@@ -135,7 +135,7 @@ class _Worker:
                 stream.close()
 
 
-class PooledEncoder:
+class PooledEncoder(WrappingEncoder):
     """An encoder whose ``encode_passages`` runs in ``processes`` worker processes for long inputs.
 
     Questions and short inputs (fewer than ``min_chars`` characters) are encoded in this process by
@@ -144,28 +144,15 @@ class PooledEncoder:
     come back in input order and equal the in-process encoder's (same spec) up to float rounding.
     """
 
-    reports_progress = True
-
     def __init__(self, spec: str, local: Encoder, processes: int = 2, threads: int = 1,
                  min_chars: int = MIN_POOL_CHARS, batch: int = BATCH) -> None:
         if processes < 1 or threads < 1:
             raise ModelError(f"processes ({processes}) and threads ({threads}) must be at least 1")
         self.spec, self.local = spec, local
-        self.wrapped = local  # the manifest records the local encoder's layout
+        super().__init__(local)
         self.processes, self.threads, self.min_chars, self.batch = processes, threads, min_chars, batch
         self._open: list[_Worker] | None = None
         self._lock = threading.Lock()  # one pooled call at a time; questions never wait for it
-
-    @property
-    def model_id(self) -> str:
-        return self.local.model_id
-
-    @property
-    def dim(self) -> int:
-        return self.local.dim
-
-    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
-        return self.local.encode_queries(texts)
 
     def encode_passages(self, texts: Sequence[str], progress: Callable[[int], None] | None = None) -> np.ndarray:
         texts = list(texts)
