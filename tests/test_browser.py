@@ -1,7 +1,8 @@
 """The app in a real browser: `streamlit run app.py` on the real seeds and default model, driven by Chromium.
 
 Needs Debian's chromium and the `playwright` package (scripts/install_chromium.sh installs both;
-never `playwright install`, which downloads a browser). Saves docs/screenshot.png for the README.
+never `playwright install`, which downloads a browser). Saves docs/screenshot.png for the README
+when RAG_SAVE_SCREENSHOT=1, else tests/artifacts/browser-answer.png (a test run leaves the checkout clean).
 """
 
 from __future__ import annotations
@@ -119,8 +120,9 @@ def test_ask_in_the_browser_and_open_the_source(app_url: str) -> None:
             expect(mark).to_contain_text(EXPECTED)
             assert mark.inner_text() == dict((n, q) for q, n in quotes)[number]  # exactly the cited sentence
             page.wait_for_timeout(1000)  # let the expander finish opening
-            SCREENSHOT.parent.mkdir(exist_ok=True)
-            page.screenshot(path=str(SCREENSHOT), full_page=True)
+            shot = SCREENSHOT if os.environ.get("RAG_SAVE_SCREENSHOT") == "1" else ARTIFACTS / "browser-answer.png"
+            shot.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(shot), full_page=True)
         except Exception:
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "browser-failure.png"), full_page=True)
