@@ -57,17 +57,55 @@ def zscore(values: np.ndarray) -> np.ndarray:
     return (values - values.mean()) / (std if std > 1e-9 else 1.0)
 
 
-def _lexical_gate(index: Index, question: str, settings: Settings) -> tuple[str | None, bool]:
+@dataclass(frozen=True)
+class LexicalEvidence:
+    """What retrieval needs from the question's words alone: computed while the question is encoded."""
+
+    question_lang: str | None
+    lexical: bool  # does BM25 count for this question (language gate, and words to match)
+    chunk_scores: np.ndarray | None  # BM25 of every chunk (None when lexical is False)
+    sentence_scores: np.ndarray | None  # BM25 of every sentence
+
+
+def lexical_evidence(index: Index, question: str, settings: Settings) -> LexicalEvidence:
+    """The question's language and, when lexical search applies, its BM25 scores over the index.
+
+    Depends on the question text only, not on its vector: ``Pipeline`` runs it while the
+    encoders run (they release the GIL).
+    """
     if settings.lexical == "never" or settings.lexical_weight <= 0:
-        return None, False
+        return LexicalEvidence(None, False, None, None)
     qlang = detect_language(question)
-    if settings.lexical == "always":
-        return qlang, True
-    return qlang, qlang is not None and qlang in index.languages
+    lexical = settings.lexical == "always" or (qlang is not None and qlang in index.languages)
+    tokens = tokenize(question) if lexical else []
+    if not tokens:
+        return LexicalEvidence(qlang, False, None, None)
+    return LexicalEvidence(qlang, True, bm25_scores(index.bm25_chunks, tokens),
+                           bm25_scores(index.bm25_sentences, tokens))
 
 
-def retrieve(index: Index, query_vector: np.ndarray, question: str, settings: Settings) -> Retrieval:
-    """Rank candidate chunks and score their sentences for one encoded question."""
+def _segments(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets, non-empty mask) of consecutive segments of these lengths in a flat array."""
+    offsets = np.zeros(len(lengths), dtype=np.int64)
+    np.cumsum(lengths[:-1], out=offsets[1:])
+    return offsets, lengths > 0
+
+
+def _segment_max(values: np.ndarray, offsets: np.ndarray, filled: np.ndarray, empty: float) -> np.ndarray:
+    """The maximum of each segment of ``values`` (``empty`` for an empty segment)."""
+    out = np.full(len(offsets), empty, dtype=np.float64)
+    if values.size:
+        out[filled] = np.maximum.reduceat(values, offsets[filled])
+    return out
+
+
+def retrieve(index: Index, query_vector: np.ndarray, question: str, settings: Settings,
+             evidence: LexicalEvidence | None = None) -> Retrieval:
+    """Rank candidate chunks and score their sentences for one encoded question.
+
+    ``evidence`` is ``lexical_evidence(index, question, settings)`` when the caller computed it
+    already (the pipeline does, while encoding).
+    """
     t0 = time.perf_counter()
     q = np.ascontiguousarray(query_vector, dtype=np.float32).reshape(1, -1)
     n_chunks, n_sents = len(index.chunks), len(index.sentences)
@@ -75,25 +113,28 @@ def retrieve(index: Index, query_vector: np.ndarray, question: str, settings: Se
     _, chunk_ids = index.chunk_store.search(q, k)
     _, sent_ids = index.sentence_store.search(q, min(settings.candidates, n_sents))
     owner = index.sentence_chunk
-    candidates = {int(c) for c in chunk_ids[0] if c >= 0}
-    candidates.update(int(owner[s]) for s in sent_ids[0] if s >= 0)
+    found = [chunk_ids[0][chunk_ids[0] >= 0], owner[sent_ids[0][sent_ids[0] >= 0]]]
 
-    qlang, lexical = _lexical_gate(index, question, settings)
-    tokens = tokenize(question) if lexical else []
-    lexical = lexical and bool(tokens)
-    bm25_sent_all = None
-    if lexical:
-        bm25_chunk_all = bm25_scores(index.bm25_chunks, tokens)
-        top_lex = top_k(bm25_chunk_all, k)
-        candidates.update(int(c) for c in top_lex if bm25_chunk_all[c] > 0)
-        bm25_sent_all = bm25_scores(index.bm25_sentences, tokens)
+    if evidence is None:
+        evidence = lexical_evidence(index, question, settings)
+    qlang, lexical = evidence.question_lang, evidence.lexical
+    bm25_sent_all = evidence.sentence_scores
+    if lexical and evidence.chunk_scores is not None:
+        bm25_chunk_all = evidence.chunk_scores
+        top_lex = np.asarray(top_k(bm25_chunk_all, k), dtype=np.int64)
+        found.append(top_lex[bm25_chunk_all[top_lex] > 0])
+    cand = np.unique(np.concatenate(found).astype(np.int64))
     t_search = time.perf_counter()
 
-    cand = np.array(sorted(candidates), dtype=np.int64)
-    bounds = [(index.chunks[c].first_sentence, index.chunks[c].last_sentence) for c in cand]
-    sents = np.array(sorted({s for a, b in bounds for s in range(a, b)}), dtype=np.int64)
-    position = {int(s): i for i, s in enumerate(sents)}
-    members = [[position[s] for s in range(a, b)] for a, b in bounds]
+    # Each candidate's sentences form a contiguous range of ids, so of positions in ``sents``;
+    # ``flat`` lists every candidate's sentence positions one candidate after the other.
+    first = np.fromiter((index.chunks[c].first_sentence for c in cand), dtype=np.int64, count=len(cand))
+    last = np.fromiter((index.chunks[c].last_sentence for c in cand), dtype=np.int64, count=len(cand))
+    lengths = np.maximum(last - first, 0)
+    offsets, filled = _segments(lengths)
+    ids = np.repeat(first - offsets, lengths) + np.arange(int(lengths.sum()), dtype=np.int64)
+    sents = np.unique(ids)
+    flat = np.searchsorted(sents, ids)
 
     chunk_score = np.zeros(len(cand))
     sent_score = np.zeros(len(sents))
@@ -105,7 +146,7 @@ def retrieve(index: Index, query_vector: np.ndarray, question: str, settings: Se
         qp = q[0, part.start : part.stop] / part.scale
         c_cos = cand_vectors[:, part.start : part.stop] @ qp / part.scale
         s_cos = sent_vectors[:, part.start : part.stop] @ qp / part.scale if sents.size else np.zeros(0)
-        best = np.array([s_cos[m].max() if m else -1.0 for m in members])
+        best = _segment_max(s_cos[flat], offsets, filled, -1.0)
         chunk_score += part.weight * (zscore(c_cos) + zscore(best))
         sent_score += part.weight * zscore(s_cos)
         if i == 0:
@@ -117,16 +158,21 @@ def retrieve(index: Index, query_vector: np.ndarray, question: str, settings: Se
                 else np.asarray(index.sentence_lang[sents] == qlang, dtype=bool))
         lex = settings.lexical_weight * zscore(bm25_sent_all[sents]) * same
         sent_score += lex
+        # a chunk counts when its first sentence is in the question's language
+        chunk_same = np.zeros(len(cand), dtype=bool)
+        chunk_same[filled] = same[flat[offsets[filled]]]
         chunk_score += settings.lexical_weight * zscore(
-            np.array([bm25_sent_all[sents[m]].max() if m else 0.0 for m in members])
-        ) * np.array([same[m[0]] if m else False for m in members])
+            _segment_max(bm25_sent_all[sents[flat]], offsets, filled, 0.0)) * chunk_same
 
     order = np.argsort(-chunk_score, kind="stable")
-    ranked = []
-    for i in order:
-        m = members[i]
-        best_sent = int(sents[m[int(np.argmax(first_sent_cos[m]))]]) if m else -1
-        ranked.append(RankedChunk(int(cand[i]), float(chunk_score[i]), best_sent))
+    best_sent = np.full(len(cand), -1, dtype=np.int64)
+    if flat.size:  # each chunk's best sentence by the first encoder: the first position of its maximum
+        values = first_sent_cos[flat]
+        top = _segment_max(values, offsets, filled, np.inf)
+        hits = np.flatnonzero(values == np.repeat(top, lengths))
+        best_sent[filled] = sents[flat[hits[np.searchsorted(hits, offsets[filled])]]]
+    ranked = [RankedChunk(c, s, b) for c, s, b in zip(cand[order].tolist(), chunk_score[order].tolist(),
+                                                      best_sent[order].tolist(), strict=True)]
     t_end = time.perf_counter()
     return Retrieval(
         question=question, question_lang=qlang, lexical=lexical, ranked=ranked,
