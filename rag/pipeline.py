@@ -1,7 +1,8 @@
 """The whole question path: an encoder and a loaded index, asked one question at a time.
 
 ``Pipeline`` holds the heavy resources (model and index) and is safe to share between
-threads: the index is read-only and the encoder serialises its own calls.
+threads: the index is read-only and the encoder serialises its own calls (batching the
+questions of concurrent threads, ``rag.batcher``).
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ import re
 import time
 import unicodedata
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .answer import make_answer
-from .encoders import Encoder, create_encoder
+from .encoders import Encoder, create_encoder, encode_query_timed
 from .errors import QuestionError
 from .index import (
     Index,
@@ -29,7 +31,7 @@ from .index import (
 )
 from .load import LoadProgress, load_documents
 from .pool import pooled_encoder
-from .retrieve import Retrieval, retrieve
+from .retrieve import LexicalEvidence, Retrieval, lexical_evidence, retrieve
 from .settings import Settings
 from .types import Answer, BuildReport
 
@@ -101,6 +103,8 @@ class Pipeline:
         self.index = index
         self.encoder = encoder
         self.settings = settings
+        # the question's words are looked up (language, BM25) here while the encoders run
+        self._lexical = ThreadPoolExecutor(max_workers=2, thread_name_prefix="lexical")
 
     @classmethod
     def open(cls, index_dir: str | os.PathLike[str], settings: Settings | None = None,
@@ -137,13 +141,28 @@ class Pipeline:
         return traced
 
     def _ask(self, text: str, settings: Settings) -> Traced:
+        """One question, timed per stage (``Answer.timings_ms``, milliseconds): ``encode`` (the
+        question's vector), ``encode.e5``/``encode.use``/... (each model; they run concurrently),
+        ``lexical`` (language and BM25, concurrently with encoding), ``search`` (nearest
+        neighbours and candidates, after encoding), ``score`` (re-scoring the candidates),
+        ``answer`` (choosing the sentences) and ``total``."""
         t0 = time.perf_counter()
-        vector = self.encoder.encode_queries([text])[0]
+        lexical = self._lexical.submit(_timed_lexical, self.index, text, settings)
+        vectors, per_model = encode_query_timed(self.encoder, [text])
         t1 = time.perf_counter()
-        retrieval = retrieve(self.index, vector, text, settings)
+        evidence, lexical_ms = lexical.result()
+        retrieval = retrieve(self.index, vectors[0], text, settings, evidence)
         t2 = time.perf_counter()
         answer = make_answer(self.index, retrieval, settings, text)
         t3 = time.perf_counter()
-        timings = {"encode": (t1 - t0) * 1000, "search": (t2 - t1) * 1000, "answer": (t3 - t2) * 1000,
-                   "total": (t3 - t0) * 1000}
+        score_ms = retrieval.timings_ms["score"]
+        timings = {"encode": (t1 - t0) * 1000, **{f"encode.{k}": ms for k, ms in per_model.items()},
+                   "lexical": lexical_ms, "search": (t2 - t1) * 1000 - score_ms, "score": score_ms,
+                   "answer": (t3 - t2) * 1000, "total": (t3 - t0) * 1000}
         return Traced(replace(answer, timings_ms=timings), retrieval)
+
+
+def _timed_lexical(index: Index, text: str, settings: Settings) -> tuple[LexicalEvidence, float]:
+    started = time.perf_counter()
+    evidence = lexical_evidence(index, text, settings)
+    return evidence, (time.perf_counter() - started) * 1000
