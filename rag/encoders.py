@@ -101,7 +101,7 @@ class _LazyEncoder:
         self.threads = threads
         self._lock = threading.Lock()
         self._model: Any = None
-        self._questions = QueryBatcher(lambda texts: self._run(texts, True, None), max_texts=BATCH)
+        self.batcher = QueryBatcher(lambda texts: self._run(texts, True, None), max_texts=BATCH)
 
     def _load(self) -> Any:  # pragma: no cover - overridden
         raise NotImplementedError
@@ -133,7 +133,7 @@ class _LazyEncoder:
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        return self._questions.encode(texts)
+        return self.batcher.encode(texts)
 
     def encode_passages(self, texts: Sequence[str], progress: Callable[[int], None] | None = None) -> np.ndarray:
         return self._run(texts, False, progress)

@@ -51,7 +51,7 @@ def test_benchmark_runs_at_its_smallest_size(tmp_path: Path) -> None:
     query = results["systems"]["ours[hash]"]["query"]
     assert query["questions"] == results["bench"]["questions_count"] > 0
     assert 0 <= query["passage_hit@1"] <= 1
-    assert {"encode", "search", "answer", "total"} <= set(query["stages"])  # Answer.timings_ms, per stage
+    assert {"encode", "encode.hash", "lexical", "search", "score", "answer", "total"} <= set(query["stages"])
     assert "| ours[hash] | total |" in proc.stdout
     assert set(results["encoding"]["raw"]) == {"threads2", "procs2"}
     assert set(results["encoding"]["query"]) == {"1", "2"}
@@ -65,6 +65,12 @@ def test_benchmark_runs_at_its_smallest_size(tmp_path: Path) -> None:
     for method in ("hnsw", "ivf", "ivfsq8"):
         assert all(0 <= s["recall@10"] <= 1 for s in size[method]["serve"]["settings"])
     assert results["pipeline_scale"]["sizes"]["1000"]["build"]["chunks"] > 0
+
+    many = results["concurrency"]  # serving many: every level, batched and one question per model call
+    assert "## Serving many" in proc.stdout
+    for mode in ("batched", "unbatched"):
+        assert [r["askers"] for r in many[mode]] == [1, 2, 4, 8]
+        assert all(r["answers"] > 0 and not r["errors"] for r in many[mode])
 
 
 def test_the_bench_scores_with_the_library_metrics() -> None:
