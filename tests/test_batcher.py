@@ -161,3 +161,18 @@ def test_an_error_in_a_fused_member_reaches_the_caller() -> None:
 def test_a_single_encoder_is_timed_under_its_stage_name() -> None:
     vectors, timings = encode_query_timed(FakeEncoder(), ["one question"])
     assert vectors.shape == (1, 256) and list(timings) == ["hash"]
+
+
+@pytest.mark.model
+def test_real_models_batch_only_when_batched_rows_equal_single_rows(real_pipeline: Any) -> None:
+    # e5 batches concurrent questions (bit-identical rows); USE does not (BLAS rounds a batch
+    # differently), so a question's vector never depends on what was asked at the same moment
+    questions = ["Who phoned the president of Azerbaijan?", "Qui a reçu un coup de téléphone ?",
+                 "Wer hat Aliyev angerufen?", "¿Quién llamó a Aliyev?", "When was the call?", "What did Blinken offer?"]
+    members = {m.stage: m for m, _ in real_pipeline.encoder.members}
+    assert members["e5"].batcher.max_texts > 1 and members["use"].batcher.max_texts == 1
+    e5 = members["e5"]
+    alone = [e5.encode_queries([q]) for q in questions]
+    np.testing.assert_array_equal(e5._run(questions, True, None), np.vstack(alone))  # one batch, same bits
+    for want, have in zip(alone, _ask_together(e5, [[q] for q in questions]), strict=True):
+        np.testing.assert_array_equal(have, want)
