@@ -78,7 +78,7 @@ def w_concurrency(args: dict[str, Any]) -> dict[str, Any]:
     from rag.pipeline import Pipeline
     from rag.settings import Settings
 
-    settings = Settings(model=args.get("model", "e5+use"))
+    settings = Settings(model=args.get("model", "e5+use"), threads=args.get("threads", Settings.threads))
     encoder = create_encoder(settings.model, settings.threads)
     index_dir = Path(args["index_dir"])
     build_index(load_documents(args.get("docs_dir", str(SEEDS))), index_dir, settings, encoder)
@@ -89,8 +89,8 @@ def w_concurrency(args: dict[str, Any]) -> dict[str, Any]:
         pipe.ask(q)  # warm
     batchers = _batchers(encoder)
     sizes = [b.max_texts for b in batchers]
-    out: dict[str, Any] = {"model": settings.model, "questions": len(questions), "seconds": args["seconds"],
-                           "batched": [], "unbatched": []}
+    out: dict[str, Any] = {"model": settings.model, "threads": settings.threads, "questions": len(questions),
+                           "seconds": args["seconds"], "batched": [], "unbatched": []}
     for askers in args.get("levels", LEVELS):
         for mode in ("batched", "unbatched"):  # interleaved, so both see the same load on a shared machine
             for b, size in zip(batchers, sizes, strict=True):
@@ -103,8 +103,8 @@ def w_concurrency(args: dict[str, Any]) -> dict[str, Any]:
 
 def render(result: dict[str, Any]) -> list[str]:
     """The Markdown table of part 5."""
-    lines = [f"## Serving many ({result['model']}, one pipeline on the seed index, {result['questions']} seed "
-             f"questions in a closed loop, {result['seconds']:g} s per row)", "",
+    lines = [f"## Serving many ({result['model']}, threads={result.get('threads', '?')}, one pipeline on the seed "
+             f"index, {result['questions']} seed questions in a closed loop, {result['seconds']:g} s per row)", "",
              "| askers | batched: q/s | p50 ms | p95 ms | CPU ms/answer | one per model call: q/s | p50 ms "
              "| p95 ms | CPU ms/answer |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -126,11 +126,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="closed-loop time per row [10]")
     parser.add_argument("--levels", default=",".join(map(str, LEVELS)), help="numbers of askers [1,2,4,8]")
     parser.add_argument("--model", default="e5+use", help="model spec [e5+use]")
+    parser.add_argument("--threads", type=int, default=None, help="Settings.threads (e5's threads; USE uses 1) [2]")
     parser.add_argument("--json", action="store_true", help="print the JSON result instead of the table")
     opts = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        result = w_concurrency({"index_dir": str(Path(tmp) / "index"), "seconds": opts.seconds, "model": opts.model,
-                                "levels": [int(n) for n in opts.levels.split(",") if n.strip()]})
+        args = {"index_dir": str(Path(tmp) / "index"), "seconds": opts.seconds, "model": opts.model,
+                "levels": [int(n) for n in opts.levels.split(",") if n.strip()]}
+        if opts.threads:
+            args["threads"] = opts.threads
+        result = w_concurrency(args)
     print(json.dumps(result, indent=2) if opts.json else "\n".join(render(result)))
     return 0
 
