@@ -286,6 +286,37 @@ def eval_cmd(questions: Path, docs: Path | None, index_dir: Path, model: str | N
         sys.exit(1)
 
 
+@main.command("verify")
+@click.option("--index", "index_dir", type=click.Path(path_type=Path), default=lambda: Paths.from_env().index,
+              show_default="$RAG_INDEX, else index", help="Index folder.")
+@click.option("--docs", type=click.Path(path_type=Path), default=None,
+              help="Documents folder: also hash every document against the index's record of it.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def verify_cmd(index_dir: Path, docs: Path | None, as_json: bool, debug: bool) -> None:
+    """Check every index file's SHA-256 (and, with --docs, every document's): what opening the index does not do."""
+    from .index import verify_index
+
+    with _friendly_errors(debug):
+        report = verify_index(index_dir, docs)
+    if as_json:
+        click.echo(json.dumps({
+            "ok": report.ok, "index": report.index, "build": report.build, "files": report.files,
+            "bytes": report.bytes, "documents": report.documents, "seconds": round(report.seconds, 3),
+            "problems": [{"subject": p.subject, "message": p.message} for p in report.problems],
+        }, ensure_ascii=False, indent=2))
+    else:
+        checked = f"{report.files} index files ({report.bytes / 2**20:,.1f} MiB)"
+        if report.documents is not None:
+            checked += f" and {report.documents} documents"
+        for problem in report.problems:
+            click.echo(f"problem: {problem.message}", err=True)
+        verdict = "OK" if report.ok else f"{len(report.problems)} problem(s)"
+        click.echo(f"{verdict}: hashed {checked} of {report.index} in {report.seconds:.1f} s")
+    if not report.ok:
+        sys.exit(1)
+
+
 def document_json(doc: Document, chunks: int) -> dict[str, Any]:
     """A stored document as ``rag show --json`` prints it: its text and where its pages and sections start."""
     return {

@@ -9,12 +9,13 @@ import hashlib
 import os
 import re
 import stat
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .errors import DocumentFormatError, DocumentsError
 from .formats import SUFFIXES, extract
-from .types import Document, LoadResult, SkippedFile
+from .types import Document, LoadResult, SkippedFile, SourceFile
 
 # (documents read, documents to read, pages read): extraction of a large PDF folder takes a while
 LoadProgress = Callable[[int, int, int], None]
@@ -98,25 +99,66 @@ def detect_language(text: str) -> str | None:
     return str(lang)
 
 
+def _folder(root: str | os.PathLike[str]) -> Path:
+    folder = Path(root)
+    if not folder.is_dir():
+        raise DocumentsError(
+            f"documents folder {str(folder)!r} does not exist: create it and put documents "
+            f"({', '.join(SUFFIXES)}) in it"
+        )
+    return folder
+
+
+def _source_id(folder: Path, path: Path) -> tuple[str, bool]:
+    """The document id of ``path`` and whether it is valid (Linux names are bytes; ids must be UTF-8 text)."""
+    doc_id = path.relative_to(folder).as_posix()
+    try:
+        doc_id.encode("utf-8")
+    except UnicodeEncodeError:
+        return doc_id.encode("utf-8", "surrogateescape").decode("utf-8", "replace"), False
+    return doc_id, True
+
+
+def _stat(path: Path) -> tuple[int, int]:
+    """(size, mtime_ns) of ``path``, following symlinks; (-1, -1) when it cannot be stat'ed."""
+    try:
+        st = path.stat()
+    except OSError:
+        return -1, -1
+    return st.st_size, st.st_mtime_ns
+
+
+def scan_sources(root: str | os.PathLike[str]) -> tuple[SourceFile, ...]:
+    """Every candidate file below ``root`` with its size and mtime, nothing read: the quick freshness check.
+
+    The same files, in the same order, as ``load_documents`` records in ``LoadResult.sources``.
+    """
+    folder = _folder(root)
+    out = []
+    for path in iter_files(folder):
+        size, mtime_ns = _stat(path)
+        out.append(SourceFile(_source_id(folder, path)[0], size, mtime_ns))
+    return tuple(out)
+
+
 def load_documents(root: str | os.PathLike[str], progress: LoadProgress | None = None) -> LoadResult:
     """Read every document below ``root`` (``rag.formats.SUFFIXES``: text, Markdown, PDF, HTML, DOCX).
 
     Unreadable, binary, undecodable, malformed, encrypted, empty and oversized files are
     returned in ``skipped`` with the reason; a folder with no usable document raises
     ``DocumentsError``. ``progress`` hears of every file read, with the pages read so far.
+    Each file's size and mtime are taken before it is read (``sources``): a change while it is
+    read shows at the next check.
     """
-    folder = Path(root)
-    kinds = ", ".join(SUFFIXES)
-    if not folder.is_dir():
-        raise DocumentsError(
-            f"documents folder {str(folder)!r} does not exist: create it and put documents ({kinds}) in it"
-        )
+    folder = _folder(root)
+    scanned_ns = time.time_ns()
     documents: list[Document] = []
     skipped: list[SkippedFile] = []
+    sources: list[SourceFile] = []
     paths = list(iter_files(folder))
     pages = 0
     for done, path in enumerate(paths, start=1):
-        doc = _read(folder, path, skipped)
+        doc = _read(folder, path, skipped, sources)
         if doc is not None:
             documents.append(doc)
             pages += doc.page_count
@@ -124,30 +166,35 @@ def load_documents(root: str | os.PathLike[str], progress: LoadProgress | None =
             progress(done, len(paths), pages)
     if not documents:
         detail = f" ({len(skipped)} file(s) skipped: {skipped[0].path}: {skipped[0].reason})" if skipped else ""
-        raise DocumentsError(f"no readable document in {str(folder)!r}{detail}: add documents ({kinds}) to it")
-    return LoadResult(tuple(documents), tuple(skipped))
+        raise DocumentsError(f"no readable document in {str(folder)!r}{detail}: add documents "
+                             f"({', '.join(SUFFIXES)}) to it")
+    return LoadResult(tuple(documents), tuple(skipped), tuple(sources), scanned_ns)
 
 
-def _read(folder: Path, path: Path, skipped: list[SkippedFile]) -> Document | None:
-    """One file as a ``Document``, or None after adding why it was skipped to ``skipped``."""
-    doc_id = path.relative_to(folder).as_posix()
-    try:
-        doc_id.encode("utf-8")
-    except UnicodeEncodeError:  # Linux names are bytes; ids must be text we can write and print
-        shown = doc_id.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-        skipped.append(SkippedFile(shown, "file name is not valid UTF-8: rename the file"))
+def _read(folder: Path, path: Path, skipped: list[SkippedFile], sources: list[SourceFile]) -> Document | None:
+    """One file as a ``Document``, or None after adding why it was skipped to ``skipped``; its stat to ``sources``."""
+    doc_id, valid = _source_id(folder, path)
+    size, mtime_ns = _stat(path)  # before reading: a later change shows in the next check
+    if not valid:
+        skipped.append(SkippedFile(doc_id, "file name is not valid UTF-8: rename the file"))
+        sources.append(SourceFile(doc_id, size, mtime_ns))
         return None
     try:
         # a pipe would block the read and a device (a link to /dev/zero) would never end
         if not stat.S_ISREG(path.stat().st_mode):
             skipped.append(SkippedFile(doc_id, "not a regular file (a pipe, socket or device)"))
+            sources.append(SourceFile(doc_id, size, mtime_ns))
             return None
         data = path.read_bytes()
     except OSError as exc:
         skipped.append(SkippedFile(doc_id, f"cannot be read ({exc.strerror or exc})"))
+        sources.append(SourceFile(doc_id, size, mtime_ns))
         return None
     try:
-        return parse_document(doc_id, data)
+        doc = parse_document(doc_id, data)
     except ValueError as exc:  # DocumentFormatError, and any ValueError of language detection
         skipped.append(SkippedFile(doc_id, str(exc)))
+        sources.append(SourceFile(doc_id, size, mtime_ns))
         return None
+    sources.append(SourceFile(doc_id, size, mtime_ns, doc.sha256))
+    return doc

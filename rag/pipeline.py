@@ -27,7 +27,9 @@ from .index import (
     current_build,
     index_status,
     open_index,
+    quick_status,
     read_manifest,
+    record_sources,
 )
 from .load import LoadProgress, load_documents
 from .pool import pooled_encoder
@@ -76,11 +78,16 @@ def ensure_index(
 ) -> BuildReport | None:
     """Build or update the index when it is missing or older than the documents; None when up to date.
 
+    When every document has the size and mtime recorded for the index, no document is read
+    (``quick_status``); otherwise all are read and hashed, and only changed ones re-embedded.
     An index built with another model is refused (``IndexMismatchError``), never silently replaced.
     """
+    if quick_status(index_dir, documents_dir, settings) == "ok":
+        return None
     loaded = load_documents(documents_dir, progress=reading)
     status = index_status(index_dir, loaded, settings)
     if status == "ok":
+        record_sources(index_dir, loaded)  # touched but unchanged: stat-only again next time
         return None
     if status == "mismatch":  # refused with the command that fixes it
         check_compatible(read_manifest(current_build(index_dir)), settings, index_dir)

@@ -61,9 +61,26 @@ class SkippedFile:
 
 
 @dataclass(frozen=True)
+class SourceFile:
+    """A candidate file of the documents folder as it was when read: what the quick freshness check compares.
+
+    ``bytes`` and ``mtime_ns`` are -1 when the file could not be stat'ed (a dangling symlink);
+    ``sha256`` (of the bytes read) is None for a file that was skipped or not read.
+    """
+
+    path: str  # relative to the documents folder, "/" separators
+    bytes: int
+    mtime_ns: int
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
 class LoadResult:
     documents: tuple[Document, ...]
     skipped: tuple[SkippedFile, ...] = ()
+    # every candidate file, stat'ed before it was read, and when that scan started (time.time_ns())
+    sources: tuple[SourceFile, ...] = ()
+    scanned_ns: int = 0
 
 
 @dataclass(frozen=True)

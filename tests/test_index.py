@@ -32,6 +32,7 @@ from rag.index import (
     index_status,
     open_index,
     read_manifest,
+    verify_index,
 )
 from rag.index import store as index_store
 from rag.load import load_documents
@@ -96,7 +97,7 @@ def test_manifest_records_how_the_index_was_built(built: Path, seeds_copy: Path)
     assert list(manifest.to_dict()) == list(on_disk)
     assert Manifest.from_dict(on_disk) == manifest
 
-    assert manifest.format_version == FORMAT_VERSION == 2
+    assert manifest.format_version == FORMAT_VERSION == 3
     assert (manifest.model.spec, manifest.model.id, manifest.model.dim) == ("hash", "hash-bow-256", 256)
     assert manifest.model.parts == (ModelPart("hash-bow-256", 256, 1.0),)
     assert manifest.settings == FAKE.with_(store="faiss").to_dict()  # the store chosen is recorded
@@ -113,6 +114,11 @@ def test_manifest_records_how_the_index_was_built(built: Path, seeds_copy: Path)
     assert entry.sha256 == hashlib.sha256((seeds_copy / SEED_DOC.name).read_bytes()).hexdigest()
     assert (entry.date, entry.lang, entry.chars, entry.kind, entry.pages) == ("2022-10", "fr", len(doc.text), "text", 0)
     assert set(manifest.versions) >= {"rag", "faiss", "numpy", "bm25s"}
+    # each file of the documents folder, with its size and mtime as read, for the quick freshness check
+    seed_stat = (seeds_copy / SEED_DOC.name).stat()
+    assert [(s.path, s.bytes, s.mtime_ns, s.sha256) for s in manifest.sources] == [
+        (SEED_DOC.name, seed_stat.st_size, seed_stat.st_mtime_ns, entry.sha256)]
+    assert before - timedelta(minutes=5) < datetime.fromtimestamp(manifest.scanned_ns / 1e9, timezone.utc) <= before
 
     # every file of the build is listed with its true size and checksum
     files = {p.relative_to(build_dir).as_posix(): p for p in build_dir.rglob("*") if p.is_file()}
@@ -391,20 +397,17 @@ DAMAGE = {
                       rf"has format version {FORMAT_VERSION + 1}, newer than this program reads \({FORMAT_VERSION}\): "
                       r"upgrade rag, or rebuild with `rag index --full"),
     "old format": (_edit_manifest(lambda m: m.__setitem__("format_version", 0)),
-                   r"has the old format version 0 \(this program reads 2\): rebuild with `rag index --full --index "),
+                   r"has the old format version 0 \(this program reads 3\): rebuild with `rag index --full --index "),
     "no format": (_edit_manifest(lambda m: m.pop("format_version")), r"has no format_version"),
     "manifest not json": (_truncate("manifest.json"), r"manifest\.json is unreadable"),
     "manifest not an object": (lambda b: (b / "manifest.json").write_text("[]"), r"is not a JSON object"),
     "manifest key removed": (_edit_manifest(lambda m: m.pop("files")), r"index manifest lacks 'files'"),
-    "manifest checksum edited": (_edit_manifest(lambda m: m["files"]["chunks.npy"].__setitem__("sha256", "0" * 64)),
-                                 r"index file chunks\.npy does not match its checksum"),
     "manifest dimension edited": (_edit_manifest(_set_dim), r"inconsistent sizes or dimensions"),
     "manifest counts edited": (_edit_manifest(_set_chunks), r"inconsistent sizes or dimensions"),
     "truncated faiss": (_truncate("chunks.faiss"), r"index file chunks\.faiss has \d+ bytes, the manifest says \d+"),
     "truncated faiss, manifest updated": (_truncate_and_fix_manifest("chunks.faiss"), r"cannot be read"),
     "truncated vectors, manifest updated": (_truncate_and_fix_manifest("sentence_vectors.npy"), r"cannot be read"),
     "bad documents, manifest updated": (_truncate_and_fix_manifest("documents.jsonl"), r"cannot be read"),
-    "flipped byte": (_flip_byte("sentence_vectors.npy"), r"sentence_vectors\.npy does not match its checksum"),
     "missing file": (lambda b: (b / "sentences.npy").unlink(), r"index file sentences\.npy is missing"),
     "missing bm25 file": (lambda b: (b / "bm25_chunks" / "vocab.index.json").unlink(),
                           r"index file bm25_chunks/vocab\.index\.json is missing"),
@@ -426,6 +429,28 @@ def test_damage_is_refused_with_the_fix(built: Path, seeds_copy: Path, damage: s
     # the fix the message names works
     build(seeds_copy, built, full=True)
     assert answers(built)[0].sentences
+
+
+# Opening checks sizes, not checksums: these are found by ``verify_index`` (``rag verify``) and by builds.
+SAME_SIZE_DAMAGE = {
+    "manifest checksum edited": (_edit_manifest(lambda m: m["files"]["chunks.npy"].__setitem__("sha256", "0" * 64)),
+                                 r"index file chunks\.npy does not match its checksum"),
+    "flipped byte": (_flip_byte("sentence_vectors.npy"), r"sentence_vectors\.npy does not match its checksum"),
+}
+
+
+@pytest.mark.parametrize("damage", SAME_SIZE_DAMAGE, ids=list(SAME_SIZE_DAMAGE))
+def test_same_size_damage_is_found_by_verify_and_by_the_next_build(built: Path, seeds_copy: Path,
+                                                                    damage: str) -> None:
+    harm, message = SAME_SIZE_DAMAGE[damage]
+    harm(current_build(built))
+    [problem] = verify_index(built).problems
+    assert re.search(message, problem.message) and FULL_FIX in problem.message
+    with pytest.raises(IndexCorruptError, match=message):
+        open_index(built, FAKE, verify=True)  # what a build does before reusing vectors
+    report = build(seeds_copy, built)
+    assert report.embedded_documents == 1  # nothing trusted from the damaged build
+    assert verify_index(built).ok
 
 
 def test_a_damaged_index_is_rebuilt_by_the_next_incremental_build(built: Path, seeds_copy: Path) -> None:

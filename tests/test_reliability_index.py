@@ -1,9 +1,13 @@
-"""Index damage: each kind is refused before use, with the command that fixes it.
+"""Index damage: each kind is refused before use, or found by ``rag verify``, with the command that fixes it.
 
 Every damage below is applied to a freshly built index. The library must raise an
 ``IndexError_`` when the index is opened (not later, at a question), with a message that
 names the command to run; the CLI must exit non-zero with that message on one line of
 stderr and no traceback; and running the named command must repair the index.
+
+Opening checks each file's presence and size, not its SHA-256 (docs/reliability.md, "What
+opening checks"): the damages in ``SAME_SIZE`` (bytes changed in place at the same size)
+are found by ``rag verify`` instead, which must report each on one line with the fix.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from conftest import FakeEncoder
 from rag.cli import main
 from rag.encoders import HashEncoder
 from rag.errors import IndexCorruptError, IndexMismatchError, IndexMissingError
-from rag.index import CURRENT, FORMAT_VERSION, build_index, current_build, open_index
+from rag.index import CURRENT, FORMAT_VERSION, build_index, current_build, open_index, verify_index
 from rag.load import load_documents
 from rag.pipeline import Pipeline, ensure_index
 from rag.settings import Settings
@@ -148,6 +152,11 @@ POINTER_DAMAGES: dict[str, Callable[[Path], None]] = {
 }
 
 
+# Same size, bytes changed in place: only a checksum tells, so ``rag verify`` finds them, not opening.
+SAME_SIZE = {"chunks.faiss corrupted (same size)", "sentence_vectors.npy corrupted (same size)",
+             "bm25 index corrupted", "documents.jsonl edited (same size)", "manifest checksum edited"}
+
+
 def _damage(index_dir: Path, name: str) -> None:
     if name in DAMAGES:
         DAMAGES[name](current_build(index_dir))
@@ -155,7 +164,8 @@ def _damage(index_dir: Path, name: str) -> None:
         POINTER_DAMAGES[name](index_dir)
 
 
-ALL = sorted(DAMAGES) + sorted(POINTER_DAMAGES)
+ALL = sorted(set(DAMAGES) - SAME_SIZE) + sorted(POINTER_DAMAGES)
+VERIFY_ONLY = sorted(SAME_SIZE)
 
 
 # ----------------------------------------------------------------------------- library
@@ -177,6 +187,15 @@ def test_damage_is_not_silently_rebuilt_by_ensure_index(built: Path, seeds_copy:
         ensure_index(seeds_copy, built, HASH, HashEncoder())
         Pipeline.open(built, HASH, HashEncoder())
     assert sorted(p.name for p in (built / "builds").iterdir()) == before or damage == "build folder deleted"
+
+
+@pytest.mark.parametrize("damage", VERIFY_ONLY)
+def test_same_size_damage_is_found_by_verify_with_the_fix(built: Path, damage: str) -> None:
+    _damage(built, damage)
+    report = verify_index(built)
+    assert len(report.problems) == 1, report.problems
+    assert re.search(r"does not match its checksum.*: rebuild with `rag index --full --index .+`",
+                     report.problems[0].message)
 
 
 def test_future_format_is_never_overwritten_by_a_question(built: Path, seeds_copy: Path) -> None:
@@ -268,6 +287,24 @@ def test_cli_ask_on_a_damaged_index_fails_in_one_line_and_the_named_command_fixe
     assert fix[:2] == ["rag", "index"], fix
     repaired = CliRunner().invoke(main, fix[1:], catch_exceptions=False)
     assert repaired.exit_code == 0, repaired.output
+    assert _ask(built, seeds_copy, "--model", "hash").exit_code == 0
+
+
+@pytest.mark.parametrize("damage", VERIFY_ONLY)
+def test_cli_verify_reports_same_size_damage_in_one_line_and_the_named_command_fixes_it(
+    built: Path, seeds_copy: Path, damage: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _damage(built, damage)
+    found = CliRunner().invoke(main, ["verify", "--index", str(built)], catch_exceptions=False)
+    assert found.exit_code == 1 and "Traceback" not in found.output
+    [line] = found.stderr.strip().splitlines()
+    assert line.startswith("problem: index file ") and "does not match its checksum" in line, line
+    monkeypatch.setenv("RAG_MODEL", "hash")
+    monkeypatch.setenv("RAG_SEEDS", str(seeds_copy))
+    fix = shlex.split(FIX.search(line).group(1))
+    assert fix[:4] == ["rag", "index", "--full", "--index"], fix
+    assert CliRunner().invoke(main, fix[1:], catch_exceptions=False).exit_code == 0
+    assert CliRunner().invoke(main, ["verify", "--index", str(built)], catch_exceptions=False).exit_code == 0
     assert _ask(built, seeds_copy, "--model", "hash").exit_code == 0
 
 

@@ -4,12 +4,15 @@
   (does this index fit these settings and this encoder);
 - ``store``: the folder layout, the ``CURRENT`` pointer, the build lock, atomic writes and
   ``open_index`` -> ``Index`` (with what questions need computed once, at open);
-- ``build``: ``build_index`` and ``index_status``, and the abstention background.
+- ``build``: ``build_index`` and ``index_status``, and the abstention background;
+- ``fresh``: ``quick_status``, the stat-only freshness check, and ``record_sources``;
+- ``verify``: ``verify_index``, the full check (SHA-256 of every index file, and of the documents).
 
 The BM25 tokenizer and indexes are in ``rag.lexical``.
 """
 
 from .build import Progress, background_centroid, background_sentences, build_index, index_status
+from .fresh import quick_status, record_sources
 from .manifest import (
     FORMAT_VERSION,
     Manifest,
@@ -33,6 +36,7 @@ from .store import (
     open_index,
     settings_for,
 )
+from .verify import Problem, VerifyReport, verify_index
 
 __all__ = [
     "BUILDS",
@@ -45,7 +49,9 @@ __all__ = [
     "ModelInfo",
     "ModelPart",
     "Part",
+    "Problem",
     "Progress",
+    "VerifyReport",
     "background_centroid",
     "background_sentences",
     "build_index",
@@ -56,7 +62,10 @@ __all__ = [
     "index_status",
     "make_faiss",
     "open_index",
+    "quick_status",
     "read_manifest",
+    "record_sources",
     "settings_for",
     "verify_files",
+    "verify_index",
 ]

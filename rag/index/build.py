@@ -26,6 +26,7 @@ from ..errors import IndexCorruptError, IndexMismatchError, IndexMissingError
 from ..settings import Settings
 from ..types import BuildReport, Chunk, LoadResult, Span
 from . import milvus
+from .fresh import record_sources
 from .manifest import (
     FORMAT_VERSION,
     Counts,
@@ -137,6 +138,7 @@ def build_index(
         if previous is not None and {d.id: d.sha256 for d in loaded.documents} == {
             d.id: d.sha256 for d in previous.documents.values()
         }:
+            record_sources(root, loaded)  # files touched but unchanged: the next start is stat-only again
             return BuildReport(
                 documents=len(loaded.documents), chunks=len(previous.chunks), sentences=len(previous.sentences),
                 reused_documents=len(loaded.documents), embedded_documents=0, removed_documents=0,
@@ -193,6 +195,8 @@ def build_index(
                             for d in loaded.documents),
             skipped=tuple(loaded.skipped),
             versions=_versions(),
+            sources=loaded.sources,
+            scanned_ns=loaded.scanned_ns,
         )
         if store == "milvus":
             collections = milvus.connect(settings)

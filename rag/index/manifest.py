@@ -2,7 +2,8 @@
 
 ``manifest.json`` is written once per build and never edited. It holds the format version,
 the model (spec, id, dimension, member layout), the settings, the splitter version, per-document
-hashes and the size and SHA-256 of every file, so a damaged index is found before use and an
+hashes, each source file's size, mtime and SHA-256 (``sources``: what the quick freshness
+check compares) and the size and SHA-256 of every index file, so a damaged index is found before use and an
 index built with another model or other chunking is recognised as such (``check_compatible``).
 """
 
@@ -20,10 +21,12 @@ from ..chunk import SPLITTER_VERSION
 from ..encoders import Encoder
 from ..errors import IndexCorruptError, IndexMismatchError
 from ..settings import Settings, canonical_model
-from ..types import SkippedFile
+from ..types import SkippedFile, SourceFile
 
-FORMAT_VERSION = 2  # 2: documents.jsonl keeps each document's kind, title, pages and sections
-REQUIRED = ("settings", "model", "documents", "files", "counts", "built_at")
+# 2: documents.jsonl keeps each document's kind, title, pages and sections;
+# 3: ``sources`` records each file of the documents folder (size, mtime, SHA-256) for the quick freshness check
+FORMAT_VERSION = 3
+REQUIRED = ("settings", "model", "documents", "files", "counts", "built_at", "sources")
 
 
 def rebuild_fix(root: str | os.PathLike[str]) -> str:
@@ -90,6 +93,8 @@ class Manifest:
     versions: dict[str, str] = field(default_factory=dict)
     files: dict[str, FileEntry] = field(default_factory=dict)
     build: str = ""
+    sources: tuple[SourceFile, ...] = ()  # every candidate file of the documents folder, as read
+    scanned_ns: int = 0  # when the documents folder was scanned (time.time_ns())
 
     @property
     def model_spec(self) -> str:
@@ -128,6 +133,8 @@ class Manifest:
             versions=dict(data.get("versions", {})),
             files={str(k): FileEntry(v.get("bytes"), v.get("sha256")) for k, v in data["files"].items()},
             build=str(data.get("build", "")),
+            sources=sources_from_dict(data["sources"]),
+            scanned_ns=int(data["sources"]["scanned_ns"]),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -148,12 +155,24 @@ class Manifest:
                           for d in self.documents],
             "skipped": [{"path": s.path, "reason": s.reason} for s in self.skipped],
             "versions": self.versions,
+            "sources": sources_to_dict(self.sources, self.scanned_ns),
         }
         if self.files:
             out["files"] = {k: {"bytes": v.bytes, "sha256": v.sha256} for k, v in self.files.items()}
         if self.build:
             out["build"] = self.build
         return out
+
+
+def sources_to_dict(sources: tuple[SourceFile, ...], scanned_ns: int) -> dict[str, Any]:
+    return {"scanned_ns": scanned_ns,
+            "files": [{"path": f.path, "bytes": f.bytes, "mtime_ns": f.mtime_ns, "sha256": f.sha256} for f in sources]}
+
+
+def sources_from_dict(data: dict[str, Any]) -> tuple[SourceFile, ...]:
+    """``sources_to_dict`` read back; raises ``KeyError``/``TypeError``/``ValueError`` when malformed."""
+    return tuple(SourceFile(str(f["path"]), int(f["bytes"]), int(f["mtime_ns"]),
+                            None if f["sha256"] is None else str(f["sha256"])) for f in data["files"])
 
 
 def read_manifest(build: Path) -> Manifest:

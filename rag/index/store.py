@@ -323,11 +323,14 @@ def _sentence_owners(chunks: Sequence[Chunk], n_sentences: int) -> np.ndarray:
 def open_index(
     root: str | os.PathLike[str],
     settings: Settings | None = None,
-    verify: bool = True,
+    verify: bool = False,
     encoder: Encoder | None = None,
 ) -> Index:
     """Load the build in use at ``root``, refusing a damaged index or one built with another model.
 
+    Every file the manifest lists must be there with its recorded size; ``verify`` also checks
+    each file's SHA-256 (builds do, before reusing vectors; ``rag verify`` does; a plain open
+    does not: hashing a 100k-chunk index costs seconds, see docs/reliability.md).
     With ``settings`` (and ``encoder``) given, ``check_compatible`` refuses another model.
     """
     import faiss
