@@ -168,6 +168,22 @@ def report(results: dict[str, Any]) -> str:
                 f"| {_f(q['total_p95_ms'])} | {_f(q.get('cpu_p50_ms'))} | {_f(q['index_mb'], 0)} "
                 f"| {_f(b['build_peak_rss_mb'], 0)} "
                 f"| {_f(b['disk_bytes'] / 2**20, 1)} |")
+        lines += ["", "Time to first answer (a fresh interpreter: bring the index up to date as `rag ask` does, open "
+                      "it, answer one question; median of 3, interleaved) and build memory against serving memory:", "",
+                  "| chunks | first answer s, quick check (check / open / ask) | first answer s, full check as before "
+                  "(check / open / ask) | rag verify --docs s (MiB hashed) | peak build MB / RAM after open MB |",
+                  "|---|---|---|---|---|"]
+        for entry in pipe["sizes"].values():
+            b, q, f = entry.get("build", {}), entry.get("query", {}), entry.get("first", {})
+            if not f or "error" in f or "error" in b or "error" in q:
+                continue
+            lines.append(
+                f"| {b['chunks']:,} | {_f(f['quick_first_answer_s'], 2)} ({_f(f['quick_check_s'], 2)} / "
+                f"{_f(f['quick_open_s'], 2)} / {_f(f['quick_ask_s'], 2)}) | {_f(f['full_first_answer_s'], 2)} "
+                f"({_f(f['full_check_s'], 2)} / {_f(f['full_open_s'], 2)} / {_f(f['full_ask_s'], 2)}) "
+                f"| {_f(f['verify_s'], 2)} ({f['verify_bytes'] / 2**20:,.0f}) "
+                f"| {_f(b['build_peak_rss_mb'], 0)} / {_f(q['index_mb'], 0)} = "
+                f"{b['build_peak_rss_mb'] / q['index_mb']:.2f}x |")
     many = results.get("concurrency")
     if many:
         lines += [""] + (render_concurrency(many) if "error" not in many

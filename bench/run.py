@@ -54,7 +54,7 @@ from bench import common  # noqa: E402
 from bench.common import RESULTS, Runner, prepare_set, resolve_model  # noqa: E402
 from bench.concurrency import w_concurrency  # noqa: E402
 from bench.encoding import run_encoding, w_query_encode, w_raw_encode  # noqa: E402
-from bench.pipeline_scale import run_pipeline_scale, w_pipe_build, w_pipe_query  # noqa: E402
+from bench.pipeline_scale import run_pipeline_scale, w_pipe_build, w_pipe_first, w_pipe_query  # noqa: E402
 from bench.render import report  # noqa: E402
 from bench.systems import (  # noqa: E402
     finish_systems,
@@ -78,7 +78,7 @@ WORKERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {  # one per su
     "raw_encode": w_raw_encode, "query_encode": w_query_encode, "ours_build": w_ours_build, "ours_query": w_ours_query,
     "lc_build": w_lc_build, "lc_query": w_lc_query, "tx_build": w_tx_build, "tx_query": w_tx_query,
     "cold": w_cold, "scale_gen": w_scale_gen, "scale_build": w_scale_build, "scale_serve": w_scale_serve,
-    "pipe_build": w_pipe_build, "pipe_query": w_pipe_query, "concurrency": w_concurrency,
+    "pipe_build": w_pipe_build, "pipe_query": w_pipe_query, "pipe_first": w_pipe_first, "concurrency": w_concurrency,
 }
 
 

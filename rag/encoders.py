@@ -121,7 +121,7 @@ class _LazyEncoder:
         texts = list(texts)
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        out = []
+        out = np.empty((len(texts), self.dim), dtype=np.float32)  # filled in place: no second copy at the end
         for i in range(0, len(texts), BATCH):
             batch = texts[i : i + BATCH]
             # Locked per batch, with progress reported outside the lock: a question asked while
@@ -129,10 +129,10 @@ class _LazyEncoder:
             with self._lock:
                 if self._model is None:
                     self._model = self._load()
-                out.append(normalise(self._encode(self._model, batch, is_query)))
+                out[i : i + len(batch)] = normalise(self._encode(self._model, batch, is_query))
             if progress:
                 progress(len(batch))
-        return np.concatenate(out)
+        return out
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:

@@ -211,11 +211,16 @@ def build_index(
                 write_build(root, manifest, loaded.documents, chunks, sentences, None, None, background_vector,
                             _fail_after, keys=(chunk_keys, sentence_keys))
                 milvus.after_switch(collections, before, keep)
+        elif not reused:  # everything was embedded, in order: the encoder's rows are the arrays, no copy
+            chunk_vectors, sentence_vectors = vectors[:n_chunks], vectors[n_chunks:n_texts]
+            write_build(root, manifest, loaded.documents, chunks, sentences, chunk_vectors, sentence_vectors,
+                        background_vector, _fail_after)
         else:
             chunk_vectors = np.zeros((len(chunks), dim), dtype=np.float32)
             sentence_vectors = np.zeros((len(sentences), dim), dtype=np.float32)
             chunk_vectors[todo_chunks] = vectors[:n_chunks]
             sentence_vectors[todo_sents] = vectors[n_chunks:n_texts]
+            del vectors  # copied: not held twice while the graphs are built
             if previous is not None:
                 for doc_id, (cv, sv) in _vectors_by_doc(previous, reused).items():
                     chunk_vectors[[i for i, c in enumerate(chunks) if c.doc == doc_id]] = cv
