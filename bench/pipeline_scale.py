@@ -172,7 +172,7 @@ def w_pipe_first(args: dict[str, Any]) -> dict[str, Any]:
     """
     from rag.index import verify_index
 
-    runs: dict[str, list[dict[str, Any]]] = {"quick": [], "full": []}
+    runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in args.get("modes", ("quick", "full"))}
     question = read_questions(args["questions"])[0]["question"]
     for _ in range(args.get("repeats", 3)):
         for mode in runs:
@@ -190,6 +190,8 @@ def w_pipe_first(args: dict[str, Any]) -> dict[str, Any]:
         for key in ("first_answer_s", "encoder_s", "check_s", "open_s", "ask_s", "rss_mb"):
             out[f"{mode}_{key}"] = statistics.median(r[key] for r in rows)
         out[f"{mode}_up_to_date"] = all(r["up_to_date"] for r in rows)
+    if not args.get("verify", True):
+        return out
     report = verify_index(args["index_dir"], args["docs_dir"])
     out.update(verify_s=report.seconds, verify_ok=report.ok, verify_bytes=report.bytes,
                verify_documents=report.documents)
