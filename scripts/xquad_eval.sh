@@ -9,7 +9,10 @@
 #   bench/results/<set>.<model>.questions.jsonl  one row per question (`--out`), for error analysis
 # and keeps the index in bench/results/index/<documents hash>.<model>/ (shared by sets over the same
 # documents and reused while they are unchanged, so build_s is null on a rerun). SETS="xquad-de-de xquad-es-es" runs fewer sets; extra
-# `rag eval` options go in RAG_EVAL_OPTS (e.g. RAG_EVAL_OPTS="--min passage_hit@1=0.8").
+# `rag eval` options go in RAG_EVAL_OPTS (e.g. RAG_EVAL_OPTS="--min passage_hit@1=0.8"); TAG names a
+# variant in the file and index names (<set>.<model>.<TAG>.json), e.g.
+#   TAG=encoded RAG_EVAL_OPTS="--set chunk_vectors=encoded" scripts/xquad_eval.sh
+# and `python scripts/xquad_table.py e5+use.encoded` shows it.
 # Exit status: 0 when every set ran (and met its limits), else the last failing status.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -23,7 +26,7 @@ fi
 bench=$(cd "$bench_arg" && pwd)
 sets=${SETS:-xquad-en-de xquad-en-es xquad-de-de xquad-es-es}
 results=$repo/bench/results
-name=$(printf '%s' "$model" | tr -c 'A-Za-z0-9.+_-' '_')
+name=$(printf '%s' "$model${TAG:+.$TAG}" | tr -c 'A-Za-z0-9.+_-' '_')
 read -r -a extra <<< "${RAG_EVAL_OPTS:-}"
 mkdir -p "$results"
 cd "$repo"

@@ -26,6 +26,7 @@ from ..errors import IndexCorruptError, IndexMismatchError, IndexMissingError
 from ..settings import Settings
 from ..types import BuildReport, Chunk, LoadResult, Span
 from . import milvus
+from .derive import derive_chunk_vectors
 from .fresh import record_sources
 from .manifest import (
     FORMAT_VERSION,
@@ -158,13 +159,15 @@ def build_index(
                 reused.add(doc.id)
 
         dim = encoder.dim
+        derived = settings.chunk_vectors == "derived"
         todo_chunks = [i for i, c in enumerate(chunks) if c.doc not in reused]
         todo_sents = [i for i, s in enumerate(sentences) if s.doc not in reused]
         # One call for everything, the background sentences included: a pooled encoder starts
         # its workers once, and this process need not load the model at all.
         background_texts = background_sentences([d.lang for d in loaded.documents])
         background_unique = sorted(set(background_texts))
-        texts = [chunks[i].text for i in todo_chunks] + [sentences[i].text for i in todo_sents]
+        encoded_chunks = [] if derived else todo_chunks  # derived: from their sentences, below
+        texts = [chunks[i].text for i in encoded_chunks] + [sentences[i].text for i in todo_sents]
         total = len(texts) + len(background_unique)
         done = 0
 
@@ -177,15 +180,23 @@ def build_index(
         if progress:
             progress(0, total)
         vectors = encode_passages(encoder, texts + background_unique, tick)
-        n_chunks, n_texts = len(todo_chunks), len(texts)
+        n_chunks, n_texts = len(encoded_chunks), len(texts)
         background_vector = background_centroid(background_texts, vectors[n_texts:])
+        parts = encoder_parts(encoder)
+        new_sentence_vectors = vectors[n_chunks:n_texts]
+        if derived:
+            row_of = np.full(len(sentences), -1, dtype=np.int64)
+            row_of[todo_sents] = np.arange(len(todo_sents))  # a new chunk's sentences are all new
+            new_chunk_vectors = derive_chunk_vectors([chunks[i] for i in todo_chunks], sentences,
+                                                     new_sentence_vectors, parts, row_of)
+        else:
+            new_chunk_vectors = vectors[:n_chunks]
         manifest = Manifest(
             format_version=FORMAT_VERSION,
             rag_version=__version__,
             built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             model=ModelInfo(settings.model, encoder.model_id, int(dim),
-                            tuple(ModelPart(str(p["id"]), int(p["dim"]), float(p["weight"]))
-                                  for p in encoder_parts(encoder))),
+                            tuple(ModelPart(str(p["id"]), int(p["dim"]), float(p["weight"])) for p in parts)),
             settings=settings.to_dict(),
             splitter_version=SPLITTER_VERSION,
             exact_search_bytes=EXACT_SEARCH_BYTES,
@@ -205,22 +216,22 @@ def build_index(
             keep = set(versions.values())
             with milvus.pending(root, collections, {versions[d] for d in versions if d not in reused}, keep):
                 milvus.insert_rows(collections, "chunks", chunks, chunk_keys, versions, todo_chunks,
-                                   vectors[:n_chunks])
+                                   new_chunk_vectors)
                 milvus.insert_rows(collections, "sentences", sentences, sentence_keys, versions, todo_sents,
-                                   vectors[n_chunks:n_texts])
+                                   new_sentence_vectors)
                 write_build(root, manifest, loaded.documents, chunks, sentences, None, None, background_vector,
                             _fail_after, keys=(chunk_keys, sentence_keys))
                 milvus.after_switch(collections, before, keep)
         elif not reused:  # everything was embedded, in order: the encoder's rows are the arrays, no copy
-            chunk_vectors, sentence_vectors = vectors[:n_chunks], vectors[n_chunks:n_texts]
+            chunk_vectors, sentence_vectors = new_chunk_vectors, new_sentence_vectors
             write_build(root, manifest, loaded.documents, chunks, sentences, chunk_vectors, sentence_vectors,
                         background_vector, _fail_after)
         else:
             chunk_vectors = np.zeros((len(chunks), dim), dtype=np.float32)
             sentence_vectors = np.zeros((len(sentences), dim), dtype=np.float32)
-            chunk_vectors[todo_chunks] = vectors[:n_chunks]
-            sentence_vectors[todo_sents] = vectors[n_chunks:n_texts]
-            del vectors  # copied: not held twice while the graphs are built
+            chunk_vectors[todo_chunks] = new_chunk_vectors
+            sentence_vectors[todo_sents] = new_sentence_vectors
+            del vectors, new_chunk_vectors, new_sentence_vectors  # copied: not held twice while the graphs are built
             if previous is not None:
                 for doc_id, (cv, sv) in _vectors_by_doc(previous, reused).items():
                     chunk_vectors[[i for i, c in enumerate(chunks) if c.doc == doc_id]] = cv

@@ -104,7 +104,10 @@ class Manifest:
     def build_key(self) -> dict[str, Any]:
         """What the build depends on, as ``Settings.build_key()`` plus the splitter version."""
         return {"model": self.model_spec, "chunk_size": self.settings.get("chunk_size"),
-                "chunk_overlap": self.settings.get("chunk_overlap"), "splitter_version": self.splitter_version}
+                "chunk_overlap": self.settings.get("chunk_overlap"),
+                # builds from before the setting existed embedded their chunks
+                "chunk_vectors": self.settings.get("chunk_vectors", "encoded"),
+                "splitter_version": self.splitter_version}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Manifest:
