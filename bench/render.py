@@ -108,6 +108,20 @@ def report(results: dict[str, Any]) -> str:
                     continue
                 for member, m in r["members"].items():
                     lines.append(f"| {member} | {threads} | {_f(m['cpu_p50_ms'])} | {_f(m['wall_p50_ms'])} |")
+    ratio = results.get("index_ratio")
+    if ratio:
+        lines += ["", f"## Build cost: `rag index --full` / one raw e5 pass ({ratio['model']}; {ratio['paragraphs']} "
+                      f"paragraphs, {ratio['chars']:,} characters; raw pass: one process, 2 threads, model load "
+                      f"excluded; median of {len(ratio['rounds'])} interleaved rounds)", "",
+                  "| chunk vectors | rag index --full s (per round) | raw e5 pass s (per round) | ratio (median) |",
+                  "|---|---|---|---|"]
+        raws = " / ".join(_f(r["raw"].get("seconds")) for r in ratio["rounds"])
+        for mode, median in ratio["median_ratio"].items():
+            label = f"{mode} (default)" if mode == ratio["default"] else mode
+            builds = " / ".join(_f(r[mode].get("seconds")) for r in ratio["rounds"])
+            lines.append(f"| {label} | {builds} | {raws} | {_f(median, 2)}x |")
+        errors = [r[k]["error"] for r in ratio["rounds"] for k in r if isinstance(r[k], dict) and "error" in r[k]]
+        lines += [f"| error: {e[:120]} | | | |" for e in errors]
     scale = results.get("scale")
     if scale:
         lines += ["", f"## Vector scale curve (synthetic clustered vectors, d={scale['dim']}, {scale['queries']} "

@@ -19,6 +19,8 @@ Parts:
 2. encoding: raw encoder throughput on the same texts (2 threads in one process vs 2
    warm worker processes of 1 thread, ``rag.pool``) against what ``rag.index.build_index``
    reaches as a whole build, with the default settings (pooled) and with ``processes=1``;
+   and the build-cost ratio: ``rag index --full`` (both kinds of chunk vectors) over one raw e5
+   pass on the same documents as paragraphs, interleaved rounds, median ratio;
 3. vector scale curve, 1k to 1M synthetic clustered vectors of the default model's
    dimension: exact, HNSW and IVF(+SQ8) indexes, build time, p50/p95 search latency,
    recall@10 against exact search, serving memory and disk;
@@ -53,7 +55,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from bench import common  # noqa: E402
 from bench.common import RESULTS, Runner, prepare_set, resolve_model  # noqa: E402
 from bench.concurrency import w_concurrency  # noqa: E402
-from bench.encoding import run_encoding, w_query_encode, w_raw_encode  # noqa: E402
+from bench.encoding import run_encoding, run_index_ratio, w_query_encode, w_raw_encode  # noqa: E402
 from bench.pipeline_scale import run_pipeline_scale, w_pipe_build, w_pipe_first, w_pipe_query  # noqa: E402
 from bench.render import report  # noqa: E402
 from bench.systems import (  # noqa: E402
@@ -102,6 +104,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--skip-encoding", action="store_true", help="no encoder throughput comparison")
     parser.add_argument("--concurrency-seconds", type=float, default=10.0,
                         help="closed-loop seconds per row of the serving-many part; 0 skips it [10]")
+    parser.add_argument("--skip-index-ratio", action="store_true",
+                        help="no `rag index --full` / raw e5 paragraph pass ratio")
+    parser.add_argument("--ratio-runs", type=int, default=3,
+                        help="interleaved rounds of the index/raw ratio, the median is reported [3; 1 with --quick]")
     parser.add_argument("--quick", action="store_true",
                         help="smallest run: 2 documents, 12 questions, 1k vectors, 1k-chunk pipeline")
     parser.add_argument("--keep-vectors", action="store_true", help="keep generated vectors >= 100k in the cache")
@@ -114,6 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if opts.quick:
         opts.max_docs = opts.max_docs or 2
         opts.questions = min(opts.questions, 12)
+        if opts.ratio_runs == parser.get_default("ratio_runs"):
+            opts.ratio_runs = 1
         if opts.sizes == parser.get_default("sizes"):
             opts.sizes = "1000"
         if opts.pipeline_sizes == parser.get_default("pipeline_sizes"):
@@ -165,6 +173,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         results["concurrency"] = runner.run("concurrency", {
             "index_dir": str(work / "index-seeds"), "seconds": opts.concurrency_seconds,
             "model": resolve_model(opts.models[0])})
+        save()
+    if not opts.skip_index_ratio:
+        log("rag index --full against one raw e5 paragraph pass")
+        results["index_ratio"] = run_index_ratio(opts, bench, runner, work)
         save()
     if opts.pipeline_sizes:
         log("whole-project scale curve")

@@ -90,6 +90,16 @@ def test_index_prints_a_summary(seeds: Path, index_dir: Path) -> None:
     assert full.stdout.startswith("Indexed 2 documents (2 embedded, 0 reused, 0 removed; 2 pages)")
 
 
+def test_index_chunk_vectors_option(seeds: Path, index_dir: Path) -> None:
+    result = rag("index", "--seeds", seeds, "--index", index_dir, "--model", "hash", "--chunk-vectors", "derived")
+    assert result.exit_code == 0, result.output
+    settings = json.loads(next((index_dir / "builds").glob("*/manifest.json")).read_text(encoding="utf-8"))["settings"]
+    assert settings["chunk_vectors"] == "derived"
+    # the other kind is never mixed in: the next build re-embeds every document
+    again = rag("index", "--seeds", seeds, "--index", index_dir, "--model", "hash", "--chunk-vectors", "encoded")
+    assert again.stdout.startswith("Indexed 2 documents (2 embedded, 0 reused, 0 removed; 2 pages)"), again.output
+
+
 def test_index_json(seeds: Path, index_dir: Path) -> None:
     result = rag("index", "--seeds", seeds, "--index", index_dir, "--model", "hash", "--json")
 
