@@ -36,7 +36,7 @@ from rag.features import SENTENCE_FEATURES, SentenceFeatures, question_cues, sen
 from rag.pipeline import Pipeline, ensure_index  # noqa: E402
 from rag.retrieve import retrieve  # noqa: E402
 from rag.scorer import ANSWER_FEATURES, Logistic, ScorerModel, answer_features, choose  # noqa: E402
-from rag.settings import Settings  # noqa: E402
+from rag.settings import CHUNK_VECTORS, Settings  # noqa: E402
 
 SETS = ("xquad-en-de", "xquad-en-es", "xquad-de-de", "xquad-es-es")
 GROUPS = {
@@ -118,7 +118,8 @@ def collect(name: str, docs: Path, questions_path: Path, index_dir: Path, settin
             group_of: dict[str, str], simulate: bool) -> list[Case]:
     """``_collect``, cached under ``cache`` by the code that makes features and the questions."""
     code = b"".join((REPO / "rag" / f).read_bytes() for f in ("features.py", "retrieve.py", "chunk.py"))
-    tag = (name + str(simulate) + ("" if simulate else "v2")).encode()
+    tag = (name + str(simulate) + ("" if simulate else "v2")
+           + ("" if settings.chunk_vectors == "encoded" else settings.chunk_vectors)).encode()
     key = hashlib.sha1(code + questions_path.read_bytes() + tag).hexdigest()[:12]
     meta_path, arrays_path = cache / f"cases-{key}.json", cache / f"cases-{key}.npz"
     if meta_path.exists() and arrays_path.exists():
@@ -384,19 +385,22 @@ def main() -> int:
     parser.add_argument("--seed-weight", type=float, default=20.0)
     parser.add_argument("--ablation", action="store_true")
     parser.add_argument("--write", action="store_true", help="fit on all data and write rag/data/scorer.json")
+    parser.add_argument("--chunk-vectors", choices=CHUNK_VECTORS, default=Settings.chunk_vectors,
+                        help="how the indexes' chunk vectors are made (the features read them) [the default]")
     args = parser.parse_args()
-    settings = Settings()
+    settings = Settings(chunk_vectors=args.chunk_vectors)
+    qidx = args.work / ("qidx" if settings.chunk_vectors == "encoded" else f"qidx-{settings.chunk_vectors}")
     cache = args.work / "scorer-cache"
     cases: list[Case] = []
     for name in SETS:
         lang = name.rsplit("-", 1)[1]
         d = args.bench / name
         group_of = {p.name: p.stem for p in (d / "docs").glob("*.txt")}
-        cases += collect(name, d / "docs", d / "questions.jsonl", args.work / "qidx" / lang, settings, cache,
+        cases += collect(name, d / "docs", d / "questions.jsonl", qidx / lang, settings, cache,
                          group_of, simulate=True)
         print(f"collected {name}: {len(cases)} cases", file=sys.stderr)
     if args.seed_tune.exists():
-        cases += collect("seed-tune", REPO / "seeds", args.seed_tune, args.work / "qidx" / "seeds", settings,
+        cases += collect("seed-tune", REPO / "seeds", args.seed_tune, qidx / "seeds", settings,
                          cache, {}, simulate=False)
     fold = folds(cases)
     # the support rule first (it needs the sentence models only): the answer model's label is
