@@ -183,6 +183,9 @@ def run_index_ratio(opts: argparse.Namespace, bench: dict[str, Any], runner: Run
         raw_s = one["raw"].get("seconds")
         one["ratio"] = {mode: one[mode]["seconds"] / raw_s for mode in CHUNK_VECTORS
                         if raw_s and "seconds" in one[mode]}
+        runner.log(f"  round {n + 1}: raw {raw_s} s, " + ", ".join(
+            f"{mode} {one[mode].get('seconds', one[mode].get('error'))} s ({one['ratio'].get(mode)}x)"
+            for mode in CHUNK_VECTORS))
         rounds.append(one)
     medians = {mode: statistics.median(vals) for mode in CHUNK_VECTORS
                if (vals := [r["ratio"][mode] for r in rounds if mode in r["ratio"]])}
