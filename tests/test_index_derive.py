@@ -103,3 +103,12 @@ def test_a_manifest_from_before_the_setting_means_encoded(tmp_path: Path, seeds_
 def test_chunk_vectors_setting_is_validated() -> None:
     with pytest.raises(SettingsError, match=r"^chunk_vectors must be one of encoded, derived, not 'both'$"):
         Settings(chunk_vectors="both")
+
+
+def test_milvus_rows_of_the_two_kinds_have_other_keys() -> None:
+    from rag.index.milvus import version_key
+
+    encoded = version_key("a.txt", "abc", FAKE.to_dict(), 3)
+    assert version_key("a.txt", "abc", DERIVED.to_dict(), 3) != encoded
+    older = {k: v for k, v in FAKE.to_dict().items() if k != "chunk_vectors"}
+    assert version_key("a.txt", "abc", older, 3) == encoded  # existing collections keep their keys

@@ -67,7 +67,9 @@ def connect(settings: Settings) -> MilvusCollections:
 
 def version_key(doc: Document | str, sha256: str, settings: dict[str, object], splitter: int | None) -> str:
     doc_id = doc.id if isinstance(doc, Document) else doc
-    return doc_key(doc_id, f"{sha256}:{settings.get('chunk_size')}:{settings.get('chunk_overlap')}:{splitter}")
+    # derived chunk vectors are other rows; encoded keys stay as they were before the setting existed
+    kind = ":derived" if settings.get("chunk_vectors", "encoded") == "derived" else ""
+    return doc_key(doc_id, f"{sha256}:{settings.get('chunk_size')}:{settings.get('chunk_overlap')}:{splitter}{kind}")
 
 
 def manifest_keys(manifest: Manifest) -> set[str]:
