@@ -343,9 +343,7 @@ def show_cmd(doc: str | None, index_dir: Path, as_json: bool, debug: bool) -> No
 
     with _friendly_errors(debug):
         index = open_index(index_dir, verify=False)
-        chunks: dict[str, int] = {}
-        for chunk in index.chunks:
-            chunks[chunk.doc] = chunks.get(chunk.doc, 0) + 1
+        chunks = index.chunks_per_document()
         if doc is None:
             rows = [{"id": d.id, "kind": d.kind, "title": d.title, "date": d.date, "pages": len(d.pages) or None,
                      "sections": len(d.sections), "chunks": chunks.get(d.id, 0)} for d in index.documents.values()]

@@ -404,9 +404,7 @@ class Engine:
     def documents(self) -> tuple[DocumentRow, ...]:
         """The documents of the index in use, with their pages and chunks."""
         index = self.pipeline.index
-        chunks: dict[str, int] = {}
-        for chunk in index.chunks:
-            chunks[chunk.doc] = chunks.get(chunk.doc, 0) + 1
+        chunks = index.chunks_per_document()
         return tuple(DocumentRow(d.id, d.kind, d.title, d.date, len(d.pages) or None, chunks.get(d.id, 0))
                      for d in index.documents.values())
 

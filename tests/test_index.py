@@ -158,7 +158,7 @@ def test_opened_index_holds_exactly_what_was_built(built: Path, seeds_copy: Path
     doc = load_documents(seeds_copy).documents[0]
     chunks, sentences = chunk_document(doc, FAKE.chunk_size, FAKE.chunk_overlap)
     assert index.documents == {doc.id: doc}
-    assert index.chunks == chunks and index.sentences == sentences
+    assert list(index.chunks) == chunks and list(index.sentences) == sentences
     np.testing.assert_allclose(index.chunk_vectors, HashEncoder().encode_passages([c.text for c in chunks]))
     np.testing.assert_allclose(index.sentence_vectors, HashEncoder().encode_passages([s.text for s in sentences]))
     assert index.chunk_faiss.ntotal == len(chunks) and index.sentence_faiss.ntotal == len(sentences)
@@ -384,6 +384,18 @@ def _flip_byte(name: str) -> Callable[[Path], None]:
     return apply
 
 
+def _edit_rows(name: str, edit: Callable[[np.ndarray], np.ndarray | None]) -> Callable[[Path], None]:
+    """Span rows edited (out of range, or another shape), the manifest updated to match: only open's check finds it."""
+    def apply(build_dir: Path) -> None:
+        rows = np.load(build_dir / name)
+        changed = edit(rows)
+        np.save(build_dir / name, rows if changed is None else changed, allow_pickle=False)
+        data = (build_dir / name).read_bytes()
+        _edit_manifest(lambda m: m["files"].__setitem__(
+            name, {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}))(build_dir)
+    return apply
+
+
 def _set_dim(manifest: dict) -> None:
     manifest["model"]["dim"] = 128
 
@@ -409,6 +421,20 @@ DAMAGE = {
     "truncated vectors, manifest updated": (_truncate_and_fix_manifest("sentence_vectors.npy"), r"cannot be read"),
     "bad documents, manifest updated": (_truncate_and_fix_manifest("documents.jsonl"), r"cannot be read"),
     "missing file": (lambda b: (b / "sentences.npy").unlink(), r"index file sentences\.npy is missing"),
+    "sentence past its text": (_edit_rows("sentences.npy", lambda r: r.__setitem__((-1, 2), 10**9)),
+                               r"inconsistent spans \(sentence \d+ lies outside its document's text\)"),
+    "chunk with start after end": (_edit_rows("chunks.npy", lambda r: r.__setitem__((0, 1), r[0, 2] + 1)),
+                                   r"inconsistent spans \(chunk 0 lies outside its document's text\)"),
+    "negative start": (_edit_rows("sentences.npy", lambda r: r.__setitem__((1, 1), -1)),
+                       r"inconsistent spans \(sentence 1 lies outside"),
+    "unknown document": (_edit_rows("chunks.npy", lambda r: r.__setitem__((0, 0), 5)),
+                         r"inconsistent spans \(chunk 0 names a document that is not in the index\)"),
+    "negative document": (_edit_rows("sentences.npy", lambda r: r.__setitem__((0, 0), -1)),
+                          r"inconsistent spans \(sentence 0 names a document"),
+    "chunk past the sentences": (_edit_rows("chunks.npy", lambda r: r.__setitem__((-1, 5), r[-1, 5] + 1)),
+                                 r"inconsistent spans \(chunk \d+ names sentences that are not in the index\)"),
+    "span rows of another width": (_edit_rows("sentences.npy", lambda r: r[:, :3].copy()),
+                                   r"inconsistent spans \(sentences\.npy has shape \(\d+, 3\)"),
     "missing bm25 file": (lambda b: (b / "bm25_chunks" / "vocab.index.json").unlink(),
                           r"index file bm25_chunks/vocab\.index\.json is missing"),
     "missing manifest": (lambda b: (b / "manifest.json").unlink(), r"has no manifest\.json"),

@@ -250,16 +250,9 @@ def build_index(
 
 def _vectors_by_doc(index: Index, docs: set[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """The stored vectors of ``docs``, from the previous build's store (read, never re-encoded)."""
-    out: dict[str, tuple[list[int], list[int]]] = {}
-    for i, c in enumerate(index.chunks):
-        if c.doc in docs:
-            out.setdefault(c.doc, ([], []))[0].append(i)
-    for i, s in enumerate(index.sentences):
-        if s.doc in docs:
-            out.setdefault(s.doc, ([], []))[1].append(i)
-    return {d: (index.chunk_store.vectors(np.array(c, dtype=np.int64)),
-                index.sentence_store.vectors(np.array(s, dtype=np.int64))) for d, (c, s) in out.items()}
-
+    chunk_rows, sentence_rows = index.chunks.by_document(), index.sentences.by_document()
+    return {d: (index.chunk_store.vectors(chunk_rows[pos]), index.sentence_store.vectors(sentence_rows[pos]))
+            for pos, d in enumerate(index.chunks.ids) if d in docs}
 
 def _versions() -> dict[str, str]:
     import bm25s

@@ -41,6 +41,7 @@ from ..types import Chunk, Document, Span
 from ..vector_store import FaissStore, VectorStore
 from .manifest import FileEntry, Manifest, check_compatible, read_manifest, rebuild_fix, sha256_file, verify_files
 from .milvus import check_store, open_stores, store_of
+from .spans import Chunks, Sentences, check_rows, sentence_languages, sentence_owners
 
 CURRENT = "CURRENT"
 BUILDS = "builds"
@@ -71,8 +72,8 @@ class Index:
     path: Path
     manifest: Manifest
     documents: dict[str, Document]
-    chunks: list[Chunk]
-    sentences: list[Span]
+    chunks: Chunks  # a Sequence[Chunk] built on read (rag.index.spans)
+    sentences: Sentences  # a Sequence[Span]
     chunk_vectors: np.ndarray | None  # memory-mapped; None when the vectors are in Milvus
     sentence_vectors: np.ndarray | None
     chunk_faiss: Any  # None with Milvus
@@ -94,6 +95,11 @@ class Index:
     @property
     def built_at(self) -> str:
         return self.manifest.built_at
+
+    def chunks_per_document(self) -> dict[str, int]:
+        """How many chunks each document has (0 for none), counted without building the chunks."""
+        counts = np.bincount(self.chunks.doc_positions(), minlength=len(self.chunks.ids)).tolist()
+        return dict(zip(self.chunks.ids, counts, strict=True))
 
 
 # ---------------------------------------------------------------------------------- folder
@@ -312,14 +318,6 @@ def layout(manifest: Manifest) -> tuple[Part, ...]:
     return tuple(parts)
 
 
-def _sentence_owners(chunks: Sequence[Chunk], n_sentences: int) -> np.ndarray:
-    owner = np.zeros(n_sentences, dtype=np.int64)
-    for cid in range(len(chunks) - 1, -1, -1):  # backwards: the first chunk holding a sentence wins
-        c = chunks[cid]
-        owner[c.first_sentence : c.last_sentence] = cid
-    return owner
-
-
 def open_index(
     root: str | os.PathLike[str],
     settings: Settings | None = None,
@@ -375,15 +373,13 @@ def open_index(
     except (OSError, ValueError, KeyError, RuntimeError, json.JSONDecodeError) as exc:
         raise IndexCorruptError(f"index at {str(root)!r} cannot be read ({type(exc).__name__}: {exc}): {fix}") from exc
 
-    ids, texts = [d.id for d in order], [d.text for d in order]
-    try:
-        # plain Python ints (tolist) and no helper call per row: 556k spans at 100k chunks
-        sentences = [Span(ids[d], start, end, texts[d][start:end], para)
-                     for d, start, end, para in sent_rows.tolist()]
-        chunks = [Chunk(ids[d], start, end, texts[d][start:end], para, first, last)
-                  for d, start, end, para, first, last in chunk_rows.tolist()]
-    except (IndexError, ValueError, TypeError) as exc:
-        raise IndexCorruptError(f"index at {str(root)!r} has inconsistent spans: {fix}") from exc
+    texts = tuple(d.text for d in order)
+    problem = check_rows(chunk_rows, sent_rows, [len(t) for t in texts])
+    if problem is not None:
+        raise IndexCorruptError(f"index at {str(root)!r} has inconsistent spans ({problem}): {fix}")
+    ids = tuple(d.id for d in order)
+    # built per read (a question reads a few hundred): building all ~560k at open took seconds at 100k chunks
+    chunks, sentences = Chunks(chunk_rows, ids, texts), Sentences(sent_rows, ids, texts)
     dim = manifest.model.dim
     parts = layout(manifest)
     chunk_store: VectorStore
@@ -409,15 +405,13 @@ def open_index(
         raise IndexCorruptError(f"index at {str(root)!r} has inconsistent sizes or dimensions: {fix}")
     if settings is not None and encoder is not None:  # its id and dimension, once the index is known sound
         check_compatible(manifest, settings, root, encoder)
-    sentence_lang = np.empty(len(sentences), dtype=object)
-    sentence_lang[:] = [documents[s.doc].lang for s in sentences]
     return Index(
         build, manifest, documents, chunks, sentences, chunk_vectors, sentence_vectors, chunk_faiss, sentence_faiss,
         bm25_chunks, bm25_sentences, background,
         parts=parts,
-        sentence_chunk=_sentence_owners(chunks, len(sentences)),
+        sentence_chunk=sentence_owners(chunk_rows, len(sent_rows)),
         languages=frozenset(d.lang for d in documents.values() if d.lang),
-        sentence_lang=sentence_lang,
+        sentence_lang=sentence_languages(sent_rows, [d.lang for d in order]),
         chunk_store=chunk_store,
         sentence_store=sentence_store,
     )
