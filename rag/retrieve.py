@@ -128,8 +128,7 @@ def retrieve(index: Index, query_vector: np.ndarray, question: str, settings: Se
 
     # Each candidate's sentences form a contiguous range of ids, so of positions in ``sents``;
     # ``flat`` lists every candidate's sentence positions one candidate after the other.
-    first = np.fromiter((index.chunks[c].first_sentence for c in cand), dtype=np.int64, count=len(cand))
-    last = np.fromiter((index.chunks[c].last_sentence for c in cand), dtype=np.int64, count=len(cand))
+    first, last = index.chunks.rows[cand, 4], index.chunks.rows[cand, 5]  # columns of the rows: no Chunk built
     lengths = np.maximum(last - first, 0)
     offsets, filled = _segments(lengths)
     ids = np.repeat(first - offsets, lengths) + np.arange(int(lengths.sum()), dtype=np.int64)
