@@ -39,7 +39,8 @@ def save_bm25(retriever: Any, folder: str) -> None:
 def load_bm25(folder: str) -> Any:
     import bm25s
 
-    return bm25s.BM25.load(folder, show_progress=False)
+    # memory-mapped (bm25s's mmap): a question reads the columns of its few words, not the matrix
+    return bm25s.BM25.load(folder, show_progress=False, mmap=True)
 
 
 def bm25_scores(retriever: Any, tokens: list[str]) -> np.ndarray:
