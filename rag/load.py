@@ -9,6 +9,7 @@ import hashlib
 import os
 import re
 import stat
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -89,10 +90,31 @@ def parse_document(doc_id: str, data: bytes) -> Document:
     )
 
 
+_IDENTIFIER_LOCK = threading.Lock()
+_identifier_loaded = False
+
+
+def load_language_identifier() -> None:
+    """Load py3langid's model now, once per process (~0.5 s, decompressing it).
+
+    ``Pipeline.open`` starts this in a thread while the index opens, so the first question does
+    not wait for it; a question arriving meanwhile waits for that load rather than starting another.
+    """
+    global _identifier_loaded
+    with _IDENTIFIER_LOCK:
+        if not _identifier_loaded:
+            import py3langid
+
+            py3langid.classify("load the model")  # it loads on first use
+            _identifier_loaded = True
+
+
 def detect_language(text: str) -> str | None:
     """ISO 639-1 code of ``text``, or None when it is too short to tell."""
     if len(text.strip()) < 20:
         return None
+    if not _identifier_loaded:
+        load_language_identifier()
     import py3langid
 
     lang, _ = py3langid.classify(text)

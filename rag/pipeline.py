@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 import unicodedata
 from collections.abc import Sequence
@@ -31,7 +32,7 @@ from .index import (
     read_manifest,
     record_sources,
 )
-from .load import LoadProgress, load_documents
+from .load import LoadProgress, load_documents, load_language_identifier
 from .pool import pooled_encoder
 from .retrieve import LexicalEvidence, Retrieval, lexical_evidence, retrieve
 from .settings import Settings
@@ -118,6 +119,8 @@ class Pipeline:
              encoder: Encoder | None = None) -> Pipeline:
         settings = settings or Settings()
         encoder = encoder or create_encoder(settings.model, settings.threads)  # questions only: no pool; loads lazily
+        # every question detects its language: the detector's model loads (~0.5 s) while the index opens
+        threading.Thread(target=load_language_identifier, name="langid", daemon=True).start()
         return cls(open_index(Path(index_dir), settings, encoder=encoder), encoder, settings)
 
     def ask(self, question: str, history: Sequence[str] = (), top_k: int | None = None) -> Answer:
