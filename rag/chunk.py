@@ -1,10 +1,10 @@
 """Stage 2, chunk: paragraphs, sentences and overlapping chunks, each with exact offsets.
 
 Sentences come from a rule-based splitter that knows French, German, Spanish and English
-abbreviations, quotes and parentheses. Chunks are made by langchain-text-splitters from whole
-sentences (a sentence longer than a chunk is cut at clause, then word boundaries) and never
-cross a paragraph. Every span is located in the original text, so ``doc.text[start:end]``
-equals its text by construction.
+abbreviations, quotes and parentheses. Chunks are made by langchain-text-splitters
+(``rag.chunk_merge``, imported by builds only) from whole sentences (a sentence longer than a
+chunk is cut at clause, then word boundaries) and never cross a paragraph. Every span is
+located in the original text, so ``doc.text[start:end]`` equals its text by construction.
 """
 
 from __future__ import annotations
@@ -12,9 +12,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import cast
-
-from langchain_text_splitters import RecursiveCharacterTextSplitter, TextSplitter
 
 from .types import Chunk, Document, Span
 
@@ -149,66 +146,13 @@ def split_sentences(doc: Document, paras: Iterable[Paragraph] | None = None) -> 
     return out
 
 
-class _SentenceMerger(TextSplitter):
-    """langchain's merging of small pieces into overlapping chunks, fed with whole sentences."""
-
-    def __init__(self, chunk_size: int, chunk_overlap: int) -> None:
-        super().__init__(chunk_size=chunk_size, chunk_overlap=chunk_overlap, strip_whitespace=True)
-        self._long = RecursiveCharacterTextSplitter(
-            chunk_size=chunk_size,
-            chunk_overlap=0,
-            separators=["; ", ", ", " ", ""],
-            keep_separator="end",
-            strip_whitespace=False,
-        )
-
-    def split_pieces(self, pieces: list[str], start: int = 0) -> list[tuple[int, int]]:
-        """``(start, end)`` of each chunk merged from consecutive ``pieces``, the first at ``start``.
-
-        Offsets come from the pieces themselves, not from searching the chunk text, which
-        finds the wrong place when a paragraph repeats itself.
-        """
-        small: list[str] = []
-        pos = start
-        for piece in pieces:
-            parts = self._long.split_text(piece) if len(piece) > self._chunk_size else [piece]
-            if "".join(parts) != piece:  # cannot happen (no overlap, no stripping); never misplace text
-                raise AssertionError("long sentence split lost text")
-            for part in parts:
-                small.append(_Piece(part, pos))
-                pos += len(part)
-        self._spans: list[tuple[int, int]] = []
-        self._merge_splits(small, "")
-        return self._spans
-
-    def _join_docs(self, docs: list[str], separator: str) -> str | None:
-        text = super()._join_docs(docs, separator)
-        if text is not None:
-            joined = separator.join(docs)
-            start = cast(_Piece, docs[0]).start + len(joined) - len(joined.lstrip())
-            self._spans.append((start, start + len(text)))
-        return text
-
-    def split_text(self, text: str) -> list[str]:  # required by the base class
-        return [text[a:b] for a, b in self.split_pieces([text])]
-
-
-class _Piece(str):
-    """A piece of text that knows where it starts in the document."""
-
-    start: int
-
-    def __new__(cls, text: str, start: int) -> _Piece:
-        piece = super().__new__(cls, text)
-        piece.start = start
-        return piece
-
-
 def chunk_document(
     doc: Document, chunk_size: int, chunk_overlap: int, first_sentence_id: int = 0
 ) -> tuple[list[Chunk], list[Span]]:
     """Chunks and sentences of one document; chunk sentence ids start at ``first_sentence_id``."""
-    merger = _SentenceMerger(chunk_size, chunk_overlap)
+    from .chunk_merge import SentenceMerger  # langchain: imported by builds only (~0.3 s of every start)
+
+    merger = SentenceMerger(chunk_size, chunk_overlap)
     paras = paragraphs(doc)
     sentences = split_sentences(doc, paras)
     by_paragraph: dict[int, list[Span]] = {}
