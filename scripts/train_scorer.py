@@ -83,6 +83,8 @@ def _collect(name: str, docs: Path, questions_path: Path, index_dir: Path, setti
     qs = load_questions(questions_path).cases
     vectors = _vectors(pipe, [q.question for q in qs], cache)
     out = []
+    # each document's sentence ids, from the rows (a scan of index.sentences per question built every span)
+    sentences_of = dict(zip(index.sentences.ids, index.sentences.by_document(), strict=True))
     for q, vec in zip(qs, vectors, strict=True):
         retrieval = retrieve(index, vec, q.question, settings)
         doc_text = index.documents[q.doc].text if q.doc else ""
@@ -94,7 +96,7 @@ def _collect(name: str, docs: Path, questions_path: Path, index_dir: Path, setti
         asked = (name, group, index, retrieval, q, span, settings.answer_chunks)
         out.append(_case(asked, "seed" if not simulate else "answerable", set(), q.answerable))
         if simulate and q.answerable:
-            in_doc = [i for i, s in enumerate(index.sentences) if s.doc == q.doc]
+            in_doc = [int(i) for i in sentences_of.get(q.doc or "", ())]
             holding = {i for i in in_doc if contains_answer(index.sentences[i].text, q.answers)}
             out.append(_case(asked, "masked", holding, False))
             out.append(_case(asked, "offdoc", set(in_doc), False))
