@@ -183,3 +183,30 @@ def test_language_detection() -> None:
     assert detect_language("Der Präsident erhielt einen Anruf vom amerikanischen Außenminister.") == "de"
     assert detect_language("El presidente recibió una llamada del secretario de Estado.") == "es"
     assert detect_language("Hi") is None  # too short to tell
+
+
+def test_the_language_model_loads_once_whoever_asks_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``Pipeline.open`` loads it in a thread; a question arriving meanwhile waits for that load."""
+    import threading
+
+    import py3langid
+
+    from rag import load
+
+    calls: list[str] = []
+    real = py3langid.classify
+
+    def counted(text: str) -> tuple[str, float]:
+        calls.append(text)
+        return real(text)
+
+    monkeypatch.setattr(load, "_identifier_loaded", False)
+    monkeypatch.setattr(py3langid, "classify", counted)
+    threads = [threading.Thread(target=load.load_language_identifier) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1
+    assert detect_language("Der Präsident erhielt einen Anruf vom amerikanischen Außenminister.") == "de"
+    assert len(calls) == 2  # the question itself, no second load
