@@ -532,3 +532,12 @@ def test_vectors_are_read_only_maps_that_survive_the_next_build(tmp_path: Path, 
     shutil.rmtree(old_build)  # the files under the old maps are unlinked, as a clean-up would
     assert not old_build.exists()
     assert pipe.ask(question) == before  # unlinked files stay readable through their mapping
+
+
+def test_chunks_per_document_counts_the_rows_as_the_chunks_do(built: Path) -> None:
+    from collections import Counter
+
+    index = open_index(built, FAKE)
+    counted = Counter(c.doc for c in index.chunks)
+    assert index.chunks_per_document() == {d: counted.get(d, 0) for d in index.documents}
+    assert sum(index.chunks_per_document().values()) == len(index.chunks) > 0
