@@ -112,15 +112,17 @@ def test_an_incremental_ray_build_embeds_only_the_new_document(cluster: Any, tmp
     assert sum(encoder.last_nodes.values()) == new_texts + background
 
 
-def _kill_an_actor_on_first_progress() -> Any:
+def _kill_an_actor_on_first_progress(every_actor: bool = False) -> Any:
+    """A progress callback that SIGKILLs one encoding actor (or all of them) once work has begun."""
     killed: list[int] = []
 
     def progress(done: int, total: int) -> None:
         if done > 0 and not killed:
             pids = _actor_pids()
             assert pids, "no encoding actor found to kill"
-            os.kill(pids[0], signal.SIGKILL)
-            killed.append(pids[0])
+            for pid in pids if every_actor else pids[:1]:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
 
     return progress, killed
 
@@ -147,7 +149,9 @@ def test_without_retries_a_killed_actor_fails_the_build_and_keeps_the_index(clus
     build_index(load_documents(seeds_copy), tmp_path / "index", E5, create_encoder("e5", threads=1))
     before = current_build(tmp_path / "index")
     (seeds_copy / "new.txt").write_text(SEED_DOC.read_text(encoding="utf-8") + "\n\nEncore.", encoding="utf-8")
-    progress, killed = _kill_an_actor_on_first_progress()
+    # Every actor: with one killed, Ray Data sometimes finished the work on the survivor (seen
+    # once in CI), so the failure path was only tested by chance.
+    progress, killed = _kill_an_actor_on_first_progress(every_actor=True)
     with pytest.raises(ClusterError, match=r"the build failed on the Ray cluster .*previous index is still in use"):
         build_index(load_documents(seeds_copy), tmp_path / "index", E5, _ray(cluster, batch=1, spec="e5", retries=0),
                     progress=progress)
