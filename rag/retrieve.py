@@ -47,6 +47,7 @@ class Retrieval:
     specificity: float  # best sentence cosine minus the cosine to generic text (abstention feature)
     timings_ms: dict[str, float] = field(default_factory=dict)
     query_vector: np.ndarray | None = None  # the encoded question (fused layout), for rag.features
+    query_terms: tuple[np.ndarray, np.ndarray] | None = None  # its latent terms (ids, weights), for rag.features
 
 
 def zscore(values: np.ndarray) -> np.ndarray:

@@ -30,7 +30,7 @@ from .features import SENTENCE_FEATURES, SentenceFeatures, fold
 
 # Question-level features of the answer model, from the candidates' sentence-model logits.
 ANSWER_FEATURES = ("best_logit", "best_share", "margin", "specificity", "best_e5_spec", "coverage", "ngram_coverage",
-                   "type_match", "top_chunk_fused")
+                   "type_match", "top_chunk_fused", "best_terms", "terms_max", "names_found", "type_found")
 NO_RUNNER_UP = 5.0  # the margin of a lone candidate: a clear lead (logit units)
 NEAR_DUPLICATE = 0.6  # character 4-gram Jaccard at which a support only repeats what is quoted
 
@@ -102,15 +102,19 @@ def bundled_model(name: str = "scorer.json") -> ScorerModel:
 def answer_features(sf: SentenceFeatures, logits: np.ndarray) -> np.ndarray:
     """The answer model's row (``ANSWER_FEATURES``) for the candidates ``sf`` scored ``logits``."""
     if not sf.sentences:
-        return np.array([-10.0, 0.0, 0.0, sf.specificity, -1.0, 0.0, 0.0, 0.0, 0.0])
+        return np.array([-10.0, 0.0, 0.0, sf.specificity, -1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0])
     col = {name: i for i, name in enumerate(SENTENCE_FEATURES)}
     order = np.argsort(-logits, kind="stable")
     best = int(order[0])
     margin = float(logits[best] - logits[order[1]]) if len(order) > 1 else NO_RUNNER_UP
     row = sf.x[best]
-    type_match = sum(row[col[k]] for k in ("type_when", "type_number", "type_who", "type_where"))
+    kinds = [col[k] for k in ("type_when", "type_number", "type_who", "type_where")]
+    type_match = row[kinds].sum()
     return np.array([logits[best], float(softmax(logits)[best]), margin, sf.specificity, row[col["e5_spec"]],
-                     row[col["lex_prefix"]], row[col["lex_ngram"]], type_match, sf.x[:, col["fused"]].max()])
+                     row[col["lex_prefix"]], row[col["lex_ngram"]], type_match, sf.x[:, col["fused"]].max(),
+                     row[col["terms"]], sf.x[:, col["terms"]].max(),
+                     # evidence anywhere among the candidates: the question's names, the kind of thing it asks
+                     sf.x[:, col["lex_name"]].max(), sf.x[:, kinds].sum(axis=1).max()])
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

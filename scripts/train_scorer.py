@@ -23,7 +23,7 @@ import argparse
 import hashlib
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from rag.encoders import terms_encoder  # noqa: E402
 from rag.evaluate import contains_answer, load_questions  # noqa: E402
 from rag.features import SENTENCE_FEATURES, SentenceFeatures, question_cues, sentence_features  # noqa: E402
 from rag.pipeline import Pipeline, ensure_index  # noqa: E402
@@ -46,6 +47,8 @@ GROUPS = {
     "lexical": ("lex_prefix", "lex_ngram", "lex_number", "novelty"),
     "question type": ("type_when", "type_number", "type_who", "type_where"),
     "shape": ("log_length", "first_in_paragraph"),
+    "latent terms": ("terms", "terms_gap"),
+    "names": ("lex_name",),
 }
 
 
@@ -75,6 +78,21 @@ def _vectors(pipe: Pipeline, questions: list[str], cache: Path) -> np.ndarray:
     return vectors
 
 
+def _terms(pipe: Pipeline, questions: list[str], cache: Path) -> list[tuple[np.ndarray, np.ndarray] | None]:
+    """The questions' latent terms (cached like their vectors); None each when the model has none."""
+    terms = terms_encoder(pipe.encoder)
+    if terms is None or pipe.index.sentence_terms is None:
+        return [None] * len(questions)
+    key = hashlib.sha1(("\n".join(questions) + pipe.encoder.model_id + "terms").encode()).hexdigest()[:12]
+    path = cache / f"{key}.npz"
+    if not path.exists():
+        ids, weights = terms.encode_terms(questions)
+        cache.mkdir(parents=True, exist_ok=True)
+        np.savez(path, ids=ids, weights=weights)
+    data = np.load(path)
+    return list(zip(data["ids"], data["weights"], strict=True))
+
+
 def _collect(name: str, docs: Path, questions_path: Path, index_dir: Path, settings: Settings, cache: Path,
             group_of: dict[str, str], simulate: bool) -> list[Case]:
     ensure_index(docs, index_dir, settings)
@@ -82,11 +100,12 @@ def _collect(name: str, docs: Path, questions_path: Path, index_dir: Path, setti
     index = pipe.index
     qs = load_questions(questions_path).cases
     vectors = _vectors(pipe, [q.question for q in qs], cache)
+    question_terms = _terms(pipe, [q.question for q in qs], cache)
     out = []
     # each document's sentence ids, from the rows (a scan of index.sentences per question built every span)
     sentences_of = dict(zip(index.sentences.ids, index.sentences.by_document(), strict=True))
-    for q, vec in zip(qs, vectors, strict=True):
-        retrieval = retrieve(index, vec, q.question, settings)
+    for q, vec, terms in zip(qs, vectors, question_terms, strict=True):
+        retrieval = replace(retrieve(index, vec, q.question, settings), query_terms=terms)
         doc_text = index.documents[q.doc].text if q.doc else ""
         ctx = doc_text.find(q.context) if q.context else -1
         span = (ctx, ctx + len(q.context)) if q.context and ctx >= 0 else None
@@ -119,7 +138,7 @@ def _case(asked: tuple, variant: str, exclude: set[int], answerable: bool) -> Ca
 def collect(name: str, docs: Path, questions_path: Path, index_dir: Path, settings: Settings, cache: Path,
             group_of: dict[str, str], simulate: bool) -> list[Case]:
     """``_collect``, cached under ``cache`` by the code that makes features and the questions."""
-    code = b"".join((REPO / "rag" / f).read_bytes() for f in ("features.py", "retrieve.py", "chunk.py"))
+    code = b"".join((REPO / "rag" / f).read_bytes() for f in ("features.py", "retrieve.py", "chunk.py", "encoders.py"))
     tag = (name + str(simulate) + ("" if simulate else "v2")
            + ("" if settings.chunk_vectors == "encoded" else settings.chunk_vectors)).encode()
     key = hashlib.sha1(code + questions_path.read_bytes() + tag).hexdigest()[:12]

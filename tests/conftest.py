@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -11,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from rag.encoders import HashEncoder, create_encoder
+from rag.encoders import TERMS, HashEncoder, create_encoder
 from rag.index import build_index
 from rag.load import load_documents
 from rag.pipeline import Pipeline
@@ -54,6 +55,25 @@ class FakeEncoder(HashEncoder):
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         self.queries.extend(texts)
         return super().encode_queries(texts)
+
+
+class FakeTermsEncoder(FakeEncoder):
+    """``FakeEncoder`` with latent terms: each lower-cased word is a term (hashed), weights equal.
+
+    Like e5's, its rows are (ids, weights) of ``TERMS`` columns, unit length, padded with 0."""
+
+    def encode_terms(self, texts: Sequence[str], progress: Callable[[int], None] | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        ids = np.zeros((len(texts), TERMS), dtype=np.uint16)
+        weights = np.zeros((len(texts), TERMS), dtype=np.float16)
+        for i, text in enumerate(texts):
+            words = sorted({w.strip(".,;:?!\"'()").lower() for w in text.split()} - {""})[:TERMS]
+            for j, w in enumerate(words):
+                ids[i, j] = int.from_bytes(hashlib.sha1(w.encode()).digest()[:2], "little") % 16384
+                weights[i, j] = 1.0 / np.sqrt(len(words))
+        if progress:
+            progress(len(texts))
+        return ids, weights
 
 
 @pytest.fixture

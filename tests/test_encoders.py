@@ -17,6 +17,7 @@ from conftest import SEEDS
 from rag.cli import main
 from rag.encoders import (
     BATCH,
+    TERMS,
     E5Encoder,
     Encoder,
     FusionEncoder,
@@ -25,6 +26,7 @@ from rag.encoders import (
     USEEncoder,
     create_encoder,
     encode_passages,
+    terms_encoder,
 )
 from rag.errors import IndexMismatchError, ModelError
 from rag.index import build_index, current_build, open_index, read_manifest
@@ -206,6 +208,29 @@ def test_bundled_models_follow_the_protocol(real_pipeline: Pipeline) -> None:
         use.encode_queries(pairs) @ use.encode_passages(pairs).T
     )
     np.testing.assert_allclose(queries @ passages.T, expected, atol=1e-4)
+
+
+@pytest.mark.model
+def test_e5_latent_terms_meet_across_languages(real_pipeline: Pipeline) -> None:
+    """``encode_terms``: fixed-width unit rows; a cognate shares terms, an unrelated text hardly any."""
+    fused = real_pipeline.encoder
+    assert isinstance(fused, FusionEncoder)
+    e5 = terms_encoder(fused)
+    assert isinstance(e5, E5Encoder) and terms_encoder(HashEncoder()) is None
+    texts = ["He expressed his condolences to the president.", "Il a exprimé ses condoléances au président.",
+             "The stock market fell sharply today.", ""]
+    ids, weights = e5.encode_terms(texts)
+    assert ids.shape == weights.shape == (4, TERMS) and ids.dtype == np.uint16 and weights.dtype == np.float16
+    w = weights.astype(np.float64)
+    np.testing.assert_allclose(np.linalg.norm(w[:3], axis=1), 1.0, atol=2e-3)
+
+    def cosine(a: int, b: int) -> float:
+        shared = {int(t): float(v) for t, v in zip(ids[b], w[b], strict=True) if v}
+        return sum(float(v) * shared.get(int(t), 0.0) for t, v in zip(ids[a], w[a], strict=True) if v)
+
+    assert cosine(0, 1) > cosine(0, 2) + 0.1
+    again_ids, again_weights = e5.encode_terms(texts[:1])
+    assert np.array_equal(again_ids[0], ids[0]) and np.array_equal(again_weights[0], weights[0])  # deterministic
 
 
 def _minilm_folder() -> Path:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FAKE
+from conftest import FAKE, FakeTermsEncoder
 
 from rag.encoders import HashEncoder
 from rag.features import SENTENCE_FEATURES, _lexical, candidate_sentences, question_cues, sentence_features
@@ -111,3 +112,37 @@ def test_feature_rows_and_masking(small_index) -> None:
     masked = sentence_features(small_index, retrieval, chunks=10, exclude=lamp)
     assert masked.sentences and not lamp & set(masked.sentences)
     assert masked.specificity <= sf.specificity
+
+
+def test_latent_terms_are_stored_per_sentence_and_compared_with_the_question(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.txt").write_text("Aliyev thanked Blinken for the call. The weather in Baku was mild.\n\n"
+                                "Geneva hosted the ministers.\n", encoding="utf-8")
+    encoder = FakeTermsEncoder()
+    build_index(load_documents(docs), tmp_path / "index", FAKE, encoder)
+    index = open_index(tmp_path / "index", FAKE)
+    assert index.sentence_terms is not None
+    assert index.sentence_terms[0].shape == index.sentence_terms[1].shape == (len(index.sentences), 64)
+    question = "Whom did Aliyev thank for the call?"
+    ids, weights = encoder.encode_terms([question])
+    retrieval = replace(_retrieval(index, question), query_terms=(ids[0], weights[0]))
+    sf = sentence_features(index, retrieval, chunks=10)
+    terms = dict(zip((index.sentences[s].text for s in sf.sentences), sf.x[:, COL["terms"]], strict=True))
+    # 7 question terms; 4 shared ("aliyev", "for", "the", "call") with a sentence of 6: cosine 4 / sqrt(7 x 6)
+    assert terms["Aliyev thanked Blinken for the call."] == pytest.approx(4 / np.sqrt(7 * 6), abs=2e-3)
+    assert terms["Geneva hosted the ministers."] == pytest.approx(1 / np.sqrt(7 * 4), abs=2e-3)
+    assert max(terms, key=terms.__getitem__) == "Aliyev thanked Blinken for the call."
+    assert sf.x[:, COL["terms_gap"]].max() == 0.0
+    # the question names Aliyev: found in one sentence only
+    names = dict(zip((index.sentences[s].text for s in sf.sentences), sf.x[:, COL["lex_name"]], strict=True))
+    assert names["Aliyev thanked Blinken for the call."] == 1.0 and names["Geneva hosted the ministers."] == 0.0
+    # without the question's terms (or an index without terms) the columns are 0, never a guess
+    plain = sentence_features(index, _retrieval(index, question), chunks=10)
+    assert not plain.x[:, COL["terms"]].any()
+
+
+def test_a_question_without_names_misses_no_name(small_index) -> None:
+    sf = sentence_features(small_index, _retrieval(small_index, "what did the lamp burn?"), chunks=10)
+    assert (sf.x[:, COL["lex_name"]] == 1.0).all()
+    assert small_index.sentence_terms is None  # the hashing encoder makes no latent terms

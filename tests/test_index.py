@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import FAKE, SEED_DOC, FakeEncoder
+from conftest import FAKE, SEED_DOC, FakeEncoder, FakeTermsEncoder
 
 from rag import index as index_module
 from rag.chunk import SPLITTER_VERSION, chunk_document
@@ -97,7 +97,7 @@ def test_manifest_records_how_the_index_was_built(built: Path, seeds_copy: Path)
     assert list(manifest.to_dict()) == list(on_disk)
     assert Manifest.from_dict(on_disk) == manifest
 
-    assert manifest.format_version == FORMAT_VERSION == 3
+    assert manifest.format_version == FORMAT_VERSION == 4
     assert (manifest.model.spec, manifest.model.id, manifest.model.dim) == ("hash", "hash-bow-256", 256)
     assert manifest.model.parts == (ModelPart("hash-bow-256", 256, 1.0),)
     assert manifest.settings == FAKE.with_(store="faiss").to_dict()  # the store chosen is recorded
@@ -409,7 +409,7 @@ DAMAGE = {
                       rf"has format version {FORMAT_VERSION + 1}, newer than this program reads \({FORMAT_VERSION}\): "
                       r"upgrade rag, or rebuild with `rag index --full"),
     "old format": (_edit_manifest(lambda m: m.__setitem__("format_version", 0)),
-                   r"has the old format version 0 \(this program reads 3\): rebuild with `rag index --full --index "),
+                   r"has the old format version 0 \(this program reads 4\): rebuild with `rag index --full --index "),
     "no format": (_edit_manifest(lambda m: m.pop("format_version")), r"has no format_version"),
     "manifest not json": (_truncate("manifest.json"), r"manifest\.json is unreadable"),
     "manifest not an object": (lambda b: (b / "manifest.json").write_text("[]"), r"is not a JSON object"),
@@ -541,3 +541,23 @@ def test_chunks_per_document_counts_the_rows_as_the_chunks_do(built: Path) -> No
     counted = Counter(c.doc for c in index.chunks)
     assert index.chunks_per_document() == {d: counted.get(d, 0) for d in index.documents}
     assert sum(index.chunks_per_document().values()) == len(index.chunks) > 0
+
+
+def test_latent_terms_of_reused_documents_are_copied_in_document_order(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "b.txt").write_text("Blinken called Aliyev. They spoke of Geneva.\n", encoding="utf-8")
+    (docs / "c.txt").write_text("The Red Cross holds information. Graves were found.\n", encoding="utf-8")
+    build_index(load_documents(docs), tmp_path / "inc", FAKE, FakeTermsEncoder())
+    # a new document sorts first: every reused sentence moves to another row
+    (docs / "a.txt").write_text("Prague hosted the leaders. A declaration was adopted.\n", encoding="utf-8")
+    encoder = FakeTermsEncoder()
+    report = build_index(load_documents(docs), tmp_path / "inc", FAKE, encoder)
+    assert report.reused_documents == 2 and not any("Blinken" in t for t in encoder.passages)
+    build_index(load_documents(docs), tmp_path / "full", FAKE, FakeTermsEncoder())
+    inc, full = open_index(tmp_path / "inc", FAKE), open_index(tmp_path / "full", FAKE)
+    assert [s.text for s in inc.sentences] == [s.text for s in full.sentences]
+    assert inc.sentence_terms is not None and full.sentence_terms is not None
+    assert np.array_equal(inc.sentence_terms[0], full.sentence_terms[0])
+    assert np.array_equal(inc.sentence_terms[1], full.sentence_terms[1])
+    assert inc.sentence_terms[1].any(axis=1).all()  # every sentence has terms

@@ -96,6 +96,13 @@ def test_answer_features_margin_and_lone_candidate() -> None:
     assert row["best_share"] == pytest.approx(np.exp(4) / (np.exp(1) + np.exp(4) + np.exp(2)))
     assert row["type_match"] == 1.0 and row["coverage"] == 0.5 and row["top_chunk_fused"] == 4.0
     assert row["specificity"] == pytest.approx(0.1)
+    # evidence anywhere among the candidates, not only in the best one
+    sf.x[2, COL["terms"]], sf.x[1, COL["terms"]] = 0.4, 0.3
+    sf.x[0, COL["lex_name"]] = 1.0
+    sf.x[0, COL["type_number"]] = -1.0
+    row = dict(zip(ANSWER_FEATURES, answer_features(sf, np.array([1.0, 4.0, 2.0])), strict=True))
+    assert row["best_terms"] == pytest.approx(0.3) and row["terms_max"] == pytest.approx(0.4)
+    assert row["names_found"] == 1.0 and row["type_found"] == 1.0
     lone = dict(zip(ANSWER_FEATURES, answer_features(features([1.0]), np.array([1.0])), strict=True))
     assert lone["margin"] == NO_RUNNER_UP
 

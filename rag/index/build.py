@@ -21,7 +21,7 @@ import numpy as np
 
 from .. import __version__
 from ..chunk import SPLITTER_VERSION, chunk_document
-from ..encoders import Encoder, encode_passages, encoder_parts
+from ..encoders import TERMS, Encoder, encode_passages, encoder_parts, terms_encoder
 from ..errors import IndexCorruptError, IndexMismatchError, IndexMissingError
 from ..settings import Settings
 from ..types import BuildReport, Chunk, LoadResult, Span
@@ -168,7 +168,8 @@ def build_index(
         background_unique = sorted(set(background_texts))
         encoded_chunks = [] if derived else todo_chunks  # derived: from their sentences, below
         texts = [chunks[i].text for i in encoded_chunks] + [sentences[i].text for i in todo_sents]
-        total = len(texts) + len(background_unique)
+        terms = terms_encoder(encoder)  # latent terms of the sentences, for choosing answers (e5 only)
+        total = len(texts) + len(background_unique) + (len(todo_sents) if terms is not None else 0)
         done = 0
 
         def tick(n: int) -> None:
@@ -180,6 +181,7 @@ def build_index(
         if progress:
             progress(0, total)
         vectors = encode_passages(encoder, texts + background_unique, tick)
+        new_terms = terms.encode_terms([sentences[i].text for i in todo_sents], tick) if terms is not None else None
         n_chunks, n_texts = len(encoded_chunks), len(texts)
         background_vector = background_centroid(background_texts, vectors[n_texts:])
         parts = encoder_parts(encoder)
@@ -220,12 +222,13 @@ def build_index(
                 milvus.insert_rows(collections, "sentences", sentences, sentence_keys, versions, todo_sents,
                                    new_sentence_vectors)
                 write_build(root, manifest, loaded.documents, chunks, sentences, None, None, background_vector,
-                            _fail_after, keys=(chunk_keys, sentence_keys))
+                            _fail_after, keys=(chunk_keys, sentence_keys),
+                            terms=_all_terms(new_terms, sentences, todo_sents, previous, reused))
                 milvus.after_switch(collections, before, keep)
         elif not reused:  # everything was embedded, in order: the encoder's rows are the arrays, no copy
             chunk_vectors, sentence_vectors = new_chunk_vectors, new_sentence_vectors
             write_build(root, manifest, loaded.documents, chunks, sentences, chunk_vectors, sentence_vectors,
-                        background_vector, _fail_after)
+                        background_vector, _fail_after, terms=new_terms)
         else:
             chunk_vectors = np.zeros((len(chunks), dim), dtype=np.float32)
             sentence_vectors = np.zeros((len(sentences), dim), dtype=np.float32)
@@ -237,7 +240,8 @@ def build_index(
                     chunk_vectors[[i for i, c in enumerate(chunks) if c.doc == doc_id]] = cv
                     sentence_vectors[[i for i, s in enumerate(sentences) if s.doc == doc_id]] = sv
             write_build(root, manifest, loaded.documents, chunks, sentences, chunk_vectors, sentence_vectors,
-                        background_vector, _fail_after)
+                        background_vector, _fail_after,
+                        terms=_all_terms(new_terms, sentences, todo_sents, previous, reused))
         clean_leftovers(root)
     return BuildReport(
         documents=len(loaded.documents), chunks=len(chunks), sentences=len(sentences),
@@ -253,6 +257,35 @@ def _vectors_by_doc(index: Index, docs: set[str]) -> dict[str, tuple[np.ndarray,
     chunk_rows, sentence_rows = index.chunks.by_document(), index.sentences.by_document()
     return {d: (index.chunk_store.vectors(chunk_rows[pos]), index.sentence_store.vectors(sentence_rows[pos]))
             for pos, d in enumerate(index.chunks.ids) if d in docs}
+
+def _all_terms(new: tuple[np.ndarray, np.ndarray] | None, sentences: list[Span], todo: list[int],
+               previous: Index | None, reused: set[str]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Every sentence's latent terms: the new ones at ``todo``, the reused documents' copied from the
+    previous build (read, never re-encoded), document by document."""
+    if new is None:
+        return None
+    n = len(sentences)
+    ids, weights = np.zeros((n, TERMS), dtype=np.uint16), np.zeros((n, TERMS), dtype=np.float16)
+    ids[todo], weights[todo] = new
+    if previous is None or not reused:
+        return ids, weights
+    if previous.sentence_terms is None:  # the same model always stores them: refuse rather than store zeros
+        raise IndexCorruptError(f"the index at {str(previous.path)!r} has no latent terms to reuse: "
+                                "rebuild it with `rag index --full`")
+    rows_now: dict[str, list[int]] = {}
+    for i, s in enumerate(sentences):
+        if s.doc in reused:
+            rows_now.setdefault(s.doc, []).append(i)
+    rows_before = dict(zip(previous.sentences.ids, previous.sentences.by_document(), strict=True))
+    for doc_id, rows in rows_now.items():
+        old = rows_before[doc_id]
+        if len(old) != len(rows):
+            raise IndexCorruptError(f"the index at {str(previous.path)!r} does not match its documents: "
+                                    "rebuild it with `rag index --full`")
+        ids[rows] = previous.sentence_terms[0][old]
+        weights[rows] = previous.sentence_terms[1][old]
+    return ids, weights
+
 
 def _versions() -> dict[str, str]:
     import bm25s

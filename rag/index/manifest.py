@@ -25,7 +25,7 @@ from ..types import SkippedFile, SourceFile
 
 # 2: documents.jsonl keeps each document's kind, title, pages and sections;
 # 3: ``sources`` records each file of the documents folder (size, mtime, SHA-256) for the quick freshness check
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4  # 4: sentence latent terms
 REQUIRED = ("settings", "model", "documents", "files", "counts", "built_at", "sources")
 
 

@@ -6,7 +6,9 @@ Layout of an index folder::
       CURRENT            name of the build in use (replaced atomically)
       builds/<build>/    manifest.json, documents.jsonl, chunks.npy, sentences.npy,
                          chunk_vectors.npy, sentence_vectors.npy, background.npy, chunks.faiss,
-                         sentences.faiss, bm25_chunks/, bm25_sentences/
+                         sentences.faiss, bm25_chunks/, bm25_sentences/,
+                         sentence_terms.npy and sentence_term_weights.npy (models with e5:
+                         each sentence's latent terms, rag.encoders.E5Encoder.encode_terms)
                          (with the Milvus store: chunk_keys.npy and sentence_keys.npy instead
                          of the vectors and FAISS files; rag.index.milvus)
 
@@ -33,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from ..encoders import Encoder
+from ..encoders import TERMS, Encoder
 from ..errors import IndexCorruptError, IndexMissingError
 from ..lexical import build_bm25, load_bm25, save_bm25
 from ..settings import DEFAULT_MODEL, Settings
@@ -46,6 +48,7 @@ from .spans import Chunks, Sentences, check_rows, sentence_languages, sentence_o
 CURRENT = "CURRENT"
 BUILDS = "builds"
 TMP_PREFIX = ".tmp-"
+TERM_IDS, TERM_WEIGHTS = "sentence_terms.npy", "sentence_term_weights.npy"
 # Exact search reads every vector: ~0.5 us per 896-d vector here (466 ms at 1M, docs/scaling.md),
 # so 20 MiB of vectors (~5,800 at 896 dimensions, ~13,600 at 384) cost ~3 ms per search. Above
 # that an HNSW graph takes over (recall@10 0.998 and 0.90 ms p50 at 1M vectors, same run).
@@ -80,6 +83,7 @@ class Index:
     sentence_faiss: Any
     bm25_chunks: Any
     bm25_sentences: Any
+    sentence_terms: tuple[np.ndarray, np.ndarray] | None  # latent-term ids and weights (memory-mapped); None without e5
     background: np.ndarray  # mean embedding of generic text in the documents' languages
     parts: tuple[Part, ...]  # each member encoder's columns in the vectors
     sentence_chunk: np.ndarray  # for each sentence, the first chunk that holds it
@@ -233,10 +237,12 @@ def write_build(
     background_vector: np.ndarray,
     fail_after: str | None,
     keys: tuple[np.ndarray, np.ndarray] | None = None,
+    terms: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Path:
     """Write one build beside the others and switch ``CURRENT`` to it atomically; its folder.
 
     ``keys`` (the Milvus store) replaces the vectors and FAISS files with each row's Milvus key.
+    ``terms``: each sentence's latent terms (ids, weights), for models that make them (e5).
     ``fail_after`` names a step after which to raise (tests inject crashes with it).
     """
     import faiss
@@ -274,6 +280,9 @@ def write_build(
         faiss.write_index(make_faiss(chunk_vectors), str(tmp / "chunks.faiss"))
         step("chunks.faiss")
         faiss.write_index(make_faiss(sentence_vectors), str(tmp / "sentences.faiss"))
+    if terms is not None:
+        np.save(tmp / TERM_IDS, terms[0], allow_pickle=False)
+        np.save(tmp / TERM_WEIGHTS, terms[1], allow_pickle=False)
     save_bm25(build_bm25([c.text for c in chunks]), str(tmp / "bm25_chunks"))
     save_bm25(build_bm25([s.text for s in sentences]), str(tmp / "bm25_sentences"))
     step("bm25")
@@ -370,6 +379,10 @@ def open_index(
             sentence_faiss = faiss.read_index(str(build / "sentences.faiss"), faiss.IO_FLAG_MMAP_IFC)
         bm25_chunks = load_bm25(str(build / "bm25_chunks"))
         bm25_sentences = load_bm25(str(build / "bm25_sentences"))
+        sentence_terms = None
+        if TERM_IDS in manifest.files:
+            sentence_terms = (np.load(build / TERM_IDS, allow_pickle=False, mmap_mode="r"),
+                              np.load(build / TERM_WEIGHTS, allow_pickle=False, mmap_mode="r"))
     except (OSError, ValueError, KeyError, RuntimeError, json.JSONDecodeError) as exc:
         raise IndexCorruptError(f"index at {str(root)!r} cannot be read ({type(exc).__name__}: {exc}): {fix}") from exc
 
@@ -400,6 +413,7 @@ def open_index(
         and len(documents) == manifest.counts.documents
         and background.shape == (dim,)
         and parts[-1].stop == dim
+        and (sentence_terms is None or sentence_terms[0].shape == sentence_terms[1].shape == (len(sentences), TERMS))
     )
     if not consistent:
         raise IndexCorruptError(f"index at {str(root)!r} has inconsistent sizes or dimensions: {fix}")
@@ -407,7 +421,7 @@ def open_index(
         check_compatible(manifest, settings, root, encoder)
     return Index(
         build, manifest, documents, chunks, sentences, chunk_vectors, sentence_vectors, chunk_faiss, sentence_faiss,
-        bm25_chunks, bm25_sentences, background,
+        bm25_chunks, bm25_sentences, sentence_terms, background,
         parts=parts,
         sentence_chunk=sentence_owners(chunk_rows, len(sent_rows)),
         languages=frozenset(d.lang for d in documents.values() if d.lang),
