@@ -13,7 +13,7 @@ from dataclasses import replace
 from .features import sentence_features
 from .index import Index
 from .retrieve import Retrieval
-from .scorer import Choice, bundled_model, choose
+from .scorer import SCORER, SCORER_NO_TERMS, Choice, bundled_model, choose
 from .settings import Settings
 from .types import Answer, Quote
 
@@ -51,11 +51,17 @@ def learned(settings: Settings) -> bool:
     return settings.model in bundled_model().info.get("models", ())
 
 
-def abstain_threshold(settings: Settings) -> float:
-    """The value an answer's abstention score is compared with (see ``abstain_score``)."""
+def abstain_threshold(settings: Settings, terms: bool | None = None) -> float:
+    """The value an answer's abstention score is compared with (see ``abstain_score``).
+
+    ``terms``: whether the answer had latent terms (None: whether ``settings`` ask for them).
+    """
     if settings.abstain_threshold is not None:
         return settings.abstain_threshold
-    return bundled_model().threshold if learned(settings) else calibration(settings)[0]
+    if not learned(settings):
+        return calibration(settings)[0]
+    terms = settings.latent_terms if terms is None else terms
+    return bundled_model(SCORER if terms else SCORER_NO_TERMS).threshold
 
 
 def abstain_score(index: Index, retrieval: Retrieval, settings: Settings) -> float:
@@ -71,19 +77,25 @@ def choice_of(index: Index, retrieval: Retrieval, settings: Settings) -> Choice:
     learned answer model for the model it was trained for; other models keep the
     specificity threshold of ``CALIBRATION`` (their scores have other scales).
     """
-    model = bundled_model()
+    # the scorer trained with latent terms when both the index and the question have them
+    terms = has_terms(index, retrieval)
+    model = bundled_model(SCORER if terms else SCORER_NO_TERMS)
     sf = sentence_features(index, retrieval, settings.answer_chunks)
     texts = [index.sentences[s].text for s in sf.sentences]
     if settings.support_min is not None:
         model = replace(model, support_min=settings.support_min)
     choice = choose(sf, texts, model, settings.max_answer_sentences)
     if learned(settings):
-        return replace(choice, abstain=not choice.sentences or choice.answerable < abstain_threshold(settings))
+        return replace(choice, abstain=not choice.sentences or choice.answerable < abstain_threshold(settings, terms))
     threshold, scale = calibration(settings)
     margin = max(-50.0, min(50.0, (retrieval.specificity - threshold) / scale))
     confidence = 1.0 / (1.0 + math.exp(-margin))
     return replace(choice, confidence=confidence,
                    abstain=not choice.sentences or retrieval.specificity < threshold)
+
+
+def has_terms(index: Index, retrieval: Retrieval) -> bool:
+    return index.sentence_terms is not None and retrieval.query_terms is not None
 
 
 def answer_sentences(index: Index, retrieval: Retrieval, settings: Settings) -> list[tuple[int, float]]:

@@ -117,7 +117,7 @@ class Pipeline:
         # the question's words are looked up (language, BM25) here while the encoders run
         self._lexical = ThreadPoolExecutor(max_workers=2, thread_name_prefix="lexical")
         # the question's latent terms (rag.features) are made there too, when the index has the sentences'
-        self._terms = terms_encoder(encoder) if index.sentence_terms is not None else None
+        self._terms = terms_encoder(encoder) if index.sentence_terms is not None and settings.latent_terms else None
 
     @classmethod
     def open(cls, index_dir: str | os.PathLike[str], settings: Settings | None = None,

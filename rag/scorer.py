@@ -84,8 +84,11 @@ class ScorerModel:
                    float(data["threshold"]), float(data["support_min"]), dict(data.get("info", {})))
 
 
+SCORER, SCORER_NO_TERMS = "scorer.json", "scorer-no-terms.json"  # with and without latent terms
+
+
 @lru_cache(maxsize=4)
-def bundled_model(name: str = "scorer.json") -> ScorerModel:
+def bundled_model(name: str = SCORER) -> ScorerModel:
     """The weights shipped in rag/data (read once per process)."""
     try:
         text = (resources.files("rag") / "data" / name).read_text(encoding="utf-8")

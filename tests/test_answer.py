@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FAKE
+from conftest import FAKE, FakeTermsEncoder
 
-from rag.answer import CALIBRATION, calibration, choice_of, make_answer
+from rag.answer import CALIBRATION, abstain_threshold, calibration, choice_of, has_terms, make_answer
 from rag.encoders import HashEncoder
 from rag.errors import SettingsError
 from rag.evaluate import normalise_text
@@ -19,7 +19,7 @@ from rag.index import build_index
 from rag.load import load_documents
 from rag.pipeline import Pipeline
 from rag.retrieve import retrieve
-from rag.scorer import bundled_model
+from rag.scorer import SCORER, SCORER_NO_TERMS, bundled_model
 from rag.settings import MODEL_ALIASES, Settings, canonical_model
 
 ALIASES = {**MODEL_ALIASES, "e5+use:0.35": "e5+use", " e5 ": "e5", "e5+use:0.350": "e5+use"}
@@ -102,13 +102,14 @@ def test_the_best_sentence_comes_first_and_is_the_only_answer_role(pipeline: Pip
     assert [c.role for c in answer.sentences] == ["answer"] + ["support"] * (len(answer.sentences) - 1)
     assert [c.number for c in answer.sentences] == list(range(1, len(answer.sentences) + 1))
     # the first sentence is the candidate the learned model scores highest, whatever its place in the text
+    # (the scorer trained without latent terms: the hashing encoder makes none)
     sf = sentence_features(index, retrieval, settings.answer_chunks)
-    best = sf.sentences[int(np.argmax(bundled_model().sentence.logit(sf.x)))]
+    best = sf.sentences[int(np.argmax(bundled_model(SCORER_NO_TERMS).sentence.logit(sf.x)))]
     assert (answer.sentences[0].doc, answer.sentences[0].start) == (index.sentences[best].doc,
                                                                      index.sentences[best].start)
     probs = [c.score for c in answer.sentences]
     assert probs == sorted(probs, reverse=True)
-    assert all(p >= bundled_model().support_min for p in probs[1:])
+    assert all(p >= bundled_model(SCORER_NO_TERMS).support_min for p in probs[1:])
 
 
 def test_a_threshold_above_every_confidence_abstains_with_related_passages(pipeline: Pipeline) -> None:
@@ -140,3 +141,37 @@ def test_support_min_setting_overrides_the_learned_one(pipeline: Pipeline) -> No
 def test_support_min_must_be_a_probability() -> None:
     with pytest.raises(SettingsError, match=r"support_min must be between 0 and 1"):
         Settings(support_min=1.5)
+
+
+@pytest.mark.parametrize("terms", [True, False])
+def test_latent_terms_setting_decides_the_index_the_question_and_the_scorer(tmp_path: Path, terms: bool) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.txt").write_text(f"{REPEATED} The lamp burned whale oil until 1850.\n", encoding="utf-8")
+    settings = FAKE.with_(latent_terms=terms)
+    build_index(load_documents(docs), tmp_path / "index", settings, FakeTermsEncoder())
+    pipe = Pipeline.open(tmp_path / "index", settings, FakeTermsEncoder())
+    traced = pipe.ask_traced("What did the lamp burn?")
+    assert (pipe.index.sentence_terms is not None) is terms
+    assert (traced.retrieval.query_terms is not None) is terms
+    assert has_terms(pipe.index, traced.retrieval) is terms
+    assert ("encode.terms" in traced.answer.timings_ms) is terms
+    # the answer is chosen by the scorer trained with latent terms exactly when it has them
+    index, retrieval = pipe.index, traced.retrieval
+    sf = sentence_features(index, retrieval, settings.answer_chunks)
+    model = bundled_model(SCORER if terms else SCORER_NO_TERMS)
+    best = sf.sentences[int(np.argmax(model.sentence.logit(sf.x)))]
+    assert (traced.answer.sentences[0].doc, traced.answer.sentences[0].start) == (
+        index.sentences[best].doc, index.sentences[best].start)
+    learned = settings.with_(model="e5+use")
+    assert abstain_threshold(learned, terms) == model.threshold
+    assert abstain_threshold(learned) == model.threshold  # by default, the settings' choice
+    assert abstain_threshold(Settings()) == bundled_model(SCORER).threshold  # the default asks for terms
+    # an index built with the other choice is stale: the build key holds the setting
+    assert pipe.index.manifest.build_key()["latent_terms"] is terms
+
+
+def test_latent_terms_must_be_true_or_false() -> None:
+    with pytest.raises(SettingsError, match="latent_terms must be true or false"):
+        Settings(latent_terms="yes")  # type: ignore[arg-type]
+    assert Settings().with_overrides(["latent_terms=false"]).latent_terms is False

@@ -12,6 +12,8 @@ from rag.features import SENTENCE_FEATURES, SentenceFeatures, question_cues
 from rag.scorer import (
     ANSWER_FEATURES,
     NO_RUNNER_UP,
+    SCORER,
+    SCORER_NO_TERMS,
     Logistic,
     ScorerModel,
     answer_features,
@@ -107,11 +109,15 @@ def test_answer_features_margin_and_lone_candidate() -> None:
     assert lone["margin"] == NO_RUNNER_UP
 
 
-def test_the_bundled_model_matches_the_features_this_version_computes() -> None:
-    bundled = bundled_model()
+@pytest.mark.parametrize(("name", "terms"), [(SCORER, True), (SCORER_NO_TERMS, False)])
+def test_the_bundled_models_match_the_features_this_version_computes(name: str, terms: bool) -> None:
+    bundled = bundled_model(name)
     assert bundled.sentence.names == SENTENCE_FEATURES and bundled.answer.names == ANSWER_FEATURES
     assert 0.0 < bundled.threshold < 1.0 and 0.0 < bundled.support_min < 1.0
-    assert "e5+use" in bundled.info["models"]
+    assert "e5+use" in bundled.info["models"] and bundled.info["latent_terms"] is terms
+    weight = dict(zip(SENTENCE_FEATURES, bundled.sentence.weights, strict=True))
+    # trained without latent terms, their columns (always 0 there) carry no weight
+    assert bool(weight["terms"] != 0.0) is terms and bool(weight["terms_gap"] != 0.0) is terms
 
 
 def test_weights_for_other_features_are_refused(tmp_path, monkeypatch) -> None:

@@ -168,7 +168,8 @@ def build_index(
         background_unique = sorted(set(background_texts))
         encoded_chunks = [] if derived else todo_chunks  # derived: from their sentences, below
         texts = [chunks[i].text for i in encoded_chunks] + [sentences[i].text for i in todo_sents]
-        terms = terms_encoder(encoder)  # latent terms of the sentences, for choosing answers (e5 only)
+        # the sentences' latent terms, for choosing answers (models with e5)
+        terms = terms_encoder(encoder) if settings.latent_terms else None
         total = len(texts) + len(background_unique) + (len(todo_sents) if terms is not None else 0)
         done = 0
 

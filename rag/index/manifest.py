@@ -107,6 +107,7 @@ class Manifest:
                 "chunk_overlap": self.settings.get("chunk_overlap"),
                 # builds from before the setting existed embedded their chunks
                 "chunk_vectors": self.settings.get("chunk_vectors", "encoded"),
+                "latent_terms": self.settings.get("latent_terms", True),
                 "splitter_version": self.splitter_version}
 
     @classmethod
