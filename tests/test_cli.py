@@ -100,6 +100,24 @@ def test_index_chunk_vectors_option(seeds: Path, index_dir: Path) -> None:
     assert again.stdout.startswith("Indexed 2 documents (2 embedded, 0 reused, 0 removed; 2 pages)"), again.output
 
 
+def test_an_index_built_on_purpose_is_kept_by_the_next_plain_command(seeds: Path, index_dir: Path) -> None:
+    result = rag("index", "--seeds", seeds, "--index", index_dir, "--model", "hash", "--chunk-vectors", "derived",
+                 "--no-latent-terms")
+    assert result.exit_code == 0, result.output
+    settings = json.loads(next((index_dir / "builds").glob("*/manifest.json")).read_text(encoding="utf-8"))["settings"]
+    assert settings["chunk_vectors"] == "derived" and settings["latent_terms"] is False
+    build = (index_dir / "CURRENT").read_text(encoding="utf-8")
+    # a plain `rag index` or `rag ask` keeps the index's choices instead of rebuilding it with the defaults
+    again = rag("index", "--seeds", seeds, "--index", index_dir)
+    assert again.exit_code == 0 and "is up to date" in again.stdout, again.output
+    asked = rag("ask", "--seeds", seeds, "--index", index_dir, "What did Blinken offer?")
+    assert asked.exit_code == 0, asked.output
+    assert (index_dir / "CURRENT").read_text(encoding="utf-8") == build
+    # naming the other choice rebuilds
+    terms = rag("index", "--seeds", seeds, "--index", index_dir, "--latent-terms")
+    assert terms.stdout.startswith("Indexed 2 documents (2 embedded, 0 reused"), terms.output
+
+
 def test_index_json(seeds: Path, index_dir: Path) -> None:
     result = rag("index", "--seeds", seeds, "--index", index_dir, "--model", "hash", "--json")
 

@@ -137,14 +137,19 @@ def current_build(root: str | os.PathLike[str]) -> Path:
 def settings_for(root: str | os.PathLike[str], model: str | None = None, base: Settings | None = None) -> Settings:
     """The settings to use with the index at ``root``: ``model`` if given, else the index's model, else the default.
 
-    A missing or unreadable index falls back to the default model (building it will say more).
+    The index's own choices of how it was built (``chunk_vectors``, ``latent_terms``) are kept,
+    so that asking never rebuilds an index its builder made on purpose; an explicit change
+    (``with_``, ``rag index --chunk-vectors``) still rebuilds it. A missing or unreadable index
+    falls back to the defaults (building it will say more).
     """
-    if model is None:
-        try:
-            model = read_manifest(current_build(root)).model_spec
-        except (IndexMissingError, IndexCorruptError):
-            model = DEFAULT_MODEL
-    return (base or Settings()).with_(model=model)
+    built: dict[str, Any] = {}
+    try:
+        manifest = read_manifest(current_build(root))
+        model = model if model is not None else manifest.model_spec
+        built = {k: manifest.settings[k] for k in ("chunk_vectors", "latent_terms") if k in manifest.settings}
+    except (IndexMissingError, IndexCorruptError):
+        model = model if model is not None else DEFAULT_MODEL
+    return (base or Settings()).with_(model=model, **built)
 
 
 @contextlib.contextmanager
