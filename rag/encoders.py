@@ -378,14 +378,14 @@ def encoder_parts(enc: Encoder) -> list[dict[str, Any]]:
 
 
 def terms_encoder(enc: Encoder) -> Any | None:
-    """The member of ``enc`` that makes latent terms (``encode_terms``): e5 alone or in a fusion; None for
-    models without them. A pool or a Ray cluster answers with its local encoder: terms are made in
-    this process."""
+    """What makes ``enc``'s latent terms (``encode_terms``): e5 alone or in a fusion, or a pool of
+    such workers; None for models without them."""
+    wrapped = getattr(enc, "wrapped", None)
+    if wrapped is not None:  # a pool or a Ray cluster: its own workers when it has them, else this process
+        inner = terms_encoder(wrapped)
+        return None if inner is None else (enc if hasattr(enc, "encode_terms") else inner)
     if hasattr(enc, "encode_terms"):
         return enc
-    wrapped = getattr(enc, "wrapped", None)
-    if wrapped is not None:
-        return terms_encoder(wrapped)
     if isinstance(enc, FusionEncoder):
         return next((m for m, _ in enc.members if hasattr(m, "encode_terms")), None)
     return None

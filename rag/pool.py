@@ -9,8 +9,10 @@ module, which under Streamlit is the app itself. Vectors travel as raw float32 b
 as JSON; nothing is pickled.
 
 Frames are a 4-byte big-endian length and a body whose first byte says what it holds:
-``H`` + JSON header (after the model loaded), ``V`` + float32 rows, ``E`` + an error message.
-A request is a JSON list of texts; an empty frame asks the worker to exit.
+``H`` + JSON header (after the model loaded), ``V`` + float32 rows, ``T`` + latent terms (uint16
+ids, then float16 weights, ``TERMS`` per text), ``E`` + an error message. A request is a JSON
+list of texts (their vectors) or ``{"terms": [texts]}`` (their latent terms); an empty frame
+asks the worker to exit.
 """
 
 from __future__ import annotations
@@ -30,7 +32,16 @@ from typing import IO, Any
 
 import numpy as np
 
-from .encoders import BATCH, Encoder, HashEncoder, WrappingEncoder, create_encoder, encode_passages
+from .encoders import (
+    BATCH,
+    TERMS,
+    Encoder,
+    HashEncoder,
+    WrappingEncoder,
+    create_encoder,
+    encode_passages,
+    terms_encoder,
+)
 from .errors import ModelError
 
 # Starting the workers costs ~1.5 s (e5+use, both loading at once); below ~50k characters
@@ -92,6 +103,15 @@ class _Worker:
         body = self._receive(b"V")
         rows = np.frombuffer(body, dtype=np.float32)
         return rows.reshape(len(texts), self.dim)
+
+    def terms(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        with contextlib.suppress(OSError):
+            _write_frame(self.stdin, json.dumps({"terms": texts}).encode("ascii"))
+        body = self._receive(b"T")
+        half = len(texts) * TERMS * 2  # uint16 ids, then float16 weights: 2 bytes each
+        ids = np.frombuffer(body[:half], dtype=np.uint16).reshape(len(texts), TERMS)
+        weights = np.frombuffer(body[half:], dtype=np.float16).reshape(len(texts), TERMS)
+        return ids, weights
 
     def _receive(self, kind: bytes) -> bytes:
         try:
@@ -158,12 +178,46 @@ class PooledEncoder(WrappingEncoder):
         texts = list(texts)
         if self._open is None and (self.processes < 2 or len(texts) < 2 or sum(map(len, texts)) < self.min_chars):
             return encode_passages(self.local, texts, progress)
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        # rows go straight into their place: collecting batches and concatenating them held every
+        # vector twice at the end of a build (2 GB more at 100k chunks)
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+
+        def fetch(worker: _Worker, start: int, batch: list[str]) -> None:
+            out[start : start + len(batch)] = worker.encode(batch)
+
+        self._run_pooled(texts, fetch, progress)
+        return out
+
+    def encode_terms(self, texts: Sequence[str], progress: Callable[[int], None] | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """Latent terms of long inputs in the workers, like ``encode_passages`` (models with e5 only:
+        ``rag.encoders.terms_encoder`` offers the pool only then)."""
+        texts = list(texts)
+        local = terms_encoder(self.local)
+        if local is None:
+            raise ModelError(f"the model {self.spec!r} makes no latent terms")
+        if self._open is None and (self.processes < 2 or len(texts) < 2 or sum(map(len, texts)) < self.min_chars):
+            return local.encode_terms(texts, progress)
+        ids = np.zeros((len(texts), TERMS), dtype=np.uint16)
+        weights = np.zeros((len(texts), TERMS), dtype=np.float16)
+
+        def fetch(worker: _Worker, start: int, batch: list[str]) -> None:
+            ids[start : start + len(batch)], weights[start : start + len(batch)] = worker.terms(batch)
+
+        self._run_pooled(texts, fetch, progress)
+        return ids, weights
+
+    def _run_pooled(self, texts: list[str], fetch: Callable[[_Worker, int, list[str]], None],
+                    progress: Callable[[int], None] | None) -> None:
         with self._lock:
             if self._open is not None:
-                return self._pooled(self._open, texts, progress)
+                self._serve(self._open, texts, fetch, progress)
+                return
             workers = self._start()
             try:
-                return self._pooled(workers, texts, progress)
+                self._serve(workers, texts, fetch, progress)
             finally:
                 _close_all(workers)
 
@@ -194,14 +248,10 @@ class PooledEncoder(WrappingEncoder):
             raise
         return workers
 
-    def _pooled(self, workers: list[_Worker], texts: list[str],
-                progress: Callable[[int], None] | None) -> np.ndarray:
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
+    def _serve(self, workers: list[_Worker], texts: list[str], fetch: Callable[[_Worker, int, list[str]], None],
+               progress: Callable[[int], None] | None) -> None:
+        """Hand the batches of ``texts`` to the workers; ``fetch`` asks one and stores its rows."""
         batches = [texts[i : i + self.batch] for i in range(0, len(texts), self.batch)]
-        # rows go straight into their place: collecting batches and concatenating them held every
-        # vector twice at the end of a build (2 GB more at 100k chunks)
-        out = np.empty((len(texts), self.dim), dtype=np.float32)
         filled = [False] * len(batches)
         events: queue.Queue[tuple[str, Any]] = queue.Queue()
         next_batch = iter(range(len(batches)))
@@ -215,7 +265,7 @@ class PooledEncoder(WrappingEncoder):
                         i = next(next_batch, None)
                     if i is None:
                         break
-                    out[i * self.batch : i * self.batch + len(batches[i])] = worker.encode(batches[i])
+                    fetch(worker, i * self.batch, batches[i])
                     filled[i] = True
                     events.put(("done", len(batches[i])))
             except BaseException as exc:  # handed to the caller's thread, which raises it
@@ -248,7 +298,6 @@ class PooledEncoder(WrappingEncoder):
             raise error
         if not all(filled):  # pragma: no cover - every way to stop early raises above
             raise ModelError(f"the encoding workers returned {sum(filled)} of {len(batches)} batches")
-        return out
 
 
 def pooled_encoder(spec: str, threads: int = 2, processes: int = 2) -> Encoder:
@@ -290,11 +339,19 @@ def worker_main(argv: Sequence[str]) -> int:
             return 0
         try:
             texts = json.loads(request.decode("utf-8"))
-            vectors = np.ascontiguousarray(encoder.encode_passages(texts), dtype=np.float32)
+            if isinstance(texts, dict):  # {"terms": [...]}
+                terms = terms_encoder(encoder)
+                if terms is None:
+                    raise ModelError(f"the model {spec!r} makes no latent terms")
+                ids, weights = terms.encode_terms(texts["terms"])
+                reply = b"T" + np.ascontiguousarray(ids, dtype=np.uint16).tobytes() + \
+                    np.ascontiguousarray(weights, dtype=np.float16).tobytes()
+            else:
+                reply = b"V" + np.ascontiguousarray(encoder.encode_passages(texts), dtype=np.float32).tobytes()
         except Exception as exc:
             _write_frame(out, b"E" + f"encoding failed in a worker: {exc}".encode("utf-8", "replace"))
             return 1
-        _write_frame(out, b"V" + vectors.tobytes())
+        _write_frame(out, reply)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import pytest
 from conftest import FakeEncoder
 
 from rag import pool
-from rag.encoders import HashEncoder, create_encoder, encoder_parts
+from rag.encoders import TERMS, HashEncoder, create_encoder, encoder_parts, terms_encoder
 from rag.errors import ModelError
 from rag.index import build_index, open_index
 from rag.load import load_documents
@@ -146,6 +146,35 @@ def test_the_real_model_gives_the_same_vectors_through_the_pool() -> None:
     assert got.shape == want.shape == (80, 896)
     cosines = (got * want).sum(axis=1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1))
     assert cosines.min() > 0.9999
+
+
+@pytest.mark.model
+def test_latent_terms_are_made_by_the_workers_and_equal_the_in_process_ones() -> None:
+    texts = TEXTS[:40]
+    pooled = pool.pooled_encoder("e5+use", threads=2, processes=2)
+    assert isinstance(pooled, PooledEncoder) and terms_encoder(pooled) is pooled
+    pooled.min_chars = 0
+    with pooled.workers():  # the same processes serve the vectors and the terms
+        pids = {w.proc.pid for w in pooled._open or []}
+        ids, weights = pooled.encode_terms(texts)
+        assert {w.proc.pid for w in pooled._open or []} == pids
+    want_ids, want_weights = create_encoder("e5", threads=2).encode_terms(texts)  # type: ignore[attr-defined]
+    assert ids.shape == want_ids.shape == (40, TERMS) and weights.dtype == np.float16
+
+    def dense(i: np.ndarray, w: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(i), 16384))
+        for row in range(len(i)):
+            held = w[row] != 0
+            out[row, i[row][held]] = w[row][held]
+        return out
+
+    got, want = dense(ids, weights), dense(want_ids, want_weights)
+    assert ((got * want).sum(axis=1) > 0.999).all()  # unit rows: the cosine of the two
+
+
+def test_a_pool_of_a_model_without_latent_terms_offers_none() -> None:
+    assert terms_encoder(PooledEncoder("hash", HashEncoder(), processes=2)) is None
+    assert terms_encoder(pool.pooled_encoder("use", threads=2, processes=2)) is None
 
 
 def _alive(pid: int) -> bool:
