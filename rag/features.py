@@ -109,8 +109,9 @@ def question_cues(question: str) -> QuestionCues:
     )
 
 
-def _lexical(cues: QuestionCues, text: str) -> tuple[float, float, float, float, bool, bool, bool]:
-    """(prefix overlap, 4-gram overlap, numbers found, novelty, has date, has number, has new name)."""
+def _lexical(cues: QuestionCues, text: str) -> tuple[float, float, float, float, bool, bool, bool, float]:
+    """(prefix overlap, 4-gram overlap, numbers found, novelty, has date, has number, has new name,
+    share of the question's names found: 1 when it names nothing)."""
     folded = fold(text)
     words = _WORD.findall(folded)
     long_words = [w for w in words if len(w) >= 4 or w.isdigit()]
@@ -125,7 +126,11 @@ def _lexical(cues: QuestionCues, text: str) -> tuple[float, float, float, float,
     raw = _WORD.findall(text)
     has_name = any(w[:1].isupper() and fold(w) not in cues.names and fold(w)[:PREFIX] not in cues.prefixes
                    for w in raw[1:])
-    return prefix, ngram, number, novelty, has_date, has_number, has_name
+    names = 1.0
+    if cues.names:
+        wanted = {n[:PREFIX] for n in cues.names}
+        names = len(wanted & {w[:PREFIX] for w in words}) / len(wanted)
+    return prefix, ngram, number, novelty, has_date, has_number, has_name, names
 
 
 @dataclass(frozen=True)
@@ -216,7 +221,7 @@ def sentence_features(index: Index, retrieval: Retrieval, chunks: int = 3,
                   and index.sentences[t].doc == sent.doc and index.sentences[t].paragraph == sent.paragraph]
         x[i, 8] = max(around) if around else floor
         x[i, 9] = x[i, 8] - fused[i]
-        prefix, ngram, number, novelty, has_date, has_number, has_name = _lexical(cues, sent.text)
+        prefix, ngram, number, novelty, has_date, has_number, has_name, names = _lexical(cues, sent.text)
         x[i, 10:14] = (prefix, ngram, number, novelty)
         x[i, 14] = float("when" in cues.kinds) * (1.0 if has_date else -1.0)
         x[i, 15] = float("number" in cues.kinds) * (1.0 if has_number else -1.0)
@@ -225,16 +230,10 @@ def sentence_features(index: Index, retrieval: Retrieval, chunks: int = 3,
         x[i, 18] = np.log(max(len(sent.text), 1))
         first = s == 0 or index.sentences[s - 1].doc != sent.doc or index.sentences[s - 1].paragraph != sent.paragraph
         x[i, 19] = float(first)
+        x[i, 22] = names
     terms = _term_cosines(index, retrieval, ids)
     x[:, 20] = terms
     x[:, 21] = terms - terms.max()
-    if cues.names:
-        name_prefixes = {n[:PREFIX] for n in cues.names}
-        for i, s in enumerate(ids):
-            found = {w[:PREFIX] for w in _WORD.findall(fold(index.sentences[int(s)].text))}
-            x[i, 22] = len(name_prefixes & found) / len(name_prefixes)
-    else:
-        x[:, 22] = 1.0  # nothing named: nothing missing
     return SentenceFeatures(tuple(int(s) for s in ids), x, cues, specificity)
 
 

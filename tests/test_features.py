@@ -54,7 +54,7 @@ def test_content_words_drop_question_words_and_keep_names_and_numbers() -> None:
 
 def test_cognates_and_numbers_match_across_languages() -> None:
     cues = question_cues("Who expressed condolences for the 17 prisoners?")
-    prefix, ngram, number, _novelty, _date, _num, has_name = _lexical(
+    prefix, ngram, number, _novelty, _date, _num, has_name, _names = _lexical(
         cues, "Antony Blinken a exprimé ses condoléances pour les 17 prisonniers.")
     assert prefix == pytest.approx(3 / 4)  # condo-, 17, priso- match; "expressed" does not ("exprime")
     assert number == 1.0 and ngram > 0.4

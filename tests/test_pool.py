@@ -172,6 +172,27 @@ def test_latent_terms_are_made_by_the_workers_and_equal_the_in_process_ones() ->
     assert ((got * want).sum(axis=1) > 0.999).all()  # unit rows: the cosine of the two
 
 
+@pytest.mark.model
+def test_a_large_build_starts_the_workers_once_for_vectors_and_terms(tmp_path: Path, seeds_copy: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    started: list[int] = []
+    real_start = PooledEncoder._start
+
+    def counting(self: PooledEncoder) -> list:
+        workers = real_start(self)
+        started.append(len(workers))
+        return workers
+
+    monkeypatch.setattr(PooledEncoder, "_start", counting)
+    pooled = pool.pooled_encoder("e5+use", threads=2, processes=2)
+    assert isinstance(pooled, PooledEncoder)
+    pooled.min_chars = 0  # the seed article counts as large
+    build_index(load_documents(seeds_copy), tmp_path / "index", Settings(), pooled)
+    index = open_index(tmp_path / "index", Settings())
+    assert started == [2]  # one start: both passes were served by the same two processes
+    assert index.sentence_terms is not None and index.sentence_terms[1].any(axis=1).all()
+
+
 def test_a_pool_of_a_model_without_latent_terms_offers_none() -> None:
     assert terms_encoder(PooledEncoder("hash", HashEncoder(), processes=2)) is None
     assert terms_encoder(pool.pooled_encoder("use", threads=2, processes=2)) is None
