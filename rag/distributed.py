@@ -6,7 +6,9 @@ single-thread workers beat one of two threads by 1.2x on these machines, rag.poo
 encodes batches of 32 texts. Rows come back tagged with their position, so the result is in
 input order whatever node encoded them. Because it is an ``Encoder``, ``build_index`` keeps
 its one code path: incremental builds embed only new or changed documents, and a failure
-leaves the previous build current. Questions are encoded in this process.
+leaves the previous build current. The sentences' latent terms (``encode_terms``, models with
+e5) are made by a second pass of the same kind, so the build's second e5 pass runs on the
+cluster too. Questions are encoded in this process.
 
 A killed actor is restarted and its batch retried by Ray (``retries``, default unlimited);
 with ``retries=0`` the build fails with one line instead.
@@ -26,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from .encoders import BATCH, Encoder, WrappingEncoder, create_encoder
-from .errors import ClusterError
+from .encoders import BATCH, TERMS, Encoder, WrappingEncoder, create_encoder, terms_encoder
+from .errors import ClusterError, ModelError
 
 # Ray token authentication is on by default and Ray reports usage statistics unless told not
 # to: both are set for every process that starts or joins a cluster from here (setdefault, so
@@ -44,19 +46,28 @@ def ray_environment() -> None:
 
 
 class _Embed:
-    """A Ray Data actor: loads the encoder once, then encodes batches of ``{"i", "text"}`` rows."""
+    """A Ray Data actor: loads the encoder once, then encodes batches of ``{"i", "text"}`` rows:
+    their vectors (``what="vectors"``) or their latent terms (``what="terms"``)."""
 
-    def __init__(self, spec: str, threads: int) -> None:
+    def __init__(self, spec: str, threads: int, what: str = "vectors") -> None:
         import ray
 
         self.encoder = create_encoder(spec, threads)
+        self.terms = terms_encoder(self.encoder) if what == "terms" else None
+        if what == "terms" and self.terms is None:
+            raise ModelError(f"the model {spec!r} makes no latent terms")
         self.node = ray.get_runtime_context().get_node_id()
         self.pid = os.getpid()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        vectors = np.asarray(self.encoder.encode_passages([str(t) for t in batch["text"]]), dtype=np.float32)
+        texts = [str(t) for t in batch["text"]]
+        if self.terms is not None:
+            ids, weights = self.terms.encode_terms(texts)
+            rows = {"ids": np.asarray(ids, dtype=np.uint16), "weights": np.asarray(weights, dtype=np.float16)}
+        else:
+            rows = {"vector": np.asarray(self.encoder.encode_passages(texts), dtype=np.float32)}
         n = len(batch["i"])
-        return {"i": batch["i"], "vector": vectors, "node": np.array([self.node] * n),
+        return {"i": batch["i"], **rows, "node": np.array([self.node] * n),
                 "pid": np.full(n, self.pid, dtype=np.int64), "model": np.array([self.encoder.model_id] * n)}
 
 
@@ -108,6 +119,7 @@ class RayEncoder(WrappingEncoder):
 
     ``actors`` defaults to one per CPU of the cluster (``threads`` CPUs each). After each call,
     ``last_nodes`` counts the texts each node encoded and ``last_pids`` the actor processes.
+    ``encode_terms`` is offered by ``rag.encoders.terms_encoder`` only for models with e5.
     """
 
     def __init__(self, spec: str, address: str, local: Encoder, actors: int | None = None, threads: int = 1,
@@ -123,11 +135,27 @@ class RayEncoder(WrappingEncoder):
     def encode_passages(self, texts: Sequence[str], progress: Callable[[int], None] | None = None) -> np.ndarray:
         texts = list(texts)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        self._on_cluster(texts, "vectors", {"vector": out}, progress)
+        return out
+
+    def encode_terms(self, texts: Sequence[str], progress: Callable[[int], None] | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """The texts' latent terms (``rag.encoders.E5Encoder.encode_terms``), made by the cluster's actors."""
+        texts = list(texts)
+        if terms_encoder(self.local) is None:
+            raise ModelError(f"the model {self.spec!r} makes no latent terms")
+        ids = np.zeros((len(texts), TERMS), dtype=np.uint16)
+        weights = np.zeros((len(texts), TERMS), dtype=np.float16)
+        self._on_cluster(texts, "terms", {"ids": ids, "weights": weights}, progress)
+        return ids, weights
+
+    def _on_cluster(self, texts: list[str], what: str, out: dict[str, np.ndarray],
+                    progress: Callable[[int], None] | None) -> None:
         if not texts:
-            return out
+            return
         with ray_session(self.address) as ray:
             try:
-                self._run(ray, texts, out, progress)
+                self._run(ray, texts, what, out, progress)
             except ClusterError:
                 raise
             except ray.exceptions.RayError as exc:
@@ -136,9 +164,9 @@ class RayEncoder(WrappingEncoder):
                     f"the build failed on the Ray cluster at {self.address!r} ({type(exc).__name__}: {first.strip()}); "
                     "the previous index is still in use: run `rag index` again"
                 ) from None
-        return out
 
-    def _run(self, ray: Any, texts: list[str], out: np.ndarray, progress: Callable[[int], None] | None) -> None:
+    def _run(self, ray: Any, texts: list[str], what: str, out: dict[str, np.ndarray],
+             progress: Callable[[int], None] | None) -> None:
         import ray.data
 
         context = ray.data.DataContext.get_current()
@@ -151,7 +179,7 @@ class RayEncoder(WrappingEncoder):
         blocks = max(1, math.ceil(len(items) / self.batch))
         dataset = ray.data.from_items(items, override_num_blocks=blocks)
         embedded = dataset.map_batches(
-            _Embed, fn_constructor_args=(self.spec, self.threads), batch_size=self.batch, batch_format="numpy",
+            _Embed, fn_constructor_args=(self.spec, self.threads, what), batch_size=self.batch, batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=2),
             num_cpus=self.threads, max_restarts=self.retries, max_task_retries=self.retries,
         )
@@ -164,14 +192,15 @@ class RayEncoder(WrappingEncoder):
                 raise ClusterError(f"a Ray actor loaded {sorted(models)} where {self.model_id!r} was expected: "
                                    "install the same model packages on every node")
             rows = batch["i"].astype(np.int64)
-            out[rows] = batch["vector"]
+            for column, array in out.items():
+                array[rows] = batch[column]
             filled[rows] = True
             nodes.update(batch["node"].tolist())
             pids.update(int(p) for p in batch["pid"])
             if progress is not None:
                 progress(len(rows))
         if not filled.all():
-            raise ClusterError(f"the Ray cluster returned {int(filled.sum())} of {len(texts)} vectors: "
+            raise ClusterError(f"the Ray cluster returned {int(filled.sum())} of {len(texts)} rows of {what}: "
                                "run `rag index` again")
         self.last_nodes, self.last_pids = nodes, pids
 

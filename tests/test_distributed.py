@@ -144,6 +144,31 @@ def test_a_killed_actor_is_restarted_and_the_build_completes(cluster: Any, tmp_p
 
 
 @pytest.mark.model
+def test_the_latent_terms_of_a_ray_build_are_made_on_the_worker_nodes(cluster: Any, tmp_path: Path,
+                                                                      seeds_copy: Path) -> None:
+    loaded = load_documents(seeds_copy)
+    build_index(loaded, tmp_path / "local", E5, create_encoder("e5", threads=1))
+    encoder = _ray(cluster, spec="e5")
+    report = build_index(loaded, tmp_path / "ray", E5, encoder)
+    # the build's last cluster call made the terms of every sentence, on the worker nodes only
+    assert set(encoder.last_nodes) <= cluster.worker_ids and sum(encoder.last_nodes.values()) == report.sentences
+    local, remote = open_index(tmp_path / "local"), open_index(tmp_path / "ray")
+    assert local.sentence_terms is not None and remote.sentence_terms is not None
+
+    def dense(terms: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        ids, weights = np.asarray(terms[0]), np.asarray(terms[1], dtype=np.float64)
+        out = np.zeros((len(ids), 16384))
+        for row in range(len(ids)):
+            held = weights[row] != 0
+            out[row, ids[row][held]] = weights[row][held]
+        return out
+
+    got, want = dense(remote.sentence_terms), dense(local.sentence_terms)
+    assert got.shape[0] == report.sentences > 0
+    assert ((got * want).sum(axis=1) > 0.999).all()  # unit rows: the cosine of the two
+
+
+@pytest.mark.model
 def test_without_retries_a_killed_actor_fails_the_build_and_keeps_the_index(cluster: Any, tmp_path: Path,
                                                                            seeds_copy: Path) -> None:
     build_index(load_documents(seeds_copy), tmp_path / "index", E5, create_encoder("e5", threads=1))
