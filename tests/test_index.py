@@ -88,6 +88,23 @@ def built(tmp_path: Path, seeds_copy: Path) -> Path:
 # ------------------------------------------------------------------------------- manifest
 
 
+def test_a_manifest_is_parsed_again_only_when_its_file_changed(built: Path) -> None:
+    """``read_manifest`` keeps what it read by the file's stat: `rag ask` reads one manifest twice."""
+    build_dir = current_build(built)
+    first = read_manifest(build_dir)
+    assert read_manifest(build_dir) is first  # unchanged file: not parsed again
+    path = build_dir / "manifest.json"
+    text = path.read_text(encoding="utf-8")
+    edited = text.replace(f'"built_at": "{first.built_at[:4]}', '"built_at": "1999', 1)  # the same size
+    assert edited != text and len(edited.encode("utf-8")) == path.stat().st_size
+    path.write_text(edited, encoding="utf-8")
+    second = read_manifest(build_dir)
+    assert second is not first and second.built_at == "1999" + first.built_at[4:]
+    path.write_text("{not json", encoding="utf-8")
+    with pytest.raises(IndexCorruptError, match="unreadable"):
+        read_manifest(build_dir)
+
+
 def test_manifest_records_how_the_index_was_built(built: Path, seeds_copy: Path) -> None:
     before = datetime.now(timezone.utc)
     build_dir = current_build(built)

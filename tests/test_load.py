@@ -11,7 +11,7 @@ from conftest import SEED_DOC, SEEDS
 
 from rag.chunk import chunk_document
 from rag.errors import DocumentsError
-from rag.load import detect_language, load_documents, parse_document
+from rag.load import detect_language, load_documents, parse_document, scan_sources
 from rag.settings import Settings
 
 BOM = "\ufeff"
@@ -210,3 +210,31 @@ def test_the_language_model_loads_once_whoever_asks_first(monkeypatch: pytest.Mo
     assert len(calls) == 1
     assert detect_language("Der Präsident erhielt einen Anruf vom amerikanischen Außenminister.") == "de"
     assert len(calls) == 2  # the question itself, no second load
+
+
+@pytest.mark.parametrize("spelling", ["path", "trailing slash", "dot"])
+def test_the_quick_scan_finds_what_loading_records(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   spelling: str) -> None:
+    """``scan_sources`` (the quick freshness check, stat only) and ``load_documents().sources`` agree
+    on every candidate: the same ids, order, sizes and mtimes, whatever the root's spelling."""
+    docs = tmp_path / "docs"
+    write(docs / "a.txt", "Alpha is the first letter of the Greek alphabet.")
+    write(docs / "sub" / "deeper" / "c.TXT", "Gamma is the third letter of the Greek alphabet.")
+    write(tmp_path / "elsewhere" / "e.md", "Epsilon lives outside and is linked in.")
+    (docs / "linked").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (docs / "dangling.txt").symlink_to(tmp_path / "nowhere.txt")  # a candidate that cannot be stat'ed
+    os.mkfifo(docs / "pipe.txt")
+    write(docs / ".hidden.txt", "Not a candidate.")
+    write(docs / "notes.rst", "Not a candidate either.")
+    if spelling == "dot":
+        monkeypatch.chdir(docs)
+        root: str | Path = "."
+    else:
+        root = str(docs) + "/" if spelling == "trailing slash" else docs
+
+    scanned = scan_sources(root)
+    loaded = load_documents(root).sources
+
+    assert [s.path for s in scanned] == ["a.txt", "dangling.txt", "pipe.txt", "linked/e.md", "sub/deeper/c.TXT"]
+    assert [(s.path, s.bytes, s.mtime_ns) for s in scanned] == [(s.path, s.bytes, s.mtime_ns) for s in loaded]
+    assert next(s for s in scanned if s.path == "dangling.txt").bytes == -1
