@@ -7,8 +7,9 @@ encodes batches of 32 texts. Rows come back tagged with their position, so the r
 input order whatever node encoded them. Because it is an ``Encoder``, ``build_index`` keeps
 its one code path: incremental builds embed only new or changed documents, and a failure
 leaves the previous build current. The sentences' latent terms (``encode_terms``, models with
-e5) are made by a second pass of the same kind, so the build's second e5 pass runs on the
-cluster too. Questions are encoded in this process.
+e5) are made on the cluster too: inside ``terms_alongside(texts)`` (as ``build_index`` calls
+it) in the same pass as the vectors, by the same actors, started once; outside it by a pass of
+their own. Questions are encoded in this process.
 
 A killed actor is restarted and its batch retried by Ray (``retries``, default unlimited);
 with ``retries=0`` the build fails with one line instead.
@@ -46,27 +47,33 @@ def ray_environment() -> None:
 
 
 class _Embed:
-    """A Ray Data actor: loads the encoder once, then encodes batches of ``{"i", "text"}`` rows:
-    their vectors (``what="vectors"``) or their latent terms (``what="terms"``)."""
+    """A Ray Data actor: loads the encoder once, then encodes batches of ``{"i", "text", "terms"}``
+    rows: their vectors (``what="vectors"``), their latent terms (``what="terms"``), or both
+    (``what="both"``: the vectors of every row, the terms of the rows whose ``terms`` is set)."""
 
     def __init__(self, spec: str, threads: int, what: str = "vectors") -> None:
         import ray
 
         self.encoder = create_encoder(spec, threads)
-        self.terms = terms_encoder(self.encoder) if what == "terms" else None
-        if what == "terms" and self.terms is None:
+        self.what = what
+        self.terms = terms_encoder(self.encoder) if what != "vectors" else None
+        if what != "vectors" and self.terms is None:
             raise ModelError(f"the model {spec!r} makes no latent terms")
         self.node = ray.get_runtime_context().get_node_id()
         self.pid = os.getpid()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         texts = [str(t) for t in batch["text"]]
-        if self.terms is not None:
-            ids, weights = self.terms.encode_terms(texts)
-            rows = {"ids": np.asarray(ids, dtype=np.uint16), "weights": np.asarray(weights, dtype=np.float16)}
-        else:
-            rows = {"vector": np.asarray(self.encoder.encode_passages(texts), dtype=np.float32)}
         n = len(batch["i"])
+        rows: dict[str, np.ndarray] = {}
+        if self.what != "terms":
+            rows["vector"] = np.asarray(self.encoder.encode_passages(texts), dtype=np.float32)
+        if self.terms is not None:
+            wanted = np.flatnonzero(batch["terms"]) if self.what == "both" else np.arange(n)
+            ids, weights = np.zeros((n, TERMS), dtype=np.uint16), np.zeros((n, TERMS), dtype=np.float16)
+            if len(wanted):
+                ids[wanted], weights[wanted] = self.terms.encode_terms([texts[j] for j in wanted])
+            rows["ids"], rows["weights"] = ids, weights
         return {"i": batch["i"], **rows, "node": np.array([self.node] * n),
                 "pid": np.full(n, self.pid, dtype=np.int64), "model": np.array([self.encoder.model_id] * n)}
 
@@ -131,31 +138,60 @@ class RayEncoder(WrappingEncoder):
         self.actors, self.threads, self.batch, self.retries = actors, threads, batch, retries
         self.last_nodes: Counter[str] = Counter()
         self.last_pids: set[int] = set()
+        self._alongside: dict[str, tuple[np.ndarray, np.ndarray] | None] | None = None
 
     def encode_passages(self, texts: Sequence[str], progress: Callable[[int], None] | None = None) -> np.ndarray:
         texts = list(texts)
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        self._on_cluster(texts, "vectors", {"vector": out}, progress)
-        return out
+        out = {"vector": np.zeros((len(texts), self.dim), dtype=np.float32)}
+        alongside = self._alongside
+        wanted = np.fromiter((alongside is not None and t in alongside for t in texts), bool, len(texts))
+        if alongside is None or not wanted.any():
+            self._on_cluster(texts, "vectors", out, progress)
+            return out["vector"]
+        out["ids"] = np.zeros((len(texts), TERMS), dtype=np.uint16)
+        out["weights"] = np.zeros((len(texts), TERMS), dtype=np.float16)
+        self._on_cluster(texts, "both", out, progress, wanted)
+        for j in np.flatnonzero(wanted):
+            alongside[texts[j]] = (out["ids"][j], out["weights"][j])
+        return out["vector"]
 
     def encode_terms(self, texts: Sequence[str], progress: Callable[[int], None] | None = None
                      ) -> tuple[np.ndarray, np.ndarray]:
-        """The texts' latent terms (``rag.encoders.E5Encoder.encode_terms``), made by the cluster's actors."""
+        """The texts' latent terms (``rag.encoders.E5Encoder.encode_terms``), made by the cluster's actors:
+        those of an earlier pass in ``terms_alongside``, or a pass of their own."""
         texts = list(texts)
         if terms_encoder(self.local) is None:
             raise ModelError(f"the model {self.spec!r} makes no latent terms")
-        ids = np.zeros((len(texts), TERMS), dtype=np.uint16)
-        weights = np.zeros((len(texts), TERMS), dtype=np.float16)
-        self._on_cluster(texts, "terms", {"ids": ids, "weights": weights}, progress)
-        return ids, weights
+        made = [None if self._alongside is None else self._alongside.get(t) for t in texts]
+        if texts and all(m is not None for m in made):
+            if progress is not None:
+                progress(len(texts))
+            return (np.stack([m[0] for m in made if m is not None]),
+                    np.stack([m[1] for m in made if m is not None]))
+        out = {"ids": np.zeros((len(texts), TERMS), dtype=np.uint16),
+               "weights": np.zeros((len(texts), TERMS), dtype=np.float16)}
+        self._on_cluster(texts, "terms", out, progress)
+        return out["ids"], out["weights"]
+
+    @contextlib.contextmanager
+    def terms_alongside(self, texts: Sequence[str]) -> Iterator[RayEncoder]:
+        """Inside the block, ``encode_passages`` makes the latent terms of any of ``texts`` it encodes in
+        the same pass (the same actors, loaded once), and ``encode_terms`` of them returns those; the
+        cluster is joined once for the block."""
+        self._alongside = dict.fromkeys(texts)
+        try:
+            with ray_session(self.address) if texts else contextlib.nullcontext():
+                yield self
+        finally:
+            self._alongside = None
 
     def _on_cluster(self, texts: list[str], what: str, out: dict[str, np.ndarray],
-                    progress: Callable[[int], None] | None) -> None:
+                    progress: Callable[[int], None] | None, wanted: np.ndarray | None = None) -> None:
         if not texts:
             return
         with ray_session(self.address) as ray:
             try:
-                self._run(ray, texts, what, out, progress)
+                self._run(ray, texts, what, out, progress, wanted)
             except ClusterError:
                 raise
             except ray.exceptions.RayError as exc:
@@ -166,7 +202,7 @@ class RayEncoder(WrappingEncoder):
                 ) from None
 
     def _run(self, ray: Any, texts: list[str], what: str, out: dict[str, np.ndarray],
-             progress: Callable[[int], None] | None) -> None:
+             progress: Callable[[int], None] | None, wanted: np.ndarray | None = None) -> None:
         import ray.data
 
         context = ray.data.DataContext.get_current()
@@ -175,7 +211,8 @@ class RayEncoder(WrappingEncoder):
         context.print_on_execution_start = False
         logging.getLogger("ray.data").setLevel(logging.WARNING)
         actors = self.actors or max(1, int(ray.cluster_resources().get("CPU", 1)) // self.threads)
-        items = [{"i": i, "text": t} for i, t in enumerate(texts)]
+        flags = [False] * len(texts) if wanted is None else wanted.tolist()
+        items = [{"i": i, "text": t, "terms": f} for i, (t, f) in enumerate(zip(texts, flags, strict=True))]
         blocks = max(1, math.ceil(len(items) / self.batch))
         dataset = ray.data.from_items(items, override_num_blocks=blocks)
         embedded = dataset.map_batches(

@@ -144,16 +144,31 @@ def test_a_killed_actor_is_restarted_and_the_build_completes(cluster: Any, tmp_p
 
 
 @pytest.mark.model
-def test_the_latent_terms_of_a_ray_build_are_made_on_the_worker_nodes(cluster: Any, tmp_path: Path,
-                                                                      seeds_copy: Path) -> None:
+def test_the_latent_terms_of_a_ray_build_are_made_with_its_vectors_on_the_worker_nodes(
+        cluster: Any, tmp_path: Path, seeds_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     loaded = load_documents(seeds_copy)
     build_index(loaded, tmp_path / "local", E5, create_encoder("e5", threads=1))
     encoder = _ray(cluster, spec="e5")
+    passes: list[str] = []
+    run = RayEncoder._run
+
+    def counted(self: RayEncoder, ray: Any, texts: list[str], what: str, *args: Any) -> None:
+        passes.append(what)
+        run(self, ray, texts, what, *args)
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("latent terms made in the driver")
+
+    monkeypatch.setattr(RayEncoder, "_run", counted)
+    monkeypatch.setattr("rag.encoders.E5Encoder.encode_terms", refuse)  # this process only, not the actors
     report = build_index(loaded, tmp_path / "ray", E5, encoder)
-    # the build's last cluster call made the terms of every sentence, on the worker nodes only
-    assert set(encoder.last_nodes) <= cluster.worker_ids and sum(encoder.last_nodes.values()) == report.sentences
+    assert passes == ["both"]  # one pass over the cluster: its actors started once
+    background = len(set(background_sentences([d.lang for d in loaded.documents])))
+    assert set(encoder.last_nodes) <= cluster.worker_ids
+    assert sum(encoder.last_nodes.values()) == report.chunks + report.sentences + background
     local, remote = open_index(tmp_path / "local"), open_index(tmp_path / "ray")
     assert local.sentence_terms is not None and remote.sentence_terms is not None
+    np.testing.assert_allclose(remote.sentence_vectors, local.sentence_vectors, atol=1e-4)
 
     def dense(terms: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
         ids, weights = np.asarray(terms[0]), np.asarray(terms[1], dtype=np.float64)
@@ -166,6 +181,11 @@ def test_the_latent_terms_of_a_ray_build_are_made_on_the_worker_nodes(cluster: A
     got, want = dense(remote.sentence_terms), dense(local.sentence_terms)
     assert got.shape[0] == report.sentences > 0
     assert ((got * want).sum(axis=1) > 0.999).all()  # unit rows: the cosine of the two
+    # outside a build, the terms of texts are a pass of their own, on the cluster as well
+    texts = [remote.sentences[i].text for i in range(5)]
+    alone = encoder.encode_terms(texts)
+    assert passes == ["both", "terms"] and set(encoder.last_nodes) <= cluster.worker_ids
+    assert ((dense(alone) * want[:5]).sum(axis=1) > 0.999).all()
 
 
 @pytest.mark.model

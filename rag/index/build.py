@@ -183,10 +183,10 @@ def build_index(
 
         if progress:
             progress(0, total)
-        with _one_pool(encoder, terms, texts):  # the vectors and the terms from the same worker processes
+        sentence_texts = [sentences[i].text for i in todo_sents]
+        with _one_start(encoder, terms, texts, sentence_texts):  # the vectors and the terms from the same workers
             vectors = encode_passages(encoder, texts + background_unique, tick)
-            new_terms = (terms.encode_terms([sentences[i].text for i in todo_sents], tick)
-                         if terms is not None else None)
+            new_terms = terms.encode_terms(sentence_texts, tick) if terms is not None else None
         n_chunks, n_texts = len(encoded_chunks), len(texts)
         background_vector = background_centroid(background_texts, vectors[n_texts:])
         parts = encoder_parts(encoder)
@@ -263,13 +263,21 @@ def _vectors_by_doc(index: Index, docs: set[str]) -> dict[str, tuple[np.ndarray,
     return {d: (index.chunk_store.vectors(chunk_rows[pos]), index.sentence_store.vectors(sentence_rows[pos]))
             for pos, d in enumerate(index.chunks.ids) if d in docs}
 
-def _one_pool(encoder: Encoder, terms: Any, texts: list[str]) -> contextlib.AbstractContextManager[Any]:
-    """Keep a pool's workers (models loaded) up for both passes of a large build, when it makes the
-    terms too: started once instead of twice (~1.5 s each, rag.pool). Otherwise nothing."""
+def _one_start(encoder: Encoder, terms: Any, texts: list[str],
+               sentence_texts: list[str]) -> contextlib.AbstractContextManager[Any]:
+    """When a build makes the terms too, start its workers once for the vectors and the terms
+    (~1.5 s each to load the models): a pool's worker processes kept up for both passes (large
+    builds, rag.pool); a Ray cluster's actors making both in one pass (rag.distributed).
+    Otherwise nothing."""
+    from ..distributed import RayEncoder
     from ..pool import PooledEncoder
 
-    if isinstance(encoder, PooledEncoder) and terms is encoder and sum(map(len, texts)) >= encoder.min_chars:
+    if terms is None or terms is not encoder:
+        return contextlib.nullcontext()
+    if isinstance(encoder, PooledEncoder) and sum(map(len, texts)) >= encoder.min_chars:
         return encoder.workers()
+    if isinstance(encoder, RayEncoder):
+        return encoder.terms_alongside(sentence_texts)
     return contextlib.nullcontext()
 
 
