@@ -33,6 +33,7 @@ SENTENCE_FEATURES = (
     "type_when", "type_number", "type_who", "type_where",
     "log_length", "first_in_paragraph",
     "terms", "terms_gap", "lex_name",
+    "terms_focus", "terms_focus_gap",
 )
 
 # Question words by the kind of answer they ask for, in English, French, German and Spanish,
@@ -234,6 +235,9 @@ def sentence_features(index: Index, retrieval: Retrieval, chunks: int = 3,
     terms = _term_cosines(index, retrieval, ids)
     x[:, 20] = terms
     x[:, 21] = terms - terms.max()
+    focus = _term_focus(index, retrieval, ids)
+    x[:, 23] = focus
+    x[:, 24] = focus - focus.max()
     return SentenceFeatures(tuple(int(s) for s in ids), x, cues, specificity)
 
 
@@ -248,6 +252,28 @@ def _term_cosines(index: Index, retrieval: Retrieval, ids: np.ndarray) -> np.nda
     held = q_weights != 0  # padding (weight 0) must not overwrite a real term 0
     query[q_ids[held]] = q_weights[held]
     return (query[s_ids] * s_weights.astype(np.float32)).sum(axis=1).astype(np.float64)
+
+
+def _term_focus(index: Index, retrieval: Retrieval, ids: np.ndarray) -> np.ndarray:
+    """The latent-term cosine again, each question term weighted by how few of the candidates hold it
+    (an IDF over this question's candidates): the terms that tell the candidates apart, such as the
+    relation asked about, count more than the topic they all share (0 when either has no terms)."""
+    if index.sentence_terms is None or retrieval.query_terms is None or not len(ids):
+        return np.zeros(len(ids))
+    q_ids, q_weights = retrieval.query_terms
+    s_ids, s_weights = (np.asarray(a[ids]) for a in index.sentence_terms)
+    size = int(max(int(q_ids.max(initial=0)), int(s_ids.max(initial=0)))) + 1
+    query = np.zeros(size, dtype=np.float64)
+    held = q_weights != 0
+    query[q_ids[held]] = q_weights[held]
+    present = (s_weights != 0) & (query[s_ids] > 0)  # a question term this candidate holds
+    df = np.bincount(s_ids[present], minlength=size)
+    idf = np.log((len(ids) + 1.0) / (df + 0.5))
+    weighted = query * idf
+    norm = float(np.sqrt((weighted[q_ids[held]] ** 2).sum()))
+    if norm == 0.0:
+        return np.zeros(len(ids))
+    return (weighted[s_ids] * s_weights.astype(np.float64) * present).sum(axis=1) / norm
 
 
 def _part_cosines(index: Index, retrieval: Retrieval, ids: np.ndarray) -> np.ndarray:

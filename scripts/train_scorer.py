@@ -51,7 +51,9 @@ GROUPS = {
     "shape": ("log_length", "first_in_paragraph"),
     "latent terms": ("terms", "terms_gap"),
     "names": ("lex_name",),
+    "term focus": ("terms_focus", "terms_focus_gap"),
 }
+WITHOUT_TERMS = GROUPS["latent terms"] + GROUPS["term focus"]  # the columns a model without terms sees as 0
 
 
 @dataclass
@@ -430,7 +432,7 @@ def main() -> int:
         cases += collect("seed-tune", REPO / "seeds", args.seed_tune, qidx / "seeds", settings,
                          cache, {}, simulate=False)
     if args.without_terms:
-        cases = [replace(c, sf=replace(c.sf, x=mask_columns(c.sf.x, GROUPS["latent terms"]))) for c in cases]
+        cases = [replace(c, sf=replace(c.sf, x=mask_columns(c.sf.x, WITHOUT_TERMS))) for c in cases]
     fold = folds(cases)
     # the support rule first (it needs the sentence models only): the answer model's label is
     # whether the answer shown with it is right

@@ -142,6 +142,39 @@ def test_latent_terms_are_stored_per_sentence_and_compared_with_the_question(tmp
     assert not plain.x[:, COL["terms"]].any()
 
 
+def test_term_focus_weighs_the_question_terms_that_few_candidates_hold(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.txt").write_text("Blinken and Aliyev met to talk by phone. Washington offered help with the border. "
+                                "Aliyev thanked Blinken by letter to Washington.\n", encoding="utf-8")
+    encoder = FakeTermsEncoder()
+    build_index(load_documents(docs), tmp_path / "index", FAKE, encoder)
+    index = open_index(tmp_path / "index", FAKE)
+    question = "What help was offered to Aliyev by Blinken?"
+    ids, weights = encoder.encode_terms([question])
+    retrieval = replace(_retrieval(index, question), query_terms=(ids[0], weights[0]))
+    sf = sentence_features(index, retrieval, chunks=10)
+    texts = [index.sentences[s].text for s in sf.sentences]
+    assert len(texts) == 3
+    plain = dict(zip(texts, sf.x[:, COL["terms"]], strict=True))
+    focus = dict(zip(texts, sf.x[:, COL["terms_focus"]], strict=True))
+    # plain cosine: the sentences about the two men share 4 of the 8 question words and win
+    assert max(plain, key=plain.__getitem__) == "Aliyev thanked Blinken by letter to Washington."
+    assert plain["Washington offered help with the border."] == pytest.approx(2 / np.sqrt(8 * 6), abs=2e-3)
+    # weighted by rarity among the 3 candidates, log(4 / (df + 0.5)): "blinken", "aliyev", "to", "by" are in
+    # 2 of them, "offered" and "help" in 1 only, "what" and "was" in none (they count in the question's norm)
+    idf = {0: np.log(4 / 0.5), 1: np.log(4 / 1.5), 2: np.log(4 / 2.5)}
+    norm = np.sqrt(2 * idf[0] ** 2 + 2 * idf[1] ** 2 + 4 * idf[2] ** 2)  # the question's 8 words, weights equal
+    assert focus["Washington offered help with the border."] == pytest.approx(2 * idf[1] / np.sqrt(6) / norm, abs=2e-3)
+    assert focus["Blinken and Aliyev met to talk by phone."] == pytest.approx(4 * idf[2] / np.sqrt(8) / norm,
+                                                                              abs=2e-3)
+    assert max(focus, key=focus.__getitem__) == "Washington offered help with the border."
+    assert sf.x[:, COL["terms_focus_gap"]].max() == 0.0
+    # without the question's terms the columns are 0
+    none = sentence_features(index, _retrieval(index, question), chunks=10)
+    assert not none.x[:, [COL["terms_focus"], COL["terms_focus_gap"]]].any()
+
+
 def test_a_question_without_names_misses_no_name(small_index) -> None:
     sf = sentence_features(small_index, _retrieval(small_index, "what did the lamp burn?"), chunks=10)
     assert (sf.x[:, COL["lex_name"]] == 1.0).all()
