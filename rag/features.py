@@ -232,48 +232,39 @@ def sentence_features(index: Index, retrieval: Retrieval, chunks: int = 3,
         first = s == 0 or index.sentences[s - 1].doc != sent.doc or index.sentences[s - 1].paragraph != sent.paragraph
         x[i, 19] = float(first)
         x[i, 22] = names
-    terms = _term_cosines(index, retrieval, ids)
+    terms, focus = _term_scores(index, retrieval, ids)
     x[:, 20] = terms
     x[:, 21] = terms - terms.max()
-    focus = _term_focus(index, retrieval, ids)
     x[:, 23] = focus
     x[:, 24] = focus - focus.max()
     return SentenceFeatures(tuple(int(s) for s in ids), x, cues, specificity)
 
 
-def _term_cosines(index: Index, retrieval: Retrieval, ids: np.ndarray) -> np.ndarray:
-    """The cosine of each sentence's latent terms with the question's (0 when either has none)."""
-    if index.sentence_terms is None or retrieval.query_terms is None:
-        return np.zeros(len(ids))
+def _term_scores(index: Index, retrieval: Retrieval, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each sentence's latent terms against the question's (both 0 when either has none):
+
+    - their cosine;
+    - their focus: the cosine again with each question term weighted by how few of the
+      candidates hold it (an IDF over this question's candidates), so the terms that tell the
+      candidates apart, such as the relation asked about, count more than the topic they share.
+    """
+    zeros = np.zeros(len(ids))
+    if index.sentence_terms is None or retrieval.query_terms is None or not len(ids):
+        return zeros, zeros
     q_ids, q_weights = retrieval.query_terms
     s_ids, s_weights = (np.asarray(a[ids]) for a in index.sentence_terms)
     size = int(max(int(q_ids.max(initial=0)), int(s_ids.max(initial=0)))) + 1
     query = np.zeros(size, dtype=np.float32)
     held = q_weights != 0  # padding (weight 0) must not overwrite a real term 0
     query[q_ids[held]] = q_weights[held]
-    return (query[s_ids] * s_weights.astype(np.float32)).sum(axis=1).astype(np.float64)
-
-
-def _term_focus(index: Index, retrieval: Retrieval, ids: np.ndarray) -> np.ndarray:
-    """The latent-term cosine again, each question term weighted by how few of the candidates hold it
-    (an IDF over this question's candidates): the terms that tell the candidates apart, such as the
-    relation asked about, count more than the topic they all share (0 when either has no terms)."""
-    if index.sentence_terms is None or retrieval.query_terms is None or not len(ids):
-        return np.zeros(len(ids))
-    q_ids, q_weights = retrieval.query_terms
-    s_ids, s_weights = (np.asarray(a[ids]) for a in index.sentence_terms)
-    size = int(max(int(q_ids.max(initial=0)), int(s_ids.max(initial=0)))) + 1
-    query = np.zeros(size, dtype=np.float64)
-    held = q_weights != 0
-    query[q_ids[held]] = q_weights[held]
+    cosine = (query[s_ids] * s_weights.astype(np.float32)).sum(axis=1).astype(np.float64)
     present = (s_weights != 0) & (query[s_ids] > 0)  # a question term this candidate holds
     df = np.bincount(s_ids[present], minlength=size)
-    idf = np.log((len(ids) + 1.0) / (df + 0.5))
-    weighted = query * idf
+    weighted = query.astype(np.float64) * np.log((len(ids) + 1.0) / (df + 0.5))
     norm = float(np.sqrt((weighted[q_ids[held]] ** 2).sum()))
     if norm == 0.0:
-        return np.zeros(len(ids))
-    return (weighted[s_ids] * s_weights.astype(np.float64) * present).sum(axis=1) / norm
+        return cosine, zeros
+    return cosine, (weighted[s_ids] * s_weights.astype(np.float64) * present).sum(axis=1) / norm
 
 
 def _part_cosines(index: Index, retrieval: Retrieval, ids: np.ndarray) -> np.ndarray:

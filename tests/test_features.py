@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -114,14 +115,19 @@ def test_feature_rows_and_masking(small_index) -> None:
     assert masked.specificity <= sf.specificity
 
 
-def test_latent_terms_are_stored_per_sentence_and_compared_with_the_question(tmp_path: Path) -> None:
+def _terms_index(tmp_path: Path, text: str) -> tuple[Any, FakeTermsEncoder]:
+    """An index of one document ``text`` with latent terms (``FakeTermsEncoder``: a term per word)."""
     docs = tmp_path / "docs"
     docs.mkdir()
-    (docs / "a.txt").write_text("Aliyev thanked Blinken for the call. The weather in Baku was mild.\n\n"
-                                "Geneva hosted the ministers.\n", encoding="utf-8")
+    (docs / "a.txt").write_text(text, encoding="utf-8")
     encoder = FakeTermsEncoder()
     build_index(load_documents(docs), tmp_path / "index", FAKE, encoder)
-    index = open_index(tmp_path / "index", FAKE)
+    return open_index(tmp_path / "index", FAKE), encoder
+
+
+def test_latent_terms_are_stored_per_sentence_and_compared_with_the_question(tmp_path: Path) -> None:
+    index, encoder = _terms_index(tmp_path, "Aliyev thanked Blinken for the call. The weather in Baku was mild.\n\n"
+                                            "Geneva hosted the ministers.\n")
     assert index.sentence_terms is not None
     assert index.sentence_terms[0].shape == index.sentence_terms[1].shape == (len(index.sentences), 64)
     question = "Whom did Aliyev thank for the call?"
@@ -143,13 +149,8 @@ def test_latent_terms_are_stored_per_sentence_and_compared_with_the_question(tmp
 
 
 def test_term_focus_weighs_the_question_terms_that_few_candidates_hold(tmp_path: Path) -> None:
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    (docs / "a.txt").write_text("Blinken and Aliyev met to talk by phone. Washington offered help with the border. "
-                                "Aliyev thanked Blinken by letter to Washington.\n", encoding="utf-8")
-    encoder = FakeTermsEncoder()
-    build_index(load_documents(docs), tmp_path / "index", FAKE, encoder)
-    index = open_index(tmp_path / "index", FAKE)
+    index, encoder = _terms_index(tmp_path, "Blinken and Aliyev met to talk by phone. Washington offered help with "
+                                            "the border. Aliyev thanked Blinken by letter to Washington.\n")
     question = "What help was offered to Aliyev by Blinken?"
     ids, weights = encoder.encode_terms([question])
     retrieval = replace(_retrieval(index, question), query_terms=(ids[0], weights[0]))
