@@ -5,8 +5,8 @@ shipped features alone. None of these trials is in the product (docs/evaluation.
 not adopted"); the script is kept so that their figures can be reproduced.
 
     pip install -e '.[train]'
-    python scripts/feature_trials.py                 # all trials (about 10 minutes with warm caches)
-    python scripts/feature_trials.py --trial words   # one of: adapter, clauses, neighbours, words
+    python scripts/feature_trials.py                 # all trials (about 12 minutes with warm caches)
+    python scripts/feature_trials.py --trial words   # one of: adapter, clauses, neighbours, words, window
 
 It reads the same cached cases as ``train_scorer.py`` (bench/results/qidx and scorer-cache; the
 first run builds them) and caches the e5 vectors it makes in bench/results/trials-cache/.
@@ -31,7 +31,7 @@ from rag.features import _QUESTION_WORDS, SENTENCE_FEATURES, fold
 from rag.pipeline import Pipeline
 from rag.settings import Settings
 
-TRIALS = ("adapter", "clauses", "neighbours", "words")
+TRIALS = ("adapter", "clauses", "neighbours", "words", "window")
 _WORD = re.compile(r"\w+")
 # Words that, first in a sentence, point back to the one before ("It was ...", "Danach ...").
 # Generic function words of the four languages of the sets, not fitted to any question.
@@ -209,6 +209,37 @@ def word_columns(ctx: Context) -> list[np.ndarray]:
     return out
 
 
+def _window(index: object, sid: int, before: bool) -> str | None:
+    """The sentence read with the one before it (``before``) or after it in its paragraph."""
+    sentences = index.sentences  # type: ignore[attr-defined]
+    me, t = sentences[sid], sid - 1 if before else sid + 1
+    if 0 <= t < len(sentences) and sentences[t].doc == me.doc and sentences[t].paragraph == me.paragraph:
+        return f"{sentences[t].text} {me.text}" if before else f"{me.text} {sentences[t].text}"
+    return None
+
+
+def window_columns(ctx: Context) -> list[np.ndarray]:
+    """e5 of the sentence read in context (with the sentence before it, and with the one after it,
+    one passage vector each): each cosine's gap to the best candidate and its difference to the
+    sentence's own cosine (0 where there is no such neighbour)."""
+    texts = sorted({w for case, index in zip(ctx.cases, ctx.indexes, strict=True) for sid in case.sf.sentences
+                    for before in (True, False) if (w := _window(index, sid, before)) is not None})
+    vectors = _e5(ctx, texts, "passage")
+    row = {t: i for i, t in enumerate(texts)}
+    out = []
+    for case, q, own_vectors, index in zip(ctx.cases, ctx.question_vectors, ctx.sentence_vectors, ctx.indexes,
+                                           strict=True):
+        own = own_vectors @ q
+        cols = np.zeros((len(own), 4))
+        for k, before in enumerate((True, False)):
+            windows = [_window(index, sid, before) for sid in case.sf.sentences]
+            cos = np.array([float(vectors[row[w]] @ q) if w is not None else own[j] for j, w in enumerate(windows)])
+            if len(cos):
+                cols[:, 2 * k], cols[:, 2 * k + 1] = cos - cos.max(), cos - own
+        out.append(cols)
+    return out
+
+
 def first_sentence(ctx: Context, fold_of: np.ndarray, extra: list[np.ndarray] | None, l2: float = 1.0
                    ) -> dict[str, float]:
     """Out-of-fold first-sentence accuracy of the conditional logit over the features (+ ``extra``)."""
@@ -244,6 +275,7 @@ def main() -> int:
         "clauses": [("best clause's e5 cosine", clause_columns, 1.0)],
         "neighbours": [("previous and next sentence's evidence, anaphoric start", neighbour_columns, 1.0)],
         "words": [("soft word overlap (e5 word vectors)", word_columns, 1.0)],
+        "window": [("the sentence's e5 cosine read with its neighbour", window_columns, 1.0)],
     }
     for trial in args.trial or TRIALS:
         made: dict[Callable[[Context], list[np.ndarray]], list[np.ndarray]] = {}
