@@ -1,6 +1,8 @@
 """Every part of the passage ranking checked against plain dense retrieval (issue 11, point 6).
 
-For each question set, over the same index, the passage ranked first by:
+For each question set (the four XQuAD development sets, German questions over the Spanish
+articles and Spanish over the German, a pair in no development set, and both seed halves), over
+the same index, the passage ranked first by:
 
 - **plain e5**: the question's e5 vector against each chunk's e5 vector, nothing else (what a
   plain dense retriever over these chunks does);
@@ -175,7 +177,13 @@ def main() -> int:
     settings, cache = Settings(), args.work / "scorer-cache"
     sets = [(name, args.bench / name / "docs", args.bench / name / "questions.jsonl",
              args.work / "qidx" / name.rsplit("-", 1)[1]) for name in ts.SETS]
-    sets += [(f"seed-{half}", ts.REPO / "seeds", ts.REPO / "evals" / f"seed_{half}.jsonl", args.work / "qidx" / "seeds")
+    sets += [
+        (f"xquad-{asked}-{over}", args.bench / f"xquad-{over}-{over}" / "docs",
+         ts.pair_questions(args.bench, asked, over, args.work / "pairs"), args.work / "qidx" / over)
+        for asked, over in ts.PAIRS
+    ]
+    sets += [
+        (f"seed-{half}", ts.REPO / "seeds", ts.REPO / "evals" / f"seed_{half}.jsonl", args.work / "qidx" / "seeds")
              for half in ("tune", "test")]
     figures = {name: one_set(name, docs, questions, index_dir, settings, cache)
                for name, docs, questions, index_dir in sets}

@@ -4,7 +4,7 @@
 
     pip install -e '.[train]'    # scikit-learn, for fitting only; the package runs the weights in NumPy
     python scripts/train_scorer.py [--bench ../shared/bench] [--seed-tune evals/seed_tune.jsonl]
-                                   [--ablation] [--write]
+                                   [--ablation] [--held-out-pairs] [--write]
 
 Data: the four XQuAD development sets (an index per document language, built once under
 bench/results/qidx/, question vectors cached in bench/results/scorer-cache/), and the seed
@@ -416,6 +416,10 @@ def main() -> int:
                              "off, models without e5): their columns are 0 in training as at run time")
     parser.add_argument("--chunk-vectors", choices=CHUNK_VECTORS, default=Settings.chunk_vectors,
                         help="how the indexes' chunk vectors are made (the features read them) [the default]")
+    parser.add_argument("--held-out-pairs", action="store_true",
+                        help="also report German questions over the Spanish articles and Spanish over the German, "
+                             "language pairs no model is trained on, each answered by the fold models that did not "
+                             "see its article")
     args = parser.parse_args()
     settings = Settings(chunk_vectors=args.chunk_vectors)
     qidx = args.work / ("qidx" if settings.chunk_vectors == "encoded" else f"qidx-{settings.chunk_vectors}")
@@ -451,12 +455,60 @@ def main() -> int:
             "offdoc": summary([r for r in sel if r["variant"] == "offdoc"]),
             "all": summary(sel),
         }
+    if args.held_out_pairs:
+        report["held_out_pairs"] = held_out_pairs(args, settings, qidx, cache, cases, fold, models, threshold,
+                                                  support_min)
     print(json.dumps(report, indent=1))
     if args.ablation:
         print(json.dumps(ablation(cases, fold), indent=1))
     if args.write:
         write(cases, fold, threshold, support_min, args)
     return 0
+
+
+PAIRS = (("de", "es"), ("es", "de"))  # (question language, document language): in no development set
+
+
+def pair_questions(bench: Path, asked: str, over: str, out: Path) -> Path:
+    """A question set of ``asked``-language questions over the ``over``-language articles: XQuAD's
+    questions share their ids across languages, so each takes the document, context and answers of
+    its twin in the ``over`` set."""
+    rows = {}
+    for line in (bench / f"xquad-{over}-{over}" / "questions.jsonl").read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        rows[row["id"]] = row
+    lines = []
+    for line in (bench / f"xquad-{asked}-{asked}" / "questions.jsonl").read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        twin = rows[row["id"]]
+        lines.append(json.dumps({**twin, "question": row["question"], "question_lang": row["question_lang"]},
+                                ensure_ascii=False))
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"xquad-{asked}-{over}.jsonl"
+    text = "\n".join(lines) + "\n"
+    if not path.exists() or path.read_text(encoding="utf-8") != text:
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+def held_out_pairs(args: argparse.Namespace, settings: Settings, qidx: Path, cache: Path, cases: list[Case],
+                   fold: np.ndarray, models: list[ScorerModel], threshold: float, support_min: float) -> dict:
+    """Out-of-fold figures on the language pairs of ``PAIRS``: no model learns from them, and each
+    question is answered by the model of the fold that held its article out of training."""
+    fold_of = {c.group: int(f) for c, f in zip(cases, fold, strict=True)}
+    out = {}
+    for asked, over in PAIRS:
+        name = f"xquad-{asked}-{over}"
+        d = args.bench / f"xquad-{over}-{over}"
+        questions = pair_questions(args.bench, asked, over, args.work / "pairs")
+        held = collect(name, d / "docs", questions, qidx / over, settings, cache,
+                       {p.name: p.stem for p in (d / "docs").glob("*.txt")}, simulate=True)
+        if args.without_terms:
+            held = [replace(c, sf=replace(c.sf, x=mask_columns(c.sf.x, WITHOUT_TERMS))) for c in held]
+        rows = outcomes(held, np.array([fold_of[c.group] for c in held]), models, threshold, support_min)
+        out[name] = {variant: summary([r for r in rows if r["variant"] == variant])
+                     for variant in ("answerable", "masked", "offdoc")}
+    return out
 
 
 def first_accuracy(cases: list[Case], logits: dict[int, np.ndarray]) -> dict[str, float]:
