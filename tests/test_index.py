@@ -522,6 +522,74 @@ def test_exact_search_up_to_the_byte_budget_then_hnsw(monkeypatch: pytest.Monkey
     assert recall >= 0.95
 
 
+@pytest.mark.parametrize("exact", [True, False])
+def test_a_graph_built_from_the_saved_vectors_in_batches_is_the_one_built_from_the_array(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, exact: bool) -> None:
+    import faiss
+
+    rng = np.random.default_rng(1)
+    vectors = rng.standard_normal((301, 32)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    monkeypatch.setattr(index_store, "EXACT_SEARCH_BYTES", vectors.nbytes if exact else 0)
+    np.save(tmp_path / "v.npy", vectors)
+    from_file = index_store.faiss_from_npy(tmp_path / "v.npy", batch_rows=64)  # 5 batches, the last one short
+    kind = faiss.IndexFlatIP if exact else faiss.IndexHNSWFlat
+    assert isinstance(from_file, kind) and from_file.ntotal == 301
+    np.testing.assert_array_equal(from_file.reconstruct_n(0, 301), vectors)  # every row, in order
+    if exact:
+        want_d, want_i = index_store.make_faiss(vectors).search(vectors[:20], 5)
+        got_d, got_i = from_file.search(vectors[:20], 5)
+        np.testing.assert_array_equal(got_i, want_i)
+        np.testing.assert_array_equal(got_d, want_d)
+    else:
+        _, got = from_file.search(vectors[:50], 1)
+        assert (got[:, 0] == np.arange(50)).mean() >= 0.95  # each vector finds itself
+
+
+def test_saved_vectors_cut_short_are_reported(tmp_path: Path) -> None:
+    np.save(tmp_path / "v.npy", np.ones((10, 8), dtype=np.float32))
+    data = (tmp_path / "v.npy").read_bytes()
+    (tmp_path / "v.npy").write_bytes(data[: len(data) - 4 * 8 * 3])
+    with pytest.raises(IndexCorruptError, match="ended after 56 of 80 values"):
+        index_store.faiss_from_npy(tmp_path / "v.npy", batch_rows=4)
+
+
+def test_the_vectors_are_handed_over_once() -> None:
+    chunks, sentences = np.zeros((2, 4), dtype=np.float32), np.ones((3, 4), dtype=np.float32)
+    handover = index_store.VectorHandover(chunks, sentences)
+    got = handover.take()
+    assert got[0] is chunks and got[1] is sentences
+    with pytest.raises(RuntimeError, match="handed over already"):
+        handover.take()
+
+
+def test_a_build_frees_the_encoders_vectors_before_the_graphs_are_built(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, seeds_copy: Path) -> None:
+    """The encoder's array is gone (no reference left anywhere) when FAISS reads the saved vectors."""
+    import weakref
+
+    refs: list[weakref.ref[np.ndarray]] = []
+    encoder = HashEncoder()
+    encode = encoder.encode_passages
+
+    def remember(texts: Any, progress: Any = None) -> np.ndarray:
+        out = encode(texts, progress)
+        refs.append(weakref.ref(out))
+        return out
+
+    monkeypatch.setattr(encoder, "encode_passages", remember)
+    alive: list[bool] = []
+    read_back = index_store.faiss_from_npy
+
+    def check(path: Path, batch_rows: int = index_store.FAISS_BATCH_ROWS) -> Any:
+        alive.append(any(r() is not None for r in refs))
+        return read_back(path, batch_rows)
+
+    monkeypatch.setattr(index_store, "faiss_from_npy", check)
+    build_index(load_documents(seeds_copy), tmp_path / "idx", FAKE, encoder)
+    assert refs and alive == [False, False]
+
+
 def test_an_hnsw_index_answers_like_exact_search(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                                  seeds_copy: Path) -> None:
     loaded = load_documents(seeds_copy)

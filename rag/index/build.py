@@ -41,7 +41,16 @@ from .manifest import (
     read_manifest,
 )
 from .milvus import check_store, store_of
-from .store import EXACT_SEARCH_BYTES, Index, build_lock, clean_leftovers, current_build, open_index, write_build
+from .store import (
+    EXACT_SEARCH_BYTES,
+    Index,
+    VectorHandover,
+    build_lock,
+    clean_leftovers,
+    current_build,
+    open_index,
+    write_build,
+)
 
 Progress = Callable[[int, int], None]  # (passages embedded so far, total to embed)
 
@@ -226,14 +235,15 @@ def build_index(
                                    new_chunk_vectors)
                 milvus.insert_rows(collections, "sentences", sentences, sentence_keys, versions, todo_sents,
                                    new_sentence_vectors)
-                write_build(root, manifest, loaded.documents, chunks, sentences, None, None, background_vector,
+                write_build(root, manifest, loaded.documents, chunks, sentences, None, background_vector,
                             _fail_after, keys=(chunk_keys, sentence_keys),
                             terms=_all_terms(new_terms, sentences, todo_sents, previous, reused))
                 milvus.after_switch(collections, before, keep)
         elif not reused:  # everything was embedded, in order: the encoder's rows are the arrays, no copy
-            chunk_vectors, sentence_vectors = new_chunk_vectors, new_sentence_vectors
-            write_build(root, manifest, loaded.documents, chunks, sentences, chunk_vectors, sentence_vectors,
-                        background_vector, _fail_after, terms=new_terms)
+            handover = VectorHandover(new_chunk_vectors, new_sentence_vectors)
+            del vectors, new_chunk_vectors, new_sentence_vectors  # write_build holds the last references
+            write_build(root, manifest, loaded.documents, chunks, sentences, handover, background_vector,
+                        _fail_after, terms=new_terms)
         else:
             chunk_vectors = np.zeros((len(chunks), dim), dtype=np.float32)
             sentence_vectors = np.zeros((len(sentences), dim), dtype=np.float32)
@@ -244,9 +254,10 @@ def build_index(
                 for doc_id, (cv, sv) in _vectors_by_doc(previous, reused).items():
                     chunk_vectors[[i for i, c in enumerate(chunks) if c.doc == doc_id]] = cv
                     sentence_vectors[[i for i, s in enumerate(sentences) if s.doc == doc_id]] = sv
-            write_build(root, manifest, loaded.documents, chunks, sentences, chunk_vectors, sentence_vectors,
-                        background_vector, _fail_after,
-                        terms=_all_terms(new_terms, sentences, todo_sents, previous, reused))
+            handover = VectorHandover(chunk_vectors, sentence_vectors)
+            del chunk_vectors, sentence_vectors
+            write_build(root, manifest, loaded.documents, chunks, sentences, handover, background_vector,
+                        _fail_after, terms=_all_terms(new_terms, sentences, todo_sents, previous, reused))
         clean_leftovers(root)
     return BuildReport(
         documents=len(loaded.documents), chunks=len(chunks), sentences=len(sentences),

@@ -204,20 +204,65 @@ def fsync_dir(path: Path) -> None:
 # ---------------------------------------------------------------------------------- write
 
 
-def make_faiss(vectors: np.ndarray) -> Any:
+def _new_faiss(rows: int, dim: int) -> Any:
+    """An empty FAISS index for ``rows`` vectors: exact up to ``EXACT_SEARCH_BYTES``, HNSW above."""
     import faiss
 
-    dim = vectors.shape[1]
     index: Any
-    if vectors.size * 4 <= EXACT_SEARCH_BYTES:
+    if rows * dim * 4 <= EXACT_SEARCH_BYTES:
         # inner product over unit vectors = cosine similarity
         index = faiss.IndexFlatIP(dim)
     else:
         index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = 80
         index.hnsw.efSearch = 128
+    return index
+
+
+def make_faiss(vectors: np.ndarray) -> Any:
+    index = _new_faiss(vectors.shape[0], vectors.shape[1])
     index.add(np.ascontiguousarray(vectors, dtype=np.float32))
     return index
+
+
+FAISS_BATCH_ROWS = 65536  # vectors read back at a time when a graph is built from a saved .npy
+
+
+def faiss_from_npy(path: Path, batch_rows: int = FAISS_BATCH_ROWS) -> Any:
+    """``make_faiss`` over the vectors saved in ``path``, read back ``batch_rows`` at a time with
+    plain reads (no memory map, so the pages read stay in the page cache, not in this process):
+    the build holds FAISS's copy of the vectors and one batch, never the vectors twice."""
+    with open(path, "rb") as handle:
+        version = np.lib.format.read_magic(handle)
+        read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                       (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+        shape, fortran, dtype = read_header(handle) if read_header else ((), True, None)
+        if fortran or dtype != np.float32 or len(shape) != 2:  # not what np.save writes of our vectors
+            return make_faiss(np.load(path, allow_pickle=False))
+        rows, dim = shape
+        index = _new_faiss(rows, dim)
+        for start in range(0, rows, batch_rows):
+            n = min(batch_rows, rows - start)
+            batch = np.fromfile(handle, dtype=np.float32, count=n * dim)
+            if batch.size != n * dim:
+                raise IndexCorruptError(f"{path} ended after {start * dim + batch.size} of {rows * dim} values")
+            index.add(batch.reshape(n, dim))
+    return index
+
+
+class VectorHandover:
+    """The chunk and sentence vectors a build hands to ``write_build``, which takes them (``take``)
+    and so holds the last reference: once they are saved it lets them go, and FAISS builds its
+    graphs from the files. The caller keeps no other reference to the arrays."""
+
+    def __init__(self, chunk_vectors: np.ndarray, sentence_vectors: np.ndarray) -> None:
+        self._arrays: tuple[np.ndarray, np.ndarray] | None = (chunk_vectors, sentence_vectors)
+
+    def take(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._arrays is None:
+            raise RuntimeError("these vectors were handed over already")
+        arrays, self._arrays = self._arrays, None
+        return arrays
 
 
 def _spans_array(rows: Sequence[Span], doc_pos: dict[str, int], chunk: bool) -> np.ndarray:
@@ -237,8 +282,7 @@ def write_build(
     documents: Sequence[Document],
     chunks: list[Chunk],
     sentences: list[Span],
-    chunk_vectors: np.ndarray | None,
-    sentence_vectors: np.ndarray | None,
+    vectors: VectorHandover | None,
     background_vector: np.ndarray,
     fail_after: str | None,
     keys: tuple[np.ndarray, np.ndarray] | None = None,
@@ -246,6 +290,8 @@ def write_build(
 ) -> Path:
     """Write one build beside the others and switch ``CURRENT`` to it atomically; its folder.
 
+    ``vectors``: the chunk and sentence vectors, taken from the handover (so that they are freed
+    once saved, before FAISS copies them into its graphs); None with ``keys``.
     ``keys`` (the Milvus store) replaces the vectors and FAISS files with each row's Milvus key.
     ``terms``: each sentence's latent terms (ids, weights), for models that make them (e5).
     ``fail_after`` names a step after which to raise (tests inject crashes with it).
@@ -278,13 +324,15 @@ def write_build(
         np.save(tmp / "chunk_keys.npy", keys[0], allow_pickle=False)
         np.save(tmp / "sentence_keys.npy", keys[1], allow_pickle=False)
     else:
-        assert chunk_vectors is not None and sentence_vectors is not None
+        assert vectors is not None
+        chunk_vectors, sentence_vectors = vectors.take()
         np.save(tmp / "chunk_vectors.npy", chunk_vectors, allow_pickle=False)
         step("chunk_vectors.npy")
         np.save(tmp / "sentence_vectors.npy", sentence_vectors, allow_pickle=False)
-        faiss.write_index(make_faiss(chunk_vectors), str(tmp / "chunks.faiss"))
+        del chunk_vectors, sentence_vectors  # the last references: the graphs read the files back
+        faiss.write_index(faiss_from_npy(tmp / "chunk_vectors.npy"), str(tmp / "chunks.faiss"))
         step("chunks.faiss")
-        faiss.write_index(make_faiss(sentence_vectors), str(tmp / "sentences.faiss"))
+        faiss.write_index(faiss_from_npy(tmp / "sentence_vectors.npy"), str(tmp / "sentences.faiss"))
     if terms is not None:
         np.save(tmp / TERM_IDS, terms[0], allow_pickle=False)
         np.save(tmp / TERM_WEIGHTS, terms[1], allow_pickle=False)
