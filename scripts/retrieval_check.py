@@ -49,24 +49,30 @@ from rag.settings import Settings
 VARIANTS = ("plain e5", "e5 best sentence", "e5 chunk + best sentence", "+ USE", "+ BM25", "product")
 
 
-def _part_cosines(index: Index, q: np.ndarray, part_no: int, chunk_v: np.ndarray, sent_v: np.ndarray
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def _chunk_sentences(index: Index) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every chunk's sentence ids one chunk after the other (``flat``), with each chunk's offset in
+    it and whether it has any: the segments the per-chunk maxima run over."""
+    first, last = index.chunks.rows[:, 4], index.chunks.rows[:, 5]
+    lengths = np.maximum(last - first, 0)
+    offsets, filled = _segments(lengths)
+    return np.repeat(first - offsets, lengths) + np.arange(int(lengths.sum()), dtype=np.int64), offsets, filled
+
+
+def _part_cosines(index: Index, q: np.ndarray, part_no: int, chunk_v: np.ndarray, sent_v: np.ndarray,
+                  segments: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """One encoder's cosine of the question with every chunk, and with each chunk's best sentence."""
     part = index.parts[part_no]
     qp = q[part.start : part.stop] / part.scale
     chunk_cos = chunk_v[:, part.start : part.stop] @ qp / part.scale
     sent_cos = sent_v[:, part.start : part.stop] @ qp / part.scale
-    first, last = index.chunks.rows[:, 4], index.chunks.rows[:, 5]
-    lengths = np.maximum(last - first, 0)
-    offsets, filled = _segments(lengths)
-    flat = np.repeat(first - offsets, lengths) + np.arange(int(lengths.sum()), dtype=np.int64)
+    flat, offsets, filled = segments
     return chunk_cos, _segment_max(sent_cos[flat], offsets, filled, -1.0)
 
 
 def rankings(index: Index, q: np.ndarray, question: str, settings: Settings, chunk_v: np.ndarray,
-             sent_v: np.ndarray) -> dict[str, list[int]]:
+             sent_v: np.ndarray, segments: tuple[np.ndarray, np.ndarray, np.ndarray]) -> dict[str, list[int]]:
     """Chunk ids in ranked order (the first ten) under every variant."""
-    e5_chunk, e5_best = _part_cosines(index, q, 0, chunk_v, sent_v)
+    e5_chunk, e5_best = _part_cosines(index, q, 0, chunk_v, sent_v, segments)
     scores: dict[str, np.ndarray] = {
         "plain e5": e5_chunk,
         "e5 best sentence": e5_best,
@@ -74,18 +80,16 @@ def rankings(index: Index, q: np.ndarray, question: str, settings: Settings, chu
     }
     fused = index.parts[0].weight * scores["e5 chunk + best sentence"]
     for part_no in range(1, len(index.parts)):
-        chunk_cos, best = _part_cosines(index, q, part_no, chunk_v, sent_v)
+        chunk_cos, best = _part_cosines(index, q, part_no, chunk_v, sent_v, segments)
         fused = fused + index.parts[part_no].weight * (zscore(chunk_cos) + zscore(best))
     scores["+ USE"] = fused
     evidence = lexical_evidence(index, question, settings)
     lexical = fused.copy()
     if evidence.lexical and evidence.sentence_scores is not None:
         same = np.asarray(index.sentence_lang == evidence.question_lang, dtype=bool)
-        first, last = index.chunks.rows[:, 4], index.chunks.rows[:, 5]
-        lengths = np.maximum(last - first, 0)
-        offsets, filled = _segments(lengths)
-        flat = np.repeat(first - offsets, lengths) + np.arange(int(lengths.sum()), dtype=np.int64)
-        chunk_same = np.zeros(len(first), dtype=bool)
+        flat, offsets, filled = segments
+        first = index.chunks.rows[:, 4]
+        chunk_same = np.zeros(len(first), dtype=bool)  # a chunk counts when its first sentence is in that language
         chunk_same[filled] = same[first[filled]]
         best_bm25 = _segment_max(evidence.sentence_scores[flat], offsets, filled, 0.0)
         lexical += settings.lexical_weight * zscore(best_bm25) * chunk_same
@@ -104,6 +108,7 @@ def check(name: str, pipe: Pipeline, settings: Settings, cache: Path,
     chunk_v = np.asarray(index.chunk_store.vectors(np.arange(len(index.chunks), dtype=np.int64)), dtype=np.float32)
     sent_v = np.asarray(index.sentence_store.vectors(np.arange(len(index.sentences), dtype=np.int64)),
                         dtype=np.float32)
+    segments = _chunk_sentences(index)
     sums = {v: np.zeros(3) for v in VARIANTS}
     for (question, golds), q in zip(asked, vectors, strict=True):
         spans = []
@@ -112,7 +117,7 @@ def check(name: str, pipe: Pipeline, settings: Settings, cache: Path,
             if start < 0:
                 raise ValueError(f"{name}: context of {question!r} not found in {doc}")
             spans.append((doc, (start, start + len(context))))
-        for variant, ranked in rankings(index, q, question, settings, chunk_v, sent_v).items():
+        for variant, ranked in rankings(index, q, question, settings, chunk_v, sent_v, segments).items():
             chunks = [index.chunks[c] for c in ranked]
             hits = [any(c.doc == doc and overlaps((c.start, c.end), span) for doc, span in spans) for c in chunks]
             first_hit = next((i for i, h in enumerate(hits) if h), None)
