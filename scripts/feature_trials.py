@@ -136,6 +136,16 @@ def clause_columns(ctx: Context) -> list[np.ndarray]:
     return out
 
 
+def _neighbour(index: object, sid: int, before: bool) -> int | None:
+    """The sentence before (``before``) or after ``sid`` in its paragraph, None at its edge."""
+    sentences = index.sentences  # type: ignore[attr-defined]
+    t = sid - 1 if before else sid + 1
+    if 0 <= t < len(sentences) and sentences[t].doc == sentences[sid].doc \
+            and sentences[t].paragraph == sentences[sid].paragraph:
+        return t
+    return None
+
+
 def neighbour_columns(ctx: Context) -> list[np.ndarray]:
     """The previous and next sentence of the paragraph, each on its own: their e5 and latent-terms
     cosines minus the sentence's, whether it exists; an anaphoric first word, alone and times the
@@ -158,16 +168,15 @@ def neighbour_columns(ctx: Context) -> list[np.ndarray]:
 
         rows = []
         for sid in case.sf.sentences:
-            me = sentences[sid]
             e_own, t_own = evidence(sid)
             cols: list[float] = []
-            for t in (sid - 1, sid + 1):
-                if 0 <= t < len(sentences) and sentences[t].doc == me.doc and sentences[t].paragraph == me.paragraph:
+            for before in (True, False):
+                if (t := _neighbour(index, sid, before)) is not None:
                     e, tt = evidence(t)
                     cols += [e - e_own, tt - t_own, 1.0]
                 else:
                     cols += [0.0, 0.0, 0.0]
-            first = _WORD.findall(me.text.lower())[:1]
+            first = _WORD.findall(sentences[sid].text.lower())[:1]
             anaphor = float(bool(first) and first[0] in _ANAPHORS)
             rows.append([*cols, anaphor, anaphor * cols[0], anaphor * cols[1]])
         out.append(np.array(rows, dtype=np.float64).reshape(len(case.sf.sentences), 9))
@@ -213,10 +222,9 @@ def word_columns(ctx: Context) -> list[np.ndarray]:
 def _window(index: object, sid: int, before: bool) -> str | None:
     """The sentence read with the one before it (``before``) or after it in its paragraph."""
     sentences = index.sentences  # type: ignore[attr-defined]
-    me, t = sentences[sid], sid - 1 if before else sid + 1
-    if 0 <= t < len(sentences) and sentences[t].doc == me.doc and sentences[t].paragraph == me.paragraph:
-        return f"{sentences[t].text} {me.text}" if before else f"{me.text} {sentences[t].text}"
-    return None
+    if (t := _neighbour(index, sid, before)) is None:
+        return None
+    return f"{sentences[t].text} {sentences[sid].text}" if before else f"{sentences[sid].text} {sentences[t].text}"
 
 
 def window_columns(ctx: Context) -> list[np.ndarray]:

@@ -554,6 +554,12 @@ def test_saved_vectors_cut_short_are_reported(tmp_path: Path) -> None:
         index_store.faiss_from_npy(tmp_path / "v.npy", batch_rows=4)
 
 
+def test_saved_vectors_of_another_kind_are_refused(tmp_path: Path) -> None:
+    np.save(tmp_path / "v.npy", np.ones((10, 8), dtype=np.float64))
+    with pytest.raises(IndexCorruptError, match="float32 array"):
+        index_store.faiss_from_npy(tmp_path / "v.npy")
+
+
 def test_the_vectors_are_handed_over_once() -> None:
     chunks, sentences = np.zeros((2, 4), dtype=np.float32), np.ones((3, 4), dtype=np.float32)
     handover = index_store.VectorHandover(chunks, sentences)

@@ -237,8 +237,9 @@ def faiss_from_npy(path: Path, batch_rows: int = FAISS_BATCH_ROWS) -> Any:
         read_header = {(1, 0): np.lib.format.read_array_header_1_0,
                        (2, 0): np.lib.format.read_array_header_2_0}.get(version)
         shape, fortran, dtype = read_header(handle) if read_header else ((), True, None)
-        if fortran or dtype != np.float32 or len(shape) != 2:  # not what np.save writes of our vectors
-            return make_faiss(np.load(path, allow_pickle=False))
+        if fortran or dtype != np.float32 or len(shape) != 2:
+            raise IndexCorruptError(f"{path} does not hold a C-ordered 2-d float32 array as write_build saves "
+                                    f"(format {version}, {dtype}, shape {shape}): rebuild the index")
         rows, dim = shape
         index = _new_faiss(rows, dim)
         for start in range(0, rows, batch_rows):
