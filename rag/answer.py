@@ -14,7 +14,7 @@ from .features import sentence_features
 from .index import Index
 from .retrieve import Retrieval
 from .scorer import SCORER, SCORER_NO_TERMS, Choice, bundled_model, choose
-from .settings import Settings
+from .settings import SAME_FEATURES, Settings
 from .types import Answer, Quote
 
 # Abstention for the models the learned answer model was not trained for (its features have
@@ -48,7 +48,7 @@ def calibration(settings: Settings) -> tuple[float, float]:
 
 def learned(settings: Settings) -> bool:
     """Does the learned answer model decide abstention for this model (the one it was trained on)?"""
-    return settings.model in bundled_model().info.get("models", ())
+    return SAME_FEATURES.get(settings.model, settings.model) in bundled_model().info.get("models", ())
 
 
 def abstain_threshold(settings: Settings, terms: bool | None = None) -> float:

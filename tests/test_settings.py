@@ -41,3 +41,15 @@ def test_the_model_cache_from_the_environment(tmp_path: Path) -> None:
     assert Paths.from_env({"XDG_CACHE_HOME": str(tmp_path)}).cache == tmp_path / "rag"
     both = {"XDG_CACHE_HOME": str(tmp_path), "RAG_CACHE": str(tmp_path / "mine")}
     assert Paths.from_env(both).cache == tmp_path / "mine"
+
+
+def test_the_pytorch_e5_fused_with_use_has_one_name_and_stays_in_process() -> None:
+    from rag.encoders import FusionEncoder
+    from rag.pool import pooled_encoder
+
+    assert canonical_model(" e5-torch+use:0.35 ") == "e5-torch+use"
+    assert canonical_model("e5-torch+use:0.5") == "e5-torch+use:0.5"
+    # its terms come from the vectors' pass only in this process: no worker pool for its builds
+    assert isinstance(pooled_encoder("e5-torch+use", 2, 2), FusionEncoder)
+    with pytest.raises(ModelError, match=r"bad model spec 'e5-torch\+use:x': write e5-torch\+use:0.35"):
+        pooled_encoder("e5-torch+use:x", 2, 1)

