@@ -9,6 +9,7 @@ vector (``TorchE5.embed_with_terms``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -16,22 +17,28 @@ import numpy as np
 from .nanofile import SparseHead
 
 
-def pooled_terms(states: np.ndarray, head: SparseHead) -> np.ndarray:
-    """Each term's maximum over the tokens' ``head.k`` strongest activations: a ``(terms,)`` float32 row.
+def pooled_terms(states: Sequence[np.ndarray], head: SparseHead) -> np.ndarray:
+    """For each text's token states, each term's maximum over the tokens' ``head.k`` strongest
+    activations: a ``(texts, terms)`` float32 array (a text without tokens has none).
 
-    In PyTorch (the caller has its states from there): 16,384 terms by 384 per token is the
-    costly part, and its matrix product and top-k are several times faster there than in NumPy.
+    All texts' tokens go through the head at once, in PyTorch (the caller has its states from
+    there): 16,384 terms by 384 per token is the costly part, a memory-bound product for a few
+    tokens and a fast one for many.
     """
     import torch
 
-    pooled = torch.zeros(head.bias.shape[0], dtype=torch.float32)
-    if len(states) == 0:
+    pooled = torch.zeros((len(states), head.bias.shape[0]), dtype=torch.float32)
+    counts = [len(s) for s in states]
+    if not sum(counts):
         return pooled.numpy()
     weight, bias = _torch_head(head)
+    rows = torch.from_numpy(np.concatenate([np.asarray(s, dtype=np.float32) for s in states if len(s)]))
+    owner = torch.repeat_interleave(torch.arange(len(states)), torch.tensor(counts))
     with torch.inference_mode():
-        pre = torch.relu(torch.from_numpy(np.ascontiguousarray(states, dtype=np.float32)) @ weight.T + bias)
+        pre = torch.relu(rows @ weight.T + bias)
         values, ids = torch.topk(pre, min(head.k, pre.shape[1]), dim=1)
-        pooled.scatter_reduce_(0, ids.reshape(-1), values.reshape(-1), reduce="amax")
+        flat = (owner[:, None] * pre.shape[1] + ids).reshape(-1)
+        pooled.view(-1).scatter_reduce_(0, flat, values.reshape(-1), reduce="amax")
     return pooled.numpy()
 
 

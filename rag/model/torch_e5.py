@@ -108,20 +108,21 @@ class TorchE5:
         skip = self.prefix_tokens(prefix)
         sums = np.zeros((len(texts), self.dim), dtype=np.float64)
         weights = np.zeros(len(texts), dtype=np.float64)
-        pooled: list[np.ndarray] = [np.zeros(0, dtype=np.float32)] * len(texts)
-        seen: set[int] = set()
+        own: list[list[np.ndarray]] = [[] for _ in texts]  # each kept text's own token states
         for window, states in zip(windows, self.states(windows), strict=True):
             sums[window.text] += window.weight * states.mean(axis=0)
             weights[window.text] += window.weight
             if head is not None and (keep is None or keep[window.text]):
-                first = window.text not in seen
-                seen.add(window.text)
-                own = states[1 + (skip if first else 0) : len(states) - 1]
-                terms = pooled_terms(own, head)
-                pooled[window.text] = terms if first else np.maximum(pooled[window.text], terms)
+                first = not own[window.text]
+                own[window.text].append(states[1 + (skip if first else 0) : len(states) - 1])
         vectors = sums / np.maximum(weights, 1e-12)[:, None]
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        return (vectors / np.maximum(norms, 1e-12)).astype(np.float32), pooled
+        if head is None:
+            return (vectors / np.maximum(norms, 1e-12)).astype(np.float32), [np.zeros(0, np.float32)] * len(texts)
+        # a text's terms: the maximum over all its windows' tokens, i.e. over all its own tokens
+        pooled = pooled_terms([np.concatenate(parts) if parts else np.zeros((0, self.dim), np.float32)
+                               for parts in own], head)
+        return (vectors / np.maximum(norms, 1e-12)).astype(np.float32), list(pooled)
 
     def prefix_tokens(self, prefix: str) -> int:
         """How many content tokens ``prefix`` takes in front of a text ("passage: " is "▁passage", ":";
