@@ -203,3 +203,13 @@ def test_question_errors_become_messages(seeds: Path) -> None:
     at = ask(start(), "x" * 3000)
     reply = at.chat_message[-1]
     assert reply.error and "ask a shorter question" in reply.error[0].value
+
+
+def test_the_local_app_shows_no_deploy_button() -> None:
+    import tomllib
+
+    # toolbarMode "developer" shows a "Deploy" button (seen with headless Chromium); "minimal" shows
+    # only what the app itself sets: a local tool has nothing to deploy
+    config = tomllib.loads((Path(__file__).resolve().parent.parent / ".streamlit" / "config.toml").read_text())
+    assert config["client"]["toolbarMode"] == "minimal"
+    assert config["server"]["address"] == "127.0.0.1" and config["browser"]["gatherUsageStats"] is False

@@ -104,6 +104,13 @@ def test_ask_in_the_browser_and_open_the_source(app_url: str) -> None:
             page.goto(app_url)
             # the index is built at the first start; the chat input and the facts appear once it is loaded
             expect(page.get_by_text("Documents: 1")).to_be_visible(timeout=START_TIMEOUT_S * 1000)
+            # a local tool: no "Deploy" button or menu item (.streamlit/config.toml: toolbarMode minimal;
+            # with toolbarMode developer the header shows one)
+            menu = page.locator("[data-testid='stMainMenu']")
+            if menu.count():
+                menu.click()
+            expect(page.get_by_text(re.compile("Deploy"))).to_have_count(0)
+            page.keyboard.press("Escape")
             box = page.get_by_placeholder("Ask a question about the documents")
             box.fill(QUESTION)
             box.press("Enter")
