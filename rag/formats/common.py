@@ -11,7 +11,7 @@ from ..errors import DocumentFormatError
 
 @dataclass(frozen=True)
 class Limits:
-    """Size limits that keep one hostile file from exhausting the machine (stated in the README and UI)."""
+    """Size limits that keep one hostile file from exhausting the machine (stated in docs/documents.md and the UI)."""
 
     # A dense A4 page holds about 5,000 characters; 20 times that is no page a person reads.
     page_chars: int = 100_000
