@@ -12,7 +12,16 @@ import numpy as np
 import pytest
 from conftest import FAKE, FakeTermsEncoder
 
-from rag.answer import CALIBRATION, abstain_threshold, calibration, choice_of, has_terms, learned, make_answer
+from rag.answer import (
+    CALIBRATION,
+    UNCALIBRATED,
+    abstain_threshold,
+    calibration,
+    choice_of,
+    has_terms,
+    learned,
+    make_answer,
+)
 from rag.encoders import HashEncoder
 from rag.errors import SettingsError
 from rag.evaluate import normalise_text
@@ -39,24 +48,30 @@ def test_every_alias_gets_the_calibrated_threshold_of_its_canonical_spec(alias: 
     assert calibration(settings) == CALIBRATION[canonical]
 
 
-def test_default_abstains_exactly_where_e5_use_does(fake_pipeline: Pipeline) -> None:
-    """``--model default`` once fell back to the uncalibrated threshold (0.1) instead of e5+use's (0.08).
+def test_default_abstains_by_e5_uses_learned_model(fake_pipeline: Pipeline) -> None:
+    """``--model default`` once fell back to the uncalibrated threshold (0.1) instead of e5+use's.
 
-    e5+use now abstains by its learned answer model, whose features include the specificity."""
+    e5+use abstains by its learned answer model (its features include the specificity), so
+    ``default`` must too: across specificities on both sides of the uncalibrated threshold, every
+    abstention is the learned model's decision, and that decision is not the specificity rule's.
+    (Comparing ``default`` with ``e5+use`` could not fail: both are the same settings once the
+    alias is resolved.)"""
     question = "Qu'a proposé Antony Blinken pour la délimitation des frontières ?"
     vector = fake_pipeline.encoder.encode_queries([question])[0]
     found = retrieve(fake_pipeline.index, vector, question, fake_pipeline.settings)
-    threshold = CALIBRATION["e5+use"][0]
-    seen = set()
-    for specificity in (threshold - 0.2, threshold - 0.005, threshold + 0.005, threshold + 0.015, threshold + 0.3):
+    default = Settings(model="default")
+    assert learned(default) and abstain_threshold(default) == bundled_model().threshold
+    uncalibrated = UNCALIBRATED[0]
+    seen, differs = set(), False
+    for specificity in (uncalibrated - 0.2, uncalibrated - 0.005, uncalibrated + 0.005, uncalibrated + 0.3):
         between = replace(found, specificity=specificity)
-        want = make_answer(fake_pipeline.index, between, Settings(model="e5+use"), question)
-        got = make_answer(fake_pipeline.index, between, Settings(model="default"), question)
-        assert got == want
-        chosen = choice_of(fake_pipeline.index, between, Settings(model="e5+use"))
+        got = make_answer(fake_pipeline.index, between, default, question)
+        chosen = choice_of(fake_pipeline.index, between, default)
         assert got.abstained == (chosen.answerable < bundled_model().threshold)
+        differs |= got.abstained != (specificity < uncalibrated)
         seen.add(chosen.answerable)
     assert len(seen) > 1  # the specificity is one of the answer model's features
+    assert differs  # the learned decision is not the uncalibrated specificity rule
 
 
 def test_an_explicit_threshold_overrides_the_calibrated_one() -> None:
