@@ -34,6 +34,7 @@ def _errors(value: object, where: str = "") -> list[str]:
     return []
 
 
+@pytest.mark.slow  # 43 s here: the whole benchmark, each part in its own interpreter
 @pytest.mark.skipif(not (SHARED_BENCH / "xquad-en-de").is_dir(), reason="needs ../shared/bench/xquad-en-de")
 def test_benchmark_runs_at_its_smallest_size(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"

@@ -169,6 +169,7 @@ def _check_after_kill(scenario: dict[str, Any], job_dir: Path, switched: bool) -
     return problems
 
 
+@pytest.mark.slow  # 21 s here: a build killed at each of its steps
 def test_kill_at_every_step_of_a_build_keeps_the_previous_index(scenario: dict[str, Any]) -> None:
     points = _list_kill_points(scenario)
     # the listing must cover the whole write path, or the loop below proves little
@@ -218,6 +219,7 @@ def test_kill_from_outside_while_embedding(scenario: dict[str, Any]) -> None:
     assert not failures, "\n".join(failures)
 
 
+@pytest.mark.slow  # 8 s here: the CLI killed at a sweep of delays
 def test_kill_the_cli_at_a_sweep_of_delays(scenario: dict[str, Any]) -> None:
     """`rag index` itself, killed with SIGKILL after a sweep of delays (wherever that lands)."""
     # how long a full run takes here, so the sweep spans start-up, embedding and writing
