@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import streamlit as st
+from helpers import HOSTILE, make_harbour, visible  # tests/ is on sys.path (no __init__.py)
 from streamlit.testing.v1 import AppTest
-from test_ui import HOSTILE, make_harbour, visible  # tests/ is on sys.path (no __init__.py)
 
 import rag.index.build
 from rag.index import current_build

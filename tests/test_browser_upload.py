@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 import samples
+from helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, serve_app
 from samples import PAGES, write
-from test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, serve_app
 
 pytestmark = pytest.mark.browser
 DREDGING = ["Dredging", "The dredging of the inner basin will remove eleven thousand cubic metres of silt.",

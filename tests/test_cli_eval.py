@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from test_evaluate_runner import TINY_DOCS, TINY_QUESTIONS
+from helpers import TINY_DOCS, TINY_QUESTIONS
 
 from rag.cli import main
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import HAND_MADE, case_result
 
 from rag.evaluate.metrics import (
-    CaseResult,
     abstention_scores,
     citation_correct,
     contains_answer,
@@ -152,23 +152,6 @@ def test_percentile_interpolates_like_numpy() -> None:
 # ------------------------------------------------------------------------------ summary
 
 
-def _result(**kw: object) -> CaseResult:
-    base: dict[str, object] = {"id": "q", "question_lang": "en", "answerable": True, "abstained": False}
-    base.update(kw)
-    return CaseResult(**base)  # type: ignore[arg-type]
-
-
-HAND_MADE = [
-    _result(id="1", gold_doc="a", has_context=True, doc_rank=1, passage_rank=2, answer_correct=True,
-            citation_correct=True, latency_ms=10.0),
-    _result(id="2", gold_doc="a", has_context=True, doc_rank=4, passage_rank=None, answer_correct=True,
-            citation_correct=False, latency_ms=20.0),
-    _result(id="3", gold_doc="b", doc_rank=None, abstained=True, answer_correct=False, citation_correct=False,
-            latency_ms=30.0, question_lang="fr"),
-    _result(id="4", answerable=False, abstained=True, latency_ms=40.0, question_lang="fr"),
-]
-
-
 def test_summarise_hand_made_results() -> None:
     m = summarise(HAND_MADE)
     assert m["n"] == 4
@@ -189,7 +172,7 @@ def test_summarise_hand_made_results() -> None:
 
 
 def test_metrics_without_qualifying_questions_are_none() -> None:
-    m = summarise([_result(answerable=False, abstained=False)])
+    m = summarise([case_result(answerable=False, abstained=False)])
     assert m["doc_hit@1"] is None and m["passage_mrr@10"] is None
     assert m["answer_accuracy"] is None and m["citation_accuracy"] is None
     assert m["abstain_recall"] == 0.0 and m["abstain_precision"] is None
@@ -200,14 +183,14 @@ def test_metrics_without_qualifying_questions_are_none() -> None:
 
 def test_first_sentence_accuracy_and_abstention_recall_by_kind() -> None:
     rows = [
-        _result(id="1", answer_correct=True, first_sentence_correct=True),
-        _result(id="2", answer_correct=True, first_sentence_correct=False),  # the answer is in the 2nd sentence
-        _result(id="3", abstained=True, answer_correct=False, first_sentence_correct=False),
-        _result(id="4", answerable=False, abstained=True, near_miss=True),
-        _result(id="5", answerable=False, abstained=False, near_miss=True),
-        _result(id="6", answerable=False, abstained=False, near_miss=True),
-        _result(id="7", answerable=False, abstained=True, near_miss=False),
-        _result(id="8", answerable=False, abstained=False),  # not said: counted in abstain_recall only
+        case_result(id="1", answer_correct=True, first_sentence_correct=True),
+        case_result(id="2", answer_correct=True, first_sentence_correct=False),  # the answer is in the 2nd sentence
+        case_result(id="3", abstained=True, answer_correct=False, first_sentence_correct=False),
+        case_result(id="4", answerable=False, abstained=True, near_miss=True),
+        case_result(id="5", answerable=False, abstained=False, near_miss=True),
+        case_result(id="6", answerable=False, abstained=False, near_miss=True),
+        case_result(id="7", answerable=False, abstained=True, near_miss=False),
+        case_result(id="8", answerable=False, abstained=False),  # not said: counted in abstain_recall only
     ]
     m = summarise(rows)
     assert m["answer_accuracy"] == pytest.approx(2 / 3)
@@ -250,11 +233,11 @@ def test_reliability_table_refuses_bad_input() -> None:
 
 def test_an_outcome_is_right_when_answered_right_or_rightly_abstained() -> None:
     cases = [  # (row, confidence in the outcome shown, outcome right)
-        (_result(confidence=0.8, answer_correct=True), 0.8, True),
-        (_result(confidence=0.8, answer_correct=False), 0.8, False),
-        (_result(confidence=0.3, abstained=True, answer_correct=False), 0.7, False),  # a false abstention
-        (_result(confidence=0.2, answerable=False, abstained=True), 0.8, True),
-        (_result(confidence=0.6, answerable=False, abstained=False), 0.6, False),
+        (case_result(confidence=0.8, answer_correct=True), 0.8, True),
+        (case_result(confidence=0.8, answer_correct=False), 0.8, False),
+        (case_result(confidence=0.3, abstained=True, answer_correct=False), 0.7, False),  # a false abstention
+        (case_result(confidence=0.2, answerable=False, abstained=True), 0.8, True),
+        (case_result(confidence=0.6, answerable=False, abstained=False), 0.6, False),
     ]
     for row, confidence, right in cases:
         assert (outcome_confidence(row), outcome_correct(row)) == (pytest.approx(confidence), right)
@@ -264,8 +247,8 @@ def test_an_outcome_is_right_when_answered_right_or_rightly_abstained() -> None:
 
 
 def test_stage_percentiles_follow_the_pipeline_keys() -> None:
-    rows = [_result(timings_ms={"encode": float(ms), "search": 1.0}) for ms in (10, 20, 30, 40)]
-    rows.append(_result(timings_ms={}))  # a row without timings adds nothing
+    rows = [case_result(timings_ms={"encode": float(ms), "search": 1.0}) for ms in (10, 20, 30, 40)]
+    rows.append(case_result(timings_ms={}))  # a row without timings adds nothing
     stages = stage_percentiles(rows)
     assert list(stages) == ["encode", "search"]
     assert stages["encode"] == {"p50_ms": 25.0, "p95_ms": pytest.approx(38.5)}

@@ -3,29 +3,21 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, SEEDS
+from conftest import SEEDS
+from helpers import SEED_QUESTIONS, write_lines
 
 from rag.errors import QuestionSetError
 from rag.evaluate.questions import EvalCase, QuestionSet, load_questions, locate_passages
 from rag.load import load_documents
 
-SEED_QUESTIONS = ROOT / "evals" / "seed_questions.jsonl"
-
-
-def _write(path: Path, lines: Sequence[object]) -> Path:
-    path.write_text("\n".join(x if isinstance(x, str) else json.dumps(x) for x in lines) + "\n", encoding="utf-8")
-    return path
-
-
 GOOD = {"id": "q1", "question": "Who?", "question_lang": "en", "doc": "a.txt", "answers": ["Ann"]}
 
 
 def test_load_questions_reads_every_field(tmp_path: Path) -> None:
-    path = _write(tmp_path / "q.jsonl", [
+    path = write_lines(tmp_path / "q.jsonl", [
         {**GOOD, "context": "Ann came.", "history": ["Before?"]},
         "",
         {"id": 7, "question": "Why?", "question_lang": "fr", "doc": None, "answers": [], "near_miss": True,
@@ -71,20 +63,20 @@ def test_the_seed_question_set_is_valid() -> None:
     ],
 )
 def test_bad_lines_are_reported_with_their_number(tmp_path: Path, line: object, message: str) -> None:
-    path = _write(tmp_path / "q.jsonl", [GOOD, line])
+    path = write_lines(tmp_path / "q.jsonl", [GOOD, line])
     with pytest.raises(QuestionSetError, match=message):
         load_questions(path)
 
 
 def test_all_bad_lines_are_reported_at_once(tmp_path: Path) -> None:
-    path = _write(tmp_path / "q.jsonl", [GOOD, *["{"] * 7])
+    path = write_lines(tmp_path / "q.jsonl", [GOOD, *["{"] * 7])
     with pytest.raises(QuestionSetError, match=r"has 7 bad lines: line 2: .*; line 6: [^;]*; and 2 more$"):
         load_questions(path)
 
 
 def test_empty_and_missing_question_files(tmp_path: Path) -> None:
     with pytest.raises(QuestionSetError, match="holds no question: write one JSON object per line"):
-        load_questions(_write(tmp_path / "empty.jsonl", [""]))
+        load_questions(write_lines(tmp_path / "empty.jsonl", [""]))
     with pytest.raises(QuestionSetError, match=r"does not exist: give the path of a \.jsonl question set"):
         load_questions(tmp_path / "nope.jsonl")
     with pytest.raises(QuestionSetError, match="is a folder"):

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from test_evaluate_metrics import HAND_MADE, _result
+from helpers import HAND_MADE, case_result
 
 from rag.errors import SettingsError
 from rag.evaluate.metrics import CaseResult
@@ -59,7 +59,7 @@ def test_limits_parse_and_check() -> None:
 
 
 def test_a_limit_on_an_unmeasured_metric_fails() -> None:
-    report = _report([_result(answerable=False, abstained=True)])
+    report = _report([case_result(answerable=False, abstained=True)])
     assert check_limits(report, parse_limits(["passage_hit@1=0.1"])) == [
         "passage_hit@1 was not measured (no question it applies to), so --min passage_hit@1=0.1 cannot hold"
     ]
@@ -93,10 +93,10 @@ def test_write_results_one_json_line_per_question(tmp_path: Path) -> None:
 
 def test_report_shows_the_reliability_table_the_ece_and_the_stage_times() -> None:
     rows = [
-        _result(id="a", confidence=0.95, answer_correct=True, timings_ms={"encode": 4.0, "total": 10.0}),
-        _result(id="b", confidence=0.9, answer_correct=False, timings_ms={"encode": 6.0, "total": 30.0}),
-        _result(id="c", answerable=False, abstained=True, confidence=0.3, near_miss=True,
-                timings_ms={"encode": 5.0, "total": 20.0}),
+        case_result(id="a", confidence=0.95, answer_correct=True, timings_ms={"encode": 4.0, "total": 10.0}),
+        case_result(id="b", confidence=0.9, answer_correct=False, timings_ms={"encode": 6.0, "total": 30.0}),
+        case_result(id="c", answerable=False, abstained=True, confidence=0.3, near_miss=True,
+                    timings_ms={"encode": 5.0, "total": 20.0}),
     ]
     report = _report(rows)
     data = report_dict(report)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from conftest import FAKE, FakeEncoder
-from test_evaluate_questions import SEED_QUESTIONS, _write
+from helpers import SEED_QUESTIONS, TINY_DOCS, TINY_QUESTIONS, write_lines
 
 from rag.errors import QuestionSetError
 from rag.evaluate import evaluate, load_questions
@@ -17,25 +17,6 @@ from rag.pipeline import Pipeline, Traced
 
 # ------------------------------------------------------------------------------ runner
 
-TINY_DOCS = {
-    "lighthouse.txt": "The lighthouse of Varnholm was built in 1887 by the engineer Mira Castellan.\n\n"
-                      "Its lamp burns whale oil and can be seen from forty kilometres away.\n",
-    "river.txt": "The Quorrel river rises in the Ostheim hills and flows north for 212 kilometres.\n\n"
-                 "Salmon return to the Quorrel every October to spawn.\n",
-    "bakery.txt": "The bakery on Linden Square sells rye bread baked in a wood oven.\n\n"
-                  "Its owner, Tomas Brandl, opens the shop at five every morning.\n",
-}
-TINY_QUESTIONS = [
-    {"id": "t1", "question": "Who built the lighthouse of Varnholm in 1887?", "question_lang": "en",
-     "doc": "lighthouse.txt", "answers": ["Mira Castellan"],
-     "context": "The lighthouse of Varnholm was built in 1887 by the engineer Mira Castellan."},
-    {"id": "t2", "question": "When does the salmon return to the Quorrel to spawn?", "question_lang": "en",
-     "doc": "river.txt", "answers": ["October"], "context": "Salmon return to the Quorrel every October to spawn."},
-    {"id": "t3", "question": "Who opens the bakery shop at five every morning?", "question_lang": "fr",
-     "doc": "bakery.txt", "answers": ["Tomas Brandl"]},
-    {"id": "t4", "question": "Xylophone zebra quantum?", "question_lang": "fr", "doc": None, "answers": []},
-]
-
 
 @pytest.fixture
 def tiny(tmp_path: Path) -> tuple[Path, Path]:
@@ -44,7 +25,7 @@ def tiny(tmp_path: Path) -> tuple[Path, Path]:
     docs.mkdir()
     for name, text in TINY_DOCS.items():
         (docs / name).write_text(text, encoding="utf-8")
-    return docs, _write(tmp_path / "questions.jsonl", TINY_QUESTIONS)
+    return docs, write_lines(tmp_path / "questions.jsonl", TINY_QUESTIONS)
 
 
 def test_evaluate_a_tiny_set_end_to_end(tiny: tuple[Path, Path], tmp_path: Path) -> None:
@@ -101,7 +82,7 @@ def test_first_sentence_accuracy_reads_the_order_of_the_answer_sentences(tiny: t
 
 
 def test_near_miss_and_group_reach_the_rows_and_the_recalls(tmp_path: Path, fake_pipeline: Pipeline) -> None:
-    path = _write(tmp_path / "q.jsonl", [
+    path = write_lines(tmp_path / "q.jsonl", [
         {"id": "n", "question": "What did Aliyev eat in Geneva?", "question_lang": "en", "doc": None,
          "answers": [], "near_miss": True, "group": "g1"},
         {"id": "o", "question": "Xylophone zebra quantum?", "question_lang": "en", "doc": None, "answers": [],
@@ -127,7 +108,7 @@ def test_follow_up_questions_are_asked_with_their_history(tmp_path: Path, fake_p
             return answers[-1]
 
     pipeline = Recording(fake_pipeline.index, fake_pipeline.encoder, fake_pipeline.settings)
-    path = _write(tmp_path / "q.jsonl", [
+    path = write_lines(tmp_path / "q.jsonl", [
         {"id": "f", "question": "And what did Aliyev ask for?", "question_lang": "en",
          "doc": "000_5af0c40136177a6e.txt", "answers": [], "history": ["What did Blinken offer?"]},
     ])
@@ -143,7 +124,7 @@ def test_follow_up_questions_are_asked_with_their_history(tmp_path: Path, fake_p
 
 def test_a_question_the_pipeline_refuses_names_its_line(tmp_path: Path, fake_pipeline: Pipeline) -> None:
     long = {"id": "long", "question": "why " * 600, "question_lang": "en", "doc": None, "answers": []}
-    path = _write(tmp_path / "q.jsonl", [long])
+    path = write_lines(tmp_path / "q.jsonl", [long])
     with pytest.raises(QuestionSetError, match=r"q.jsonl line 1: the question is 2,400 characters long"):
         evaluate(fake_pipeline, load_questions(path))
 
@@ -156,7 +137,7 @@ def test_right_words_from_the_wrong_document_count_for_the_answer_not_the_citati
                                     "\n\nSalmon come back every October.\n", encoding="utf-8")
     (docs / "guide.txt").write_text("A tourist guide to the Quorrel valley.\n\nVisitors ask when the salmon return "
                                     "to the Quorrel to spawn: every October.\n", encoding="utf-8")
-    path = _write(tmp_path / "q.jsonl", [
+    path = write_lines(tmp_path / "q.jsonl", [
         {"id": "x", "question": "When does the salmon return to the Quorrel to spawn?", "question_lang": "en",
          "doc": "river.txt", "answers": ["October"], "context": "Salmon come back every October."},
     ])

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from helpers import HOSTILE, make_harbour, visible
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -33,28 +34,7 @@ from rag.ui import (
     text_block,
 )
 
-HOSTILE = (
-    'The zebra report says <script>alert("pwned")</script> and **bold** and [a link](http://example.com) '
-    "and $x^2$ and :smile: and <img src=x onerror=alert(1)> about zebras."
-)
 TAG = re.compile(r"<(/?)([a-z]+)")
-
-
-def visible(markup: str) -> str:
-    """The text a browser shows for our HTML (tags dropped, references decoded)."""
-    return html.unescape(re.sub(r"<[^>]*>", "", markup.replace("<br>", "\n")))
-
-
-def make_harbour(folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "harbour.txt").write_text(
-        "date 2023-05\nThe harbour of Port Nelle opened in 1887 after ten years of work.\n\n"
-        "The lighthouse keeper, Maren Holt, asked the council for a new lamp. The council offered a grant "
-        "to repair the pier. Fishing boats still leave the harbour every morning at five.\n",
-        encoding="utf-8",
-    )
-    (folder / "*zebra*_[x](y).md").write_text(HOSTILE + "\n\n# Not a heading\n", encoding="utf-8")
-    return folder
 
 
 # ---------------------------------------------------------------------------------- escaping
