@@ -24,7 +24,7 @@ import numpy as np
 
 from .batcher import QueryBatcher
 from .errors import ModelError
-from .settings import DEFAULT_MODEL, DEFAULT_USE_WEIGHT, E5_TORCH, Paths, canonical_model
+from .settings import DEFAULT_MODEL, DEFAULT_USE_WEIGHT, E5_TORCH, FUSED_MODELS, Paths, canonical_model
 
 BATCH = 32
 # Latent terms kept per text (``E5Encoder.encode_terms``): the sparse head's strongest 64 of its
@@ -491,7 +491,7 @@ def create_encoder(spec: str, threads: int = 2) -> Encoder:
         return HashEncoder()
     if key == E5_TORCH:
         return _torch_e5(threads)
-    for first in (DEFAULT_MODEL, E5_TORCH + "+use"):
+    for first in FUSED_MODELS:
         if key.startswith(first):
             weight = DEFAULT_USE_WEIGHT
             if ":" in key:

