@@ -1,5 +1,5 @@
 """Trials of more evidence for the sentence choice, out of fold: each adds columns to the 25
-sentence features and refits the conditional logit of ``train_scorer.py`` on the same
+sentence features and refits the conditional logit of ``rag.train.scorer`` on the same
 document-grouped folds, then prints first-sentence accuracy (no abstention) per set beside the
 shipped features alone. None of these trials is in the product (docs/evaluation.md, "Tried and
 not adopted"); the script is kept so that their figures can be reproduced.
@@ -8,7 +8,7 @@ not adopted"); the script is kept so that their figures can be reproduced.
     python scripts/feature_trials.py                 # all trials (about 12 minutes with warm caches)
     python scripts/feature_trials.py --trial words   # one of: adapter, clauses, neighbours, words, window
 
-It reads the same cached cases as ``train_scorer.py`` (bench/results/qidx and scorer-cache; the
+It reads the same cached cases as ``rag.train.scorer`` (bench/results/qidx and scorer-cache; the
 first run builds them) and caches the e5 vectors it makes in bench/results/trials-cache/.
 """
 
@@ -24,13 +24,14 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import train_scorer as ts
-
-from rag.encoders import E5Encoder
-from rag.features import _QUESTION_WORDS, SENTENCE_FEATURES, fold
-from rag.pipeline import Pipeline
-from rag.settings import Settings
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from rag.encoders import E5Encoder  # noqa: E402
+from rag.features import _QUESTION_WORDS, SENTENCE_FEATURES, fold  # noqa: E402
+from rag.pipeline import Pipeline  # noqa: E402
+from rag.settings import Settings  # noqa: E402
+from rag.train import cases as tc  # noqa: E402
+from rag.train import scorer as ts  # noqa: E402
 
 TRIALS = ("adapter", "clauses", "neighbours", "words", "window")
 _WORD = re.compile(r"\w+")
@@ -47,7 +48,7 @@ class Context:
     """What the trials read besides the cases: per case, the question's e5 vector (unit length)
     and latent terms, the candidates' e5 vectors and the index they come from."""
 
-    cases: list[ts.Case]
+    cases: list[tc.Case]
     question_vectors: list[np.ndarray]
     question_terms: list[tuple[np.ndarray, np.ndarray] | None]
     sentence_vectors: list[np.ndarray]
@@ -61,14 +62,14 @@ def load(work: Path, bench: Path, seed_tune: Path) -> Context:
     ctx = Context([], [], [], [], [], work / "trials-cache")
 
     def add(name: str, docs: Path, questions: Path, index_dir: Path, group_of: dict[str, str], simulate: bool) -> None:
-        cases = ts.collect(name, docs, questions, index_dir, settings, cache, group_of, simulate)
+        cases = tc.collect(name, docs, questions, index_dir, settings, cache, group_of, simulate)
         pipe = Pipeline.open(index_dir, settings)
-        asked = ts.load_questions(questions).cases
+        asked = tc.load_questions(questions).cases
         texts = [q.question for q in asked]
         part = pipe.index.parts[0]  # e5's columns of the fused vectors
         vectors = {q.id: v[part.start : part.stop] / part.scale
-                   for q, v in zip(asked, ts._vectors(pipe, texts, cache), strict=True)}
-        terms = dict(zip([q.id for q in asked], ts._terms(pipe, texts, cache), strict=True))
+                   for q, v in zip(asked, tc._vectors(pipe, texts, cache), strict=True)}
+        terms = dict(zip([q.id for q in asked], tc._terms(pipe, texts, cache), strict=True))
         for case in cases:
             ids = np.asarray(case.sf.sentences, dtype=np.int64)
             rows = pipe.index.sentence_store.vectors(ids)[:, part.start : part.stop] / part.scale if len(ids) \
@@ -83,7 +84,7 @@ def load(work: Path, bench: Path, seed_tune: Path) -> Context:
         d = bench / name
         add(name, d / "docs", d / "questions.jsonl", work / "qidx" / name.rsplit("-", 1)[1],
             {p.name: p.stem for p in (d / "docs").glob("*.txt")}, True)
-    add("seed-tune", ts.REPO / "seeds", seed_tune, work / "qidx" / "seeds", {}, False)
+    add("seed-tune", REPO / "seeds", seed_tune, work / "qidx" / "seeds", {}, False)
     return ctx
 
 
@@ -271,9 +272,9 @@ def first_sentence(ctx: Context, fold_of: np.ndarray, extra: list[np.ndarray] | 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--bench", type=Path, default=ts.REPO.parent / "shared" / "bench")
-    parser.add_argument("--seed-tune", type=Path, default=ts.REPO / "evals" / "seed_tune.jsonl")
-    parser.add_argument("--work", type=Path, default=ts.REPO / "bench" / "results")
+    parser.add_argument("--bench", type=Path, default=REPO.parent / "shared" / "bench")
+    parser.add_argument("--seed-tune", type=Path, default=REPO / "evals" / "seed_tune.jsonl")
+    parser.add_argument("--work", type=Path, default=REPO / "bench" / "results")
     parser.add_argument("--trial", choices=TRIALS, action="append", help="run only these [all]")
     args = parser.parse_args()
     ctx = load(args.work, args.bench, args.seed_tune)

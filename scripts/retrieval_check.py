@@ -23,7 +23,7 @@ gold document overlapping the gold context, as ``rag eval`` counts it). Nothing 
 
     python scripts/retrieval_check.py [--bench ../shared/bench] [--json out.json]
 
-It reuses the indexes and question vectors that ``scripts/train_scorer.py`` caches under
+It reuses the indexes and question vectors that ``rag.train.scorer`` caches under
 bench/results/ (qidx, scorer-cache); the first run builds them.
 """
 
@@ -36,15 +36,16 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import train_scorer as ts
-
-from rag.evaluate import load_questions
-from rag.evaluate.metrics import overlaps
-from rag.index import Index
-from rag.pipeline import Pipeline, ensure_index
-from rag.retrieve import _segment_max, _segments, lexical_evidence, retrieve, zscore
-from rag.settings import Settings
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from rag.evaluate import load_questions  # noqa: E402
+from rag.evaluate.metrics import overlaps  # noqa: E402
+from rag.index import Index  # noqa: E402
+from rag.pipeline import Pipeline, ensure_index  # noqa: E402
+from rag.retrieve import _segment_max, _segments, lexical_evidence, retrieve, zscore  # noqa: E402
+from rag.settings import Settings  # noqa: E402
+from rag.train import cases as tc  # noqa: E402
+from rag.train import scorer as ts  # noqa: E402
 
 VARIANTS = ("plain e5", "e5 best sentence", "e5 chunk + best sentence", "+ USE", "+ BM25", "product")
 
@@ -104,7 +105,7 @@ def check(name: str, pipe: Pipeline, settings: Settings, cache: Path,
     """The figures of every variant for ``asked``: (question, [(gold document, gold context), ...]),
     a hit being a chunk that overlaps any of the gold contexts in its document."""
     index = pipe.index
-    vectors = ts._vectors(pipe, [q for q, _ in asked], cache)
+    vectors = tc._vectors(pipe, [q for q, _ in asked], cache)
     chunk_v = np.asarray(index.chunk_store.vectors(np.arange(len(index.chunks), dtype=np.int64)), dtype=np.float32)
     sent_v = np.asarray(index.sentence_store.vectors(np.arange(len(index.sentences), dtype=np.int64)),
                         dtype=np.float32)
@@ -173,8 +174,8 @@ def mixed(bench: Path, work: Path, settings: Settings, cache: Path) -> dict[str,
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--bench", type=Path, default=ts.REPO.parent / "shared" / "bench")
-    parser.add_argument("--work", type=Path, default=ts.REPO / "bench" / "results")
+    parser.add_argument("--bench", type=Path, default=REPO.parent / "shared" / "bench")
+    parser.add_argument("--work", type=Path, default=REPO / "bench" / "results")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--skip-mixed", action="store_true",
                         help="leave out the German and Spanish articles in one index (its first build takes minutes)")
@@ -188,7 +189,7 @@ def main() -> int:
         for asked, over in ts.PAIRS
     ]
     sets += [
-        (f"seed-{half}", ts.REPO / "seeds", ts.REPO / "evals" / f"seed_{half}.jsonl", args.work / "qidx" / "seeds")
+        (f"seed-{half}", REPO / "seeds", REPO / "evals" / f"seed_{half}.jsonl", args.work / "qidx" / "seeds")
              for half in ("tune", "test")]
     figures = {name: one_set(name, docs, questions, index_dir, settings, cache)
                for name, docs, questions, index_dir in sets}
