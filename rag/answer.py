@@ -8,12 +8,15 @@ sentences hold the answer (scripts/train_scorer.py, docs/evaluation.md).
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
+
+import numpy as np
 
 from .features import sentence_features
 from .index import Index
+from .reader import Reader, Reading
 from .retrieve import Retrieval
-from .scorer import SCORER, SCORER_NO_TERMS, Choice, bundled_model, choose
+from .scorer import SCORER, SCORER_NO_TERMS, Choice, bundled_model, bundled_stage, choose, reader_logits
 from .settings import SAME_FEATURES, Settings
 from .types import Answer, Quote
 
@@ -37,6 +40,8 @@ CALIBRATION: dict[str, tuple[float, float]] = {
     "hash": (0.15, 0.05),
 }
 UNCALIBRATED = (0.1, 0.03)
+# The reader's answering words are shown (highlighted) when its span probability is at least this.
+SPAN_SHOWN = 0.3
 
 
 def calibration(settings: Settings) -> tuple[float, float]:
@@ -64,17 +69,43 @@ def abstain_threshold(settings: Settings, terms: bool | None = None) -> float:
     return bundled_model(SCORER if terms else SCORER_NO_TERMS).threshold
 
 
+@dataclass(frozen=True)
+class Decision:
+    """Everything the answer is made from, decided once: the sentences quoted (or an abstention),
+    the value abstention was decided on and its threshold, and the reader's readings."""
+
+    choice: Choice
+    score: float  # the abstention model's probability, or the specificity for other models
+    threshold: float  # the answer abstains when ``score`` is below it
+    readings: dict[int, Reading] = field(default_factory=dict)  # sentence id -> what the reader said of it
+
+
 def abstain_score(index: Index, retrieval: Retrieval, settings: Settings) -> float:
     """What decided the abstention: the abstention model's probability, or the specificity for other models."""
-    return choice_of(index, retrieval, settings).answerable if learned(settings) else retrieval.specificity
+    return decide(index, retrieval, settings).score
 
 
 def choice_of(index: Index, retrieval: Retrieval, settings: Settings) -> Choice:
-    """The learned scorer's pick: the best sentence of the top chunks first, then its supports.
+    """The scorer's pick without the reader (``decide`` with no reader)."""
+    return decide(index, retrieval, settings).choice
+
+
+def context_of(index: Index, sentence: int) -> str:
+    """The sentence before ``sentence`` in its paragraph ("" for a paragraph's first): what the reader reads with it."""
+    if sentence == 0:
+        return ""
+    here, before = index.sentences[sentence], index.sentences[sentence - 1]
+    return before.text if before.doc == here.doc and before.paragraph == here.paragraph else ""
+
+
+def decide(index: Index, retrieval: Retrieval, settings: Settings, reader: Reader | None = None) -> Decision:
+    """The best sentence of the top chunks first, then its supports; or an abstention.
 
     Candidates are the sentences of the top ``answer_chunks`` chunks (three rather than one was
-    worth about a point of answer accuracy on XQuAD). Confidence and abstention come from the
-    learned answer model for the model it was trained for; other models keep the
+    worth about a point of answer accuracy on XQuAD), scored by the learned scorer. With a
+    ``reader`` (and the learned scorer with latent terms), the reader reads the scorer's best
+    few with the question; its stage (``rag.scorer.ReaderStage``) orders them and decides
+    confidence and abstention from both. Models the scorer was not trained for keep the
     specificity threshold of ``CALIBRATION`` (their scores have other scales).
     """
     # the scorer trained with latent terms when both the index and the question have them
@@ -84,29 +115,46 @@ def choice_of(index: Index, retrieval: Retrieval, settings: Settings) -> Choice:
     texts = [index.sentences[s].text for s in sf.sentences]
     if settings.support_min is not None:
         model = replace(model, support_min=settings.support_min)
-    choice = choose(sf, texts, model, settings.max_answer_sentences)
+    stage = bundled_stage() if reader is not None and terms and learned(settings) else None
+    if stage is not None and settings.support_min is not None:
+        stage = replace(stage, support_min=settings.support_min)
+    readings: dict[int, Reading] = {}
+    read = None
+    if stage is not None and reader is not None and sf.sentences:
+        _, top = reader_logits(model, stage, sf)
+        ids = [sf.sentences[i] for i in top]
+        said = reader.read(retrieval.question, [texts[i] for i in top], [context_of(index, s) for s in ids])
+        readings = dict(zip(ids, said, strict=True))
+        read = (np.array([r.logit for r in said]), np.array([r.span_prob for r in said]))
+    choice = choose(sf, texts, model, settings.max_answer_sentences, stage, read)
     if learned(settings):
-        return replace(choice, abstain=not choice.sentences or choice.answerable < abstain_threshold(settings, terms))
+        threshold = settings.abstain_threshold if settings.abstain_threshold is not None else (
+            stage.threshold if stage is not None else abstain_threshold(settings, terms))
+        abstain = not choice.sentences or choice.answerable < threshold
+        return Decision(replace(choice, abstain=abstain), choice.answerable, threshold, readings)
     threshold, scale = calibration(settings)
     margin = max(-50.0, min(50.0, (retrieval.specificity - threshold) / scale))
     confidence = 1.0 / (1.0 + math.exp(-margin))
-    return replace(choice, confidence=confidence,
-                   abstain=not choice.sentences or retrieval.specificity < threshold)
+    return Decision(replace(choice, confidence=confidence,
+                            abstain=not choice.sentences or retrieval.specificity < threshold),
+                    retrieval.specificity, threshold, readings)
 
 
 def has_terms(index: Index, retrieval: Retrieval) -> bool:
     return index.sentence_terms is not None and retrieval.query_terms is not None
 
 
-def answer_sentences(index: Index, retrieval: Retrieval, settings: Settings) -> list[tuple[int, float]]:
+def answer_sentences(decision: Decision) -> list[tuple[int, float]]:
     """(sentence id, probability it holds the answer) of the sentences an answer shows, best first."""
-    choice = choice_of(index, retrieval, settings)
-    return list(zip(choice.sentences, choice.probs, strict=True))
+    return list(zip(decision.choice.sentences, decision.choice.probs, strict=True))
 
 
-def make_answer(index: Index, retrieval: Retrieval, settings: Settings, question: str | None = None) -> Answer:
-    """Turn a retrieval into an ``Answer`` with citations, or an abstention with related passages."""
-    choice = choice_of(index, retrieval, settings)
+def make_answer(index: Index, retrieval: Retrieval, settings: Settings, question: str | None = None,
+                decision: Decision | None = None) -> Answer:
+    """Turn a retrieval and its ``decision`` (default: ``decide`` without a reader) into an ``Answer``
+    with citations, or an abstention with related passages."""
+    decision = decision or decide(index, retrieval, settings)
+    choice = decision.choice
     sources = []
     for n, r in enumerate(retrieval.ranked[: settings.top_k], start=1):
         c = index.chunks[r.chunk]
@@ -118,9 +166,14 @@ def make_answer(index: Index, retrieval: Retrieval, settings: Settings, question
         for n, (sid, prob) in enumerate(zip(choice.sentences, choice.probs, strict=True), start=1):
             s = index.sentences[sid]
             doc = index.documents[s.doc]
+            reading = decision.readings.get(sid)
+            span = None
+            if reading is not None and reading.span is not None and reading.span_prob >= SPAN_SHOWN:
+                span = (s.start + reading.span[0], s.start + reading.span[1])
             citations.append(Quote(n, s.doc, s.start, s.end, s.text, s.paragraph, doc.date, round(prob, 4),
                                    doc.page_at(s.start), doc.section_at(s.start),
-                                   role="answer" if n == 1 else "support"))
+                                   role="answer" if n == 1 else "support",
+                                   reader=None if reading is None else round(reading.prob, 4), span=span))
     return Answer(
         question=question if question is not None else retrieval.question,
         abstained=choice.abstain,

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .answer import make_answer
+from .answer import Decision, decide, learned, make_answer
 from .encoders import Encoder, create_encoder, encode_query_timed, terms_encoder
 from .errors import QuestionError
 from .index import (
@@ -37,6 +37,7 @@ from .index import (
 )
 from .load import LoadProgress, load_documents, load_language_identifier
 from .pool import pooled_encoder
+from .reader import Reader, load_reader
 from .retrieve import LexicalEvidence, Retrieval, lexical_evidence, retrieve
 from .settings import Settings
 from .types import Answer, BuildReport
@@ -105,6 +106,7 @@ class Traced:
 
     answer: Answer
     retrieval: Retrieval
+    decision: Decision  # what the answer was made from: the sentences chosen, the abstention score, the readings
 
 
 class Pipeline:
@@ -118,6 +120,16 @@ class Pipeline:
         self._lexical = ThreadPoolExecutor(max_workers=2, thread_name_prefix="lexical")
         # the question's latent terms (rag.features) are made there too, when the index has the sentences'
         self._terms = terms_encoder(encoder) if index.sentence_terms is not None and settings.latent_terms else None
+        # the reader (rag.reader) loads in the background (PyTorch and the exported e5: a few seconds),
+        # where its stage applies: the learned scorer with latent terms (rag.answer.decide)
+        reads = settings.reader and learned(settings) and self._terms is not None
+        self._reader = self._lexical.submit(load_reader, settings) if reads else None
+
+    @property
+    def reader(self) -> Reader | None:
+        """The reader, once loaded (waits for it); None when ``settings.reader`` is off or its stage does not
+        apply (models the scorer was not trained for, no latent terms). Raises ``ModelError``."""
+        return None if self._reader is None else self._reader.result()
 
     @classmethod
     def open(cls, index_dir: str | os.PathLike[str], settings: Settings | None = None,
@@ -152,7 +164,7 @@ class Pipeline:
             contextual = self._ask(combined, settings)
             if not contextual.answer.abstained:
                 rewritten = replace(contextual.answer, question=text, rewritten_question=combined)
-                traced = Traced(rewritten, contextual.retrieval)
+                traced = replace(contextual, answer=rewritten)
         return traced
 
     def _ask(self, text: str, settings: Settings) -> Traced:
@@ -161,7 +173,8 @@ class Pipeline:
         ``encode.terms`` (its latent terms, concurrently),
         ``lexical`` (language and BM25, concurrently with encoding), ``search`` (nearest
         neighbours and candidates, after encoding), ``score`` (re-scoring the candidates),
-        ``answer`` (choosing the sentences) and ``total``."""
+        ``read`` (the reader reading the best candidates with the question), ``answer`` (choosing
+        the sentences, the reading excluded) and ``total``."""
         t0 = time.perf_counter()
         lexical = self._lexical.submit(_timed_lexical, self.index, text, settings)
         # terms made in the question's own encoder pass are read after it; others in a pass beside it
@@ -178,13 +191,17 @@ class Pipeline:
         evidence, lexical_ms = lexical.result()
         retrieval = replace(retrieve(self.index, vectors[0], text, settings, evidence), query_terms=query_terms)
         t2 = time.perf_counter()
-        answer = make_answer(self.index, retrieval, settings, text)
+        reader = self.reader if settings.reader else None  # settings: a per-question copy may turn it off
+        t_read = time.perf_counter()
+        decision = decide(self.index, retrieval, settings, reader)
+        read_ms = (time.perf_counter() - t_read) * 1000 if decision.readings else 0.0
+        answer = make_answer(self.index, retrieval, settings, text, decision)
         t3 = time.perf_counter()
         score_ms = retrieval.timings_ms["score"]
         timings = {"encode": (t1 - t0) * 1000, **{f"encode.{k}": ms for k, ms in per_model.items()},
                    "lexical": lexical_ms, "search": (t2 - t1) * 1000 - score_ms, "score": score_ms,
-                   "answer": (t3 - t2) * 1000, "total": (t3 - t0) * 1000}
-        return Traced(replace(answer, timings_ms=timings), retrieval)
+                   "read": read_ms, "answer": (t3 - t2) * 1000 - read_ms, "total": (t3 - t0) * 1000}
+        return Traced(replace(answer, timings_ms=timings), retrieval, decision)
 
 
 def _timed_terms(encoder: Any, text: str, query: bool = False) -> tuple[tuple[np.ndarray, np.ndarray], float]:

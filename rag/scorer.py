@@ -21,6 +21,7 @@ import json
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -86,6 +87,51 @@ class ScorerModel:
 
 SCORER, SCORER_NO_TERMS = "scorer.json", "scorer-no-terms.json"  # with and without latent terms
 
+# The reader stage (rag.reader): the order of the sentences it read, from the scorer's and its own logit;
+# the answer and abstention models see its evidence beside the scorer's.
+RERANK_FEATURES = ("scorer_logit", "reader_logit")
+READER_FEATURES = ("reader_best", "reader_margin", "reader_first", "reader_span")
+STAGE = "stage.json"  # in rag/data/reader/, beside the reader's weights
+
+
+@dataclass(frozen=True)
+class ReaderStage:
+    """How the reader's judgement is used (fit by ``python -m rag.train.stage``, out of fold)."""
+
+    sentences: int  # the reader reads the scorer's best this many candidates
+    rerank: Logistic  # RERANK_FEATURES -> the order of the read candidates (softmax: their shares)
+    answer: Logistic  # ANSWER_FEATURES + READER_FEATURES -> P(the quoted sentences hold the answer)
+    abstain: Logistic  # the same row -> P(the documents hold an answer)
+    threshold: float
+    support_min: float
+    info: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"sentences": self.sentences, "rerank": self.rerank.to_dict(), "answer": self.answer.to_dict(),
+                "abstain": self.abstain.to_dict(), "threshold": self.threshold, "support_min": self.support_min,
+                "info": self.info}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ReaderStage:
+        return cls(int(data["sentences"]), Logistic.from_dict(data["rerank"]), Logistic.from_dict(data["answer"]),
+                   Logistic.from_dict(data["abstain"]), float(data["threshold"]), float(data["support_min"]),
+                   dict(data.get("info", {})))
+
+
+@lru_cache(maxsize=2)
+def bundled_stage(folder: str | None = None) -> ReaderStage:
+    """The reader stage shipped in rag/data/reader (or ``folder``), checked against the features this version makes."""
+    path = Path(folder) / STAGE if folder else Path(str(resources.files("rag") / "data" / "reader" / STAGE))
+    fix = "reinstall the package, or refit it with `python -m rag.train.stage --write`"
+    try:
+        stage = ReaderStage.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError) as exc:
+        raise ScorerError(f"cannot read the reader stage {path} ({exc}): {fix}") from exc
+    if (stage.rerank.names != RERANK_FEATURES
+            or not stage.answer.names == stage.abstain.names == ANSWER_FEATURES + READER_FEATURES):
+        raise ScorerError(f"{path} was fit on other features than this version computes: {fix}")
+    return stage
+
 
 @lru_cache(maxsize=4)
 def bundled_model(name: str = SCORER) -> ScorerModel:
@@ -145,24 +191,58 @@ class Choice:
     abstain: bool
 
 
-def choose(sf: SentenceFeatures, texts: list[str], model: ScorerModel, max_sentences: int = 3) -> Choice:
+def reader_features(read: np.ndarray, spans: np.ndarray, final: np.ndarray) -> np.ndarray:
+    """``READER_FEATURES`` of the read candidates: their reader logits ``read``, span probabilities
+    ``spans`` and reranked logits ``final`` (all in the same order)."""
+    if not len(read):
+        return np.array([-10.0, 0.0, -10.0, 0.0])
+    ranked = np.sort(read)[::-1]
+    best = int(np.argmax(final))
+    margin = float(ranked[0] - ranked[1]) if len(ranked) > 1 else NO_RUNNER_UP
+    return np.array([float(ranked[0]), margin, float(read[best]), float(spans[best])])
+
+
+def reader_logits(model: ScorerModel, stage: ReaderStage, sf: SentenceFeatures
+                  ) -> tuple[np.ndarray, list[int]]:
+    """The scorer's logits and the candidates the reader reads (the scorer's best ``stage.sentences``)."""
+    logits = model.sentence.logit(sf.x)
+    return logits, [int(i) for i in np.argsort(-logits, kind="stable")[: stage.sentences]]
+
+
+def choose(sf: SentenceFeatures, texts: list[str], model: ScorerModel, max_sentences: int = 3,
+           stage: ReaderStage | None = None, read: tuple[np.ndarray, np.ndarray] | None = None) -> Choice:
     """Score the candidates, pick the best sentence and at most ``max_sentences - 1`` supports.
 
     A support must itself be likely (``support_min``) and must not nearly repeat a sentence
-    already quoted (``texts[i]`` is candidate i's text).
+    already quoted (``texts[i]`` is candidate i's text). With the reader ``stage``, ``read``
+    holds the reader's logits and span probabilities of the candidates ``reader_logits`` names:
+    only those are quoted, in the stage's order, and its models give confidence and abstention.
     """
     if not sf.sentences:
         row = answer_features(sf, np.zeros(0))[None, :]
+        if stage is not None:
+            row = np.concatenate([row[0], reader_features(np.zeros(0), np.zeros(0), np.zeros(0))])[None, :]
+            return Choice((), (), float(stage.answer.prob(row)[0]), float(stage.abstain.prob(row)[0]), True)
         return Choice((), (), float(model.answer.prob(row)[0]), float(model.abstain.prob(row)[0]), True)
     logits = model.sentence.logit(sf.x)
-    probs = softmax(logits)
     row = answer_features(sf, logits)[None, :]
-    confidence, answerable = float(model.answer.prob(row)[0]), float(model.abstain.prob(row)[0])
-    order = [int(i) for i in np.argsort(-logits, kind="stable")]
+    if stage is not None and read is not None:
+        _, top = reader_logits(model, stage, sf)
+        final = stage.rerank.logit(np.column_stack([logits[top], read[0]]))
+        row = np.concatenate([row[0], reader_features(read[0], read[1], final)])[None, :]
+        probs = np.zeros(len(logits))
+        probs[top] = softmax(final)
+        order = [top[int(i)] for i in np.argsort(-final, kind="stable")]
+        answer, abstain, support_min, threshold = stage.answer, stage.abstain, stage.support_min, stage.threshold
+    else:
+        probs = softmax(logits)
+        order = [int(i) for i in np.argsort(-logits, kind="stable")]
+        answer, abstain, support_min, threshold = model.answer, model.abstain, model.support_min, model.threshold
+    confidence, answerable = float(answer.prob(row)[0]), float(abstain.prob(row)[0])
     picked = [order[0]]
     shown = [grams(texts[order[0]])]
     for i in order[1:]:
-        if len(picked) >= max_sentences or probs[i] < model.support_min:
+        if len(picked) >= max_sentences or probs[i] < support_min:
             break
         g = grams(texts[i])
         if any(near_duplicate(g, other) for other in shown):
@@ -170,4 +250,4 @@ def choose(sf: SentenceFeatures, texts: list[str], model: ScorerModel, max_sente
         picked.append(i)
         shown.append(g)
     return Choice(tuple(sf.sentences[i] for i in picked), tuple(float(probs[i]) for i in picked),
-                  confidence, answerable, answerable < model.threshold)
+                  confidence, answerable, answerable < threshold)

@@ -21,6 +21,7 @@ LEXICAL_MODES = ("never", "same-language", "always")
 STORES = ("faiss", "milvus")
 MILVUS_INDEXES = ("FLAT", "HNSW")
 CHUNK_VECTORS = ("encoded", "derived")
+READER_PRECISIONS = ("auto", "fp32", "bf16")
 # A model whose answer features are another's: the same e5 run in PyTorch, its latent terms from
 # its vectors' own pass (figures within noise of e5+use's with e5+use's scorer: docs/model.md).
 SAME_FEATURES = {E5_TORCH + "+use": DEFAULT_MODEL}
@@ -110,6 +111,10 @@ class Settings:
     abstain_threshold: float | None = None  # None: the value calibrated for the model
     max_question_chars: int = 2000
     followups: bool = True
+    # The reader (rag.reader): a cross-encoder reads the best candidate sentences with the question,
+    # orders them and shares in abstention. Off: the scorer alone (the answer path before it).
+    reader: bool = False
+    reader_precision: str = "auto"  # auto (bf16 where the CPU has it, else fp32), fp32, bf16
 
     def __post_init__(self) -> None:
         positive = ("chunk_size", "threads", "processes", "top_k", "candidates", "max_answer_sentences",
@@ -130,6 +135,11 @@ class Settings:
             raise SettingsError("lexical_weight must not be negative")
         if self.support_min is not None and not 0.0 <= self.support_min <= 1.0:
             raise SettingsError(f"support_min must be between 0 and 1 (a probability), not {self.support_min!r}")
+        if not isinstance(self.reader, bool):
+            raise SettingsError(f"reader must be true or false, not {self.reader!r}")
+        if self.reader_precision not in READER_PRECISIONS:
+            raise SettingsError(f"reader_precision must be one of {', '.join(READER_PRECISIONS)}, "
+                                f"not {self.reader_precision!r}")
         if not isinstance(self.latent_terms, bool):
             raise SettingsError(f"latent_terms must be true or false, not {self.latent_terms!r}")
         if self.chunk_vectors not in CHUNK_VECTORS:

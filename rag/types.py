@@ -127,6 +127,15 @@ class Quote:
     # answer sentences only: "answer" for the best sentence, shown first; "support" for one that
     # adds evidence (score is then the learned probability that the sentence is the answering one)
     role: str | None = None
+    # answer sentences the reader read: its probability that this sentence answers, and the words
+    # that answer (document characters, inside [start, end)) when it is sure enough of them
+    reader: float | None = None
+    span: tuple[int, int] | None = None
+
+    @property
+    def span_text(self) -> str | None:
+        """The answering words, a substring of ``text`` (None without a span)."""
+        return None if self.span is None else self.text[self.span[0] - self.start : self.span[1] - self.start]
 
     @property
     def label(self) -> str:
@@ -168,7 +177,10 @@ class Answer:
             "sentences": [
                 {"role": c.role, "text": c.text, "doc": c.doc, "start": c.start, "end": c.end,
                  "paragraph": c.paragraph, "page": c.page, "section": c.section, "date": c.date,
-                 "citation": c.label}
+                 "citation": c.label, "probability": c.score, "reader": c.reader,
+                 "span": None if c.span is None else {
+                     "text": c.span_text, "start": c.span[0], "end": c.span[1],
+                     "sentence_start": c.span[0] - c.start, "sentence_end": c.span[1] - c.start}}
                 for c in self.sentences
             ],
             "sources": [

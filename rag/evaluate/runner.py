@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..answer import abstain_score, abstain_threshold, answer_sentences
+from ..answer import abstain_threshold, answer_sentences
 from ..errors import QuestionError, QuestionSetError
 from ..pipeline import Pipeline
 from .metrics import (
@@ -65,7 +65,7 @@ def _run_case(pipeline: Pipeline, case: EvalCase, passage: tuple[int, int] | Non
     except QuestionError as exc:
         raise QuestionSetError(f"{source} line {case.line}: {exc}") from exc
     answer, retrieval = traced.answer, traced.retrieval
-    index, settings = pipeline.index, pipeline.settings
+    index = pipeline.index
     chunks = [(index.chunks[r.chunk], r.score) for r in retrieval.ranked]
     scores = [s for _, s in chunks]
     docs = doc_ranking([(c.doc, s) for c, s in chunks])
@@ -75,7 +75,7 @@ def _run_case(pipeline: Pipeline, case: EvalCase, passage: tuple[int, int] | Non
         hits = [c.doc == case.doc and overlaps((c.start, c.end), passage) for c, _ in chunks]
         passage_rank = gold_rank(hits, scores)
     # the sentences make_answer shows unless it abstains; the best is the one of highest score
-    picked = answer_sentences(index, retrieval, settings)
+    picked = answer_sentences(traced.decision)
     candidate = " ".join(index.sentences[s].text for s, _ in picked) or None
     best = retrieval.sentence_cosine.get(max(picked, key=lambda p: p[1])[0]) if picked else None
     shown = answer.text
@@ -92,7 +92,7 @@ def _run_case(pipeline: Pipeline, case: EvalCase, passage: tuple[int, int] | Non
                           if case.answerable else None),
         first_sentence_correct=first_right if case.answerable else None,
         confidence=answer.confidence,
-        abstain_score=round(abstain_score(index, retrieval, settings), 6),
+        abstain_score=round(traced.decision.score, 6),
         best_sentence_score=None if best is None else round(best, 6),
         candidate_answer=candidate,
         candidate_correct=contains_answer(candidate, case.answers) if case.answerable else None,

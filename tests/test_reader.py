@@ -1,0 +1,122 @@
+"""The reader (rag.reader) and its training (rag.train.reader): inputs, spans, a tiny training run,
+the loader's refusals. The shipped reader's judgement is tested in test_reader_model.py."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rag.errors import ModelError
+from rag.model.export import export_model
+from rag.reader import MAX_CONTEXT, MAX_QUESTION, MAX_SENTENCE, RECORD, WEIGHTS, Pair, Reader, Tokens, best_span
+from rag.train.reader import TrainConfig, train
+from rag.train.reader_data import Record, make_groups
+
+pytestmark = pytest.mark.model
+
+PARAGRAPH = ("Marie Curie was born in Warsaw in 1867. She moved to Paris in 1891 to study physics. "
+             "In 1903 she shared the Nobel Prize in Physics with Pierre Curie and Henri Becquerel.")
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return export_model(tmp_path_factory.mktemp("e5") / "model").path
+
+
+def _records() -> list[Record]:
+    rows = []
+    for k, (question, answer) in enumerate([("Where was Marie Curie born?", "Warsaw"),
+                                            ("When did she move to Paris?", "1891"),
+                                            ("Who shared the 1903 prize with her?", "Pierre Curie")]):
+        for lang in ("en", "fr"):
+            rows.append(Record(f"pool-{lang}:{k}", f"pool-{lang}", lang, "Curie", PARAGRAPH, question,
+                               ((answer, PARAGRAPH.index(answer)),)))
+    rows.append(Record("pool-es:9", "pool-es", "es", "Curie", PARAGRAPH, "¿Cuántos hijos tuvo?", ()))
+    return rows
+
+
+def test_groups_hold_the_answering_sentence_with_its_span_and_negatives() -> None:
+    groups = make_groups(_records(), per_language=10, seed=1)
+    answerable = [g for g in groups if g.kind == "answerable"]
+    assert answerable and all(sum(r.label for r in g.rows) == 1 for g in answerable)
+    for g in answerable:
+        hit = next(r for r in g.rows if r.label)
+        assert hit.span is not None and hit.sentence[hit.span[0] : hit.span[1]] == g.answer
+        assert all(r.span is None for r in g.rows if not r.label)
+    # unanswerable and near-miss groups have no answering row
+    assert all(not any(r.label for r in g.rows) for g in groups if g.kind != "answerable")
+    assert any(g.kind == "unanswerable" for g in groups)
+
+
+def test_pairs_read_question_sentence_and_the_end_of_the_context(base: Path) -> None:
+    tokens = Tokens(base)
+    long_q = "word " * 200
+    [pair] = tokens.pairs(long_q, ["A short sentence."], ["context " * 100])
+    assert pair.ids[0] == tokens.bos and pair.ids[-1] == tokens.eos
+    assert pair.first == 1 + MAX_QUESTION + 2  # <s> question </s></s>
+    assert pair.ids[pair.first - 2 : pair.first] == (tokens.eos, tokens.eos)
+    n = len(pair.offsets)
+    assert pair.ids[pair.first + n] == tokens.eos
+    assert len(pair.ids) == pair.first + n + 1 + MAX_CONTEXT + 1
+    sentence = "word " * 300
+    [pair] = tokens.pairs("q", [sentence], [""])
+    assert len(pair.offsets) == MAX_SENTENCE and len(pair.ids) == pair.first + MAX_SENTENCE + 2
+
+
+def test_best_span_is_ordered_short_and_inside_the_sentence() -> None:
+    pair = Pair(ids=(0, 5, 2, 2, 7, 8, 9, 2, 2), first=4, offsets=((0, 3), (4, 9), (10, 14)))
+    start = np.full(9, -5.0)
+    end = np.full(9, -5.0)
+    start[1], end[1] = 20.0, 20.0  # the question's tokens are never a span
+    start[5], end[6] = 3.0, 3.0
+    assert best_span(start, end, pair)[0] == (4, 14)
+    start[6], end[4] = 9.0, 9.0  # an end before the start is not a span
+    span, prob = best_span(start, end, pair)
+    assert span is not None and span[0] <= span[1] and 0 < prob <= 1
+
+
+def test_a_tiny_training_run_writes_a_reader_that_loads_and_reads(base: Path, tmp_path: Path) -> None:
+    pool = tmp_path / "pool.jsonl.gz"
+    with gzip.open(pool, "wt", encoding="utf-8") as handle:
+        for r in _records():
+            handle.write(json.dumps({"id": r.id, "source": r.source, "lang": r.lang, "title": r.title,
+                                     "context": r.context, "question": r.question,
+                                     "answers": [{"text": t, "start": s} for t, s in r.answers]}) + "\n")
+    out = tmp_path / "reader"
+    record = train(TrainConfig(str(pool), str(out), layers=1, per_language=10, held_out_per_language=10,
+                               held_out_share=1000, groups_per_step=4), base, log=lambda _: None)
+    assert record["layers"] == 1 and record["trained"]["steps"] >= 1
+    assert set(record["held_out"]) >= {"first_sentence", "span_f1_when_first", "log_loss"}
+    reader = Reader(base, out, threads=1, precision="fp32")
+    sentences = ["She moved to Paris in 1891 to study physics.", "Marie Curie was born in Warsaw in 1867."]
+    said = reader.read("Where was Marie Curie born?", sentences, ["", ""])
+    assert len(said) == 2
+    for reading, sentence in zip(said, sentences, strict=True):
+        assert 0.0 < reading.prob < 1.0
+        assert reading.span is not None and 0 <= reading.span[0] <= reading.span[1] <= len(sentence)
+    # a damaged weights file is refused, naming the fix
+    weights = out / WEIGHTS
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(ModelError, match=r"python -m rag\.train\.reader"):
+        Reader(base, out)
+
+
+def test_a_reader_of_another_shape_or_format_is_refused(base: Path, tmp_path: Path) -> None:
+    from safetensors.numpy import save_file
+
+    from rag.reader import file_sha256
+
+    out = tmp_path / "reader"
+    out.mkdir()
+    save_file({"answer.weight": np.zeros((1, 384), np.float16)}, str(out / WEIGHTS))
+    record = {"format": 1, "layers": 2, "sha256": file_sha256(out / WEIGHTS)}
+    (out / RECORD).write_text(json.dumps(record), encoding="utf-8")
+    with pytest.raises(ModelError, match="do not fit a 2-layer e5"):
+        Reader(base, out)
+    (out / RECORD).write_text(json.dumps({**record, "format": 99}), encoding="utf-8")
+    with pytest.raises(ModelError, match="format 99"):
+        Reader(base, out)
