@@ -204,7 +204,8 @@ def index_cmd(seeds: Path, index_dir: Path, model: str | None, debug: bool, stor
 def answer_text(answer: Answer) -> str:
     lines = []
     if answer.abstained:
-        lines.append(f"No answer found in the documents (confidence {answer.confidence:.2f}).")
+        # no figure: a confidence beside "no answer" reads as confidence in an answer
+        lines.append("No answer found in the documents.")
         if answer.sources:
             lines.append("")
             lines.append("Possibly related passages:")
@@ -219,6 +220,8 @@ def answer_text(answer: Answer) -> str:
             lines.append("Supported by:")
             supported = True
         lines.append(f"  \u00ab{c.text}\u00bb [{c.number}]")
+        if c.span_text:
+            lines.append(f"      the words that answer: \u00ab{c.span_text}\u00bb")
     lines.append("")
     lines.append("Citations:")
     for c in answer.sentences:

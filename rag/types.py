@@ -172,7 +172,8 @@ class Answer:
             "question": self.question,
             "answer": self.text,
             "abstained": self.abstained,
-            "confidence": self.confidence,
+            # an abstention shows no figure: a confidence there reads as confidence in an answer
+            "confidence": None if self.abstained else self.confidence,
             "rewritten_question": self.rewritten_question,
             "sentences": [
                 {"role": c.role, "text": c.text, "doc": c.doc, "start": c.start, "end": c.end,

@@ -152,11 +152,22 @@ def _passage_html(quoted: Quote, start: int, end: int, body: str) -> str:
     return f'<div class="rag-passage"><div class="rag-where"><small>{where}</small></div><div>{body}</div></div>'
 
 
+def _quote_html(quoted: Quote) -> str:
+    """The quoted sentence, escaped, with the reader's answering words marked when it gave them."""
+    if quoted.span is None:
+        return escape_html(quoted.text)
+    a, b = quoted.span[0] - quoted.start, quoted.span[1] - quoted.start
+    text = quoted.text
+    return (escape_html(text[:a]) + f'<mark class="rag-span">{escape_html(text[a:b])}</mark>'
+            + escape_html(text[b:]))
+
+
 def answer_view(answer: Answer, index: Index) -> AnswerView:
     """What to show for ``answer``, with each cited sentence highlighted in its passage of ``index``."""
-    caption = f"confidence {answer.confidence:.2f}"
+    # no figure beside an abstention: a confidence there reads as confidence in an answer
+    caption = "" if answer.abstained else f"confidence {answer.confidence:.2f}"
     if answer.rewritten_question:
-        caption += f" · read as a follow-up: «{answer.rewritten_question}»"
+        caption += (" · " if caption else "") + f"read as a follow-up: «{answer.rewritten_question}»"
     caption_html = text_block(caption, "rag-caption")
     if answer.abstained or not answer.sentences:
         passages = tuple(
@@ -172,7 +183,7 @@ def answer_view(answer: Answer, index: Index) -> AnswerView:
     # the answering sentence as the answer; supporting sentences below it, set apart and labelled
     main = [c for c in answer.sentences if c.role != "support"]
     backing = [c for c in answer.sentences if c.role == "support"]
-    quotes = " ".join(f"«{escape_html(c.text)}»&nbsp;<strong>[{c.number}]</strong>" for c in main)
+    quotes = " ".join(f"«{_quote_html(c)}»&nbsp;<strong>[{c.number}]</strong>" for c in main)
     if backing:
         quotes += '</p><p class="rag-support"><small>Supported by: ' + " ".join(
             f"«{escape_html(c.text)}»&nbsp;<strong>[{c.number}]</strong>" for c in backing) + "</small>"

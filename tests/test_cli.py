@@ -15,8 +15,9 @@ import pytest
 from click.testing import CliRunner, Result
 from conftest import SEED_DOC
 
-from rag.cli import main
+from rag.cli import answer_text, main
 from rag.index import FORMAT_VERSION, current_build
+from rag.types import Answer, Quote
 
 NOTES = "# Notes\n\nThe lighthouse of Cordouan was built in 1611 by Louis de Foix.\nIt stands in the Gironde estuary.\n"
 LIGHTHOUSE = "When was the lighthouse of Cordouan built?"
@@ -144,7 +145,10 @@ def check_answer_json(data: dict[str, Any], seeds: Path) -> None:
     assert {"question", "answer", "abstained", "confidence", "sentences", "sources"} <= set(data)
     assert isinstance(data["question"], str)
     assert isinstance(data["abstained"], bool)
-    assert isinstance(data["confidence"], float) and 0.0 <= data["confidence"] <= 1.0
+    if data["abstained"]:  # no figure that reads as confidence in an answer
+        assert data["confidence"] is None
+    else:
+        assert isinstance(data["confidence"], float) and 0.0 <= data["confidence"] <= 1.0
     assert data["answer"] is None if data["abstained"] else isinstance(data["answer"], str)
     assert isinstance(data["sentences"], list) and isinstance(data["sources"], list)
     for s in data["sentences"]:
@@ -221,9 +225,30 @@ def test_ask_text_output(seeds: Path, index_dir: Path) -> None:
 
     abstained = rag("ask", "--seeds", seeds, "--index", index_dir, "--model", "hash", "What is the capital of Peru?")
     assert abstained.exit_code == 0
-    assert abstained.stdout.startswith("No answer found in the documents (confidence ")
+    assert abstained.stdout.startswith("No answer found in the documents.\n")
+    assert "confidence" not in abstained.stdout  # a figure there reads as confidence in an answer
     assert "Possibly related passages:" in abstained.stdout
     assert f"[1] {SEED_DOC.name}, 2022-10, paragraph" in abstained.stdout or "[1] sub/notes.md" in abstained.stdout
+
+
+def test_the_words_that_answer_are_printed_and_in_the_json() -> None:
+    text = "Blinken offered support in the delimitation of borders."
+    start = 100
+    at = start + text.index("support")
+    quoted = Quote(1, "a.txt", start, start + len(text), text, 2, score=0.8, role="answer", reader=0.93,
+                   span=(at, at + len("support in the delimitation of borders")))
+    answer = Answer("What did Blinken offer?", False, 0.9, sentences=(quoted,))
+    lines = answer_text(answer).splitlines()
+    assert lines[1] == f"  «{text}» [1]"
+    assert lines[2] == "      the words that answer: «support in the delimitation of borders»"
+    [sentence] = answer.to_dict()["sentences"]
+    assert sentence["reader"] == 0.93 and sentence["probability"] == 0.8
+    span = sentence["span"]
+    assert span["text"] == "support in the delimitation of borders"
+    assert text[span["sentence_start"] : span["sentence_end"]] == span["text"]
+    assert (span["start"], span["end"]) == (at, at + len(span["text"]))
+    plain = Answer("q", False, 0.9, sentences=(Quote(1, "a.txt", 0, len(text), text, 1, role="answer"),))
+    assert plain.to_dict()["sentences"][0]["span"] is None and "the words" not in answer_text(plain)
 
 
 # ------------------------------------------------------------------------------- errors

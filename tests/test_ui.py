@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import re
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -153,6 +154,7 @@ def test_answer_view_abstains_plainly_with_related_passages(tmp_path: Path) -> N
     assert len(view.passages) == len(answer.sources)
     assert all("<mark>" not in p.html for p in view.passages)
     assert answer.sources[0].text in visible(view.passages[0].html)
+    assert "confidence" not in visible(view.caption)  # no figure that reads as confidence in an answer
 
 
 def test_answer_view_does_not_highlight_a_quote_the_source_does_not_hold(fake_pipeline: Pipeline) -> None:
@@ -161,6 +163,21 @@ def test_answer_view_does_not_highlight_a_quote_the_source_does_not_hold(fake_pi
     view = answer_view(Answer("q", False, 0.9, sentences=(forged,)), fake_pipeline.index)
     assert "<mark>" not in view.passages[0].html
     assert "not there" in visible(view.passages[0].html)
+
+
+def test_answer_view_marks_the_words_that_answer_inside_the_quote(fake_pipeline: Pipeline) -> None:
+    doc = next(iter(fake_pipeline.index.documents.values()))
+    s = fake_pipeline.index.sentences[0]
+    words = s.text.split()[1]
+    at = s.start + s.text.index(words)
+    quoted = Quote(1, s.doc, s.start, s.end, s.text, s.paragraph, doc.date, role="answer", reader=0.9,
+                   span=(at, at + len(words)))
+    assert quoted.span_text == words
+    view = answer_view(Answer("q", False, 0.9, sentences=(quoted,)), fake_pipeline.index)
+    assert f'<mark class="rag-span">{html.escape(words)}</mark>' in view.html
+    assert visible(view.html).startswith(f"«{s.text}»")  # the quote itself is unchanged
+    plain = answer_view(Answer("q", False, 0.9, sentences=(replace(quoted, span=None),)), fake_pipeline.index)
+    assert "rag-span" not in plain.html
 
 
 def test_answer_view_says_when_a_follow_up_used_the_conversation(fake_pipeline: Pipeline) -> None:
