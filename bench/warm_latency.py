@@ -2,7 +2,9 @@
 
 Opens the index (building it from the documents first when it is missing or stale), asks
 three questions untimed, then every question once, and prints one JSON line: the median of
-each ``Answer.timings_ms`` stage, the p95 of the total, and the process CPU per question.
+each ``Answer.timings_ms`` stage (``read``: the reader), the p95 of the total and its ratio to the
+p50, the p50 of the total over the p50 of the question's e5 encoding (``total_over_e5``), and the
+process CPU per question.
 ``--code`` imports ``rag`` from another checkout (a ``git worktree`` of an older commit), so
 the code before a change and after it can be timed in turns on one machine:
 
@@ -52,9 +54,13 @@ def main() -> None:
             stages.setdefault(key, []).append(ms)
     cpu_ms = (time.process_time() - cpu) * 1000 / len(questions)
     totals = sorted(stages["total"])
+    p50, p95 = statistics.median(totals), totals[max(0, int(0.95 * len(totals)) - 1)]
+    e5 = statistics.median(stages["encode.e5"]) if "encode.e5" in stages else None
     print(json.dumps({"code": args.code, "set": args.set, "questions": len(questions),
                       **{key: round(statistics.median(values), 1) for key, values in stages.items()},
-                      "total_p95": round(totals[max(0, int(0.95 * len(totals)) - 1)], 1),
+                      "total_p95": round(p95, 1), "p95_over_p50": round(p95 / p50, 2),
+                      # the answer against the question's e5 encoding in the same run (the reader's budget)
+                      "total_over_e5": None if not e5 else round(p50 / e5, 2),
                       "cpu_ms_per_question": round(cpu_ms, 1)}))
 
 

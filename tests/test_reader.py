@@ -91,6 +91,7 @@ def test_a_tiny_training_run_writes_a_reader_that_loads_and_reads(base: Path, tm
                                held_out_share=1000, groups_per_step=4), base, log=lambda _: None)
     assert record["layers"] == 1 and record["trained"]["steps"] >= 1
     assert set(record["held_out"]) >= {"first_sentence", "span_f1_when_first", "log_loss"}
+    assert "Held-out articles" in (out / "README.md").read_text(encoding="utf-8")
     reader = Reader(base, out, threads=1, precision="fp32")
     sentences = ["She moved to Paris in 1891 to study physics.", "Marie Curie was born in Warsaw in 1867."]
     said = reader.read("Where was Marie Curie born?", sentences, ["", ""])

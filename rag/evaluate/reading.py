@@ -87,13 +87,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--precision", default="auto")
     args = parser.parse_args(argv)
     reader = Reader(ensure_model(Paths.from_env().cache).path, args.reader, precision=args.precision)
-    report = {}
+    report: dict[str, Any] = {}
     for path in args.sets:
         file = path / "questions.jsonl" if path.is_dir() else path
         report[path.name] = score_set(reader, file)
         print(f"{path.name}: {json.dumps(report[path.name])}", file=sys.stderr, flush=True)
     if len(report) > 1:
-        report["average_f1"] = round(float(np.mean([r["f1"] for r in report.values()])), 1)  # type: ignore[index]
+        report["average_f1"] = round(float(np.mean([r["f1"] for r in report.values()])), 1)
     print(json.dumps(report, indent=1))
     return 0
 

@@ -242,7 +242,41 @@ def train(config: TrainConfig, base: Path, log: Any = print) -> dict[str, Any]:
         "held_out": figures,
     }
     (out / RECORD).write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_card(out, record, Path(config.pool).parent / "sources.json")
     return record
+
+
+def write_card(out: Path, record: dict[str, Any], sources: Path) -> None:
+    """The model card (README.md beside the weights): base, data and licences, command, hardware and time, figures."""
+    trained, config = record["trained"], record["trained"]["config"]
+    lines = [
+        "# The reader: a cross-encoder over the first layers of multilingual-e5-small",
+        "",
+        f"- **Base**: {record['base']}; its first {record['layers']} layers fine-tuned (float16 here, "
+        f"{(out / WEIGHTS).stat().st_size / 1e6:.1f} MB); the embeddings are the base's and are not shipped.",
+        "- **Reads** `<s> question </s></s> sentence </s> end of the sentence before </s>`; gives the probability "
+        "that the sentence answers (from `<s>`) and the answering span (start and end over the sentence's tokens).",
+        f"- **Trained**: `{trained['command']}`, {trained['steps']:,} steps of {config['groups_per_step']} questions "
+        f"({trained['seconds'] / 60:.0f} min on {trained['hardware']}).",
+        "- **Data**: extractive QA in seven languages (`qa-pool.jsonl.gz`), languages sampled evenly; per question "
+        "its answering sentence against other sentences of its paragraph and the most question-like sentence of "
+        "another paragraph of its article; near misses (the answering sentence deleted); unanswerable questions "
+        "(SQuAD 2.0-style, Spanish); cross-lingual pairs (translated SQuAD questions over another language's "
+        "paragraph). XQuAD's paragraphs are not in the pool; the long-document sets' held-out articles were "
+        "skipped; one article in twenty was held out for the figures below.",
+        "",
+        "| source | language | licence | repository @ commit |",
+        "|---|---|---|---|",
+    ]
+    if sources.is_file():
+        for name, s in json.loads(sources.read_text(encoding="utf-8")).items():
+            lines.append(f"| {name} | {s.get('lang')} | {s.get('licence')} | {s.get('repo')} @ {s.get('commit')} |")
+    groups = ", ".join(f"{k} {v:,}" for k, v in sorted(trained["groups"].items()))
+    lines += ["", f"Trained on: {groups} questions.",
+              "", "## Held-out articles (never trained on)", "", "```json",
+              json.dumps(record["held_out"], indent=1), "```", "",
+              "Figures on the XQuAD development sets and the seed questions: docs/reader.md.", ""]
+    (out / "README.md").write_text("\n".join(lines), encoding="utf-8")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
