@@ -37,6 +37,7 @@ from ..scorer import (
     READER_FEATURES,
     RERANK_FEATURES,
     STAGE,
+    Logistic,
     ReaderStage,
     ScorerModel,
     answer_features,
@@ -45,7 +46,7 @@ from ..scorer import (
 )
 from ..settings import Settings
 from .cases import PACKAGE, Case, collect
-from .scorer import SETS, cross_validate, ece, fit_listwise, fit_logistic, folds, pick_threshold, summary
+from .scorer import SETS, cross_validate, fit_listwise, fit_logistic, folds, pick_threshold, summary
 
 
 @dataclass(frozen=True)
@@ -88,56 +89,74 @@ def _cut(read: Read, n: int) -> Read:
     return Read(read.top[:n], read.logits[:n], read.spans[:n])
 
 
-def rerank_rows(cases: Sequence[Case], logits: dict[int, np.ndarray], reads: Sequence[Read], idx: np.ndarray
-                ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def _masked(x: np.ndarray, names: tuple[str, ...], drop: tuple[str, ...]) -> np.ndarray:
+    """``x`` with the columns named in ``drop`` zeroed: a constant column gets weight 0 in the fit, so the
+    fitted model ignores that evidence at run time too (the ablation's way of removing it)."""
+    out = np.array(x, dtype=np.float64, copy=True)
+    for name in drop:
+        if name in names:
+            out[..., names.index(name)] = 0.0
+    return out
+
+
+def rerank_rows(cases: Sequence[Case], logits: dict[int, np.ndarray], reads: Sequence[Read], idx: np.ndarray,
+                drop: tuple[str, ...] = ()) -> tuple[list[np.ndarray], list[np.ndarray]]:
     xs, ys = [], []
     for i in idx:
         c, r = cases[i], reads[i]
         if c.answerable and c.variant in ("answerable", "seed") and r.top:
-            xs.append(np.column_stack([logits[i][r.top], r.logits]))
+            xs.append(_masked(np.column_stack([logits[i][r.top], r.logits]), RERANK_FEATURES, drop))
             ys.append(c.strict[r.top])
     return xs, ys
 
 
-def stage_row(case: Case, logits: np.ndarray, read: Read, rerank: object) -> tuple[np.ndarray, np.ndarray]:
-    """The answer/abstention row of a case and its reranked logits."""
-    base = answer_features(case.sf, logits)
-    if not read.top:
-        return np.concatenate([base, reader_features(np.zeros(0), np.zeros(0), np.zeros(0))]), np.zeros(0)
-    final = rerank.logit(np.column_stack([logits[read.top], read.logits]))  # type: ignore[attr-defined]
-    return np.concatenate([base, reader_features(read.logits, read.spans, final)]), final
+def _zero(names: tuple[str, ...]) -> Logistic:
+    n = len(names)
+    return Logistic(names, np.zeros(n), np.ones(n), np.zeros(n), 0.0)
 
 
 def fit_stage(cases: Sequence[Case], logits: dict[int, np.ndarray], reads: Sequence[Read], idx: np.ndarray,
-              sentences: int, support_min: float, seed_weight: float) -> ReaderStage:
-    xs, ys = rerank_rows(cases, logits, reads, idx)
+              sentences: int, support_min: float, seed_weight: float, drop: tuple[str, ...] = ()) -> ReaderStage:
+    """The stage fit on the cases ``idx``; ``drop`` names evidence it must not use (the ablation)."""
+    xs, ys = rerank_rows(cases, logits, reads, idx, drop)
     rerank = fit_listwise(xs, ys, RERANK_FEATURES)
+    names = ANSWER_FEATURES + READER_FEATURES
+    shape = ReaderStage(sentences, rerank, _zero(names), _zero(names), 0.0, support_min, {})
     rows, right, able, weight, real = [], [], [], [], []
     for i in idx:
-        c = cases[i]
-        row, final = stage_row(c, logits[i], reads[i], rerank)
-        rows.append(row)
-        first = reads[i].top[int(np.argmax(final))] if len(final) else None
-        right.append(first is not None and bool(c.loose[first]))
+        c, r = cases[i], reads[i]
+        rows.append(_row(c, logits[i], r, rerank))
+        # the answer model's label: the answer shown (first sentence and supports) holds a gold answer
+        choice = choose(c.sf, c.texts, _fixed_logits(logits[i]), 3, shape, (r.logits, r.spans)) \
+            if len(c.sf.sentences) else None
+        shown = [] if choice is None else [list(c.sf.sentences).index(s) for s in choice.sentences]
+        right.append(any(bool(c.loose[j]) for j in shown))
         able.append(c.answerable)
         weight.append(seed_weight if c.variant == "seed" else 1.0)
         real.append(c.variant in ("answerable", "seed"))
-    x, w, keep = np.array(rows), np.array(weight), np.array(real)
-    names = ANSWER_FEATURES + READER_FEATURES
+    x, w, keep = _masked(np.array(rows), names, drop), np.array(weight), np.array(real)
     answer = fit_logistic(x[keep], np.array(right)[keep], names, w[keep])
     abstain = fit_logistic(x, np.array(able), names, w)
     return ReaderStage(sentences, rerank, answer, abstain, 0.5, support_min, {})
 
 
+def _row(case: Case, logits: np.ndarray, read: Read, rerank: Logistic) -> np.ndarray:
+    """The answer/abstention row of a case, as ``choose`` makes it."""
+    base = answer_features(case.sf, logits)
+    if not read.top:
+        return np.concatenate([base, reader_features(np.zeros(0), np.zeros(0), np.zeros(0))])
+    final = rerank.logit(np.column_stack([logits[read.top], read.logits]))
+    return np.concatenate([base, reader_features(read.logits, read.spans, final)])
+
+
 def outcomes(cases: Sequence[Case], logits: dict[int, np.ndarray], reads: Sequence[Read], fold: np.ndarray,
-             stages: list[ReaderStage], model: ScorerModel, threshold: float) -> list[dict]:
+             stages: list[ReaderStage], threshold: float) -> list[dict]:
     out = []
     for i, c in enumerate(cases):
         stage = stages[int(fold[i])]
         stage = ReaderStage(stage.sentences, stage.rerank, stage.answer, stage.abstain, threshold,
                             stage.support_min, {})
-        fixed = ScorerModel(model.sentence, model.answer, model.abstain, model.threshold, model.support_min, {})
-        choice = choose(c.sf, c.texts, _fixed_logits(fixed, logits[i]), 3, stage,
+        choice = choose(c.sf, c.texts, _fixed_logits(logits[i]), 3, stage,
                         (reads[i].logits, reads[i].spans)) if len(c.sf.sentences) else None
         shown = [] if choice is None else [list(c.sf.sentences).index(s) for s in choice.sentences]
         abstained = choice is None or choice.abstain
@@ -159,9 +178,27 @@ class _Given:
         return self.logits
 
 
-def _fixed_logits(model: ScorerModel, logits: np.ndarray) -> ScorerModel:
-    return ScorerModel(_Given(logits), model.answer, model.abstain, model.threshold,  # type: ignore[arg-type]
-                       model.support_min, model.info)
+def _fixed_logits(logits: np.ndarray) -> ScorerModel:
+    """A scorer whose sentence model returns ``logits`` (a case's out-of-fold ones); the rest unused with a stage."""
+    zero = _zero(ANSWER_FEATURES)
+    return ScorerModel(_Given(logits), zero, zero, 0.0, 0.15, {})  # type: ignore[arg-type]
+
+
+def out_of_fold(cases: Sequence[Case], logits: dict[int, np.ndarray], reads: Sequence[Read], fold: np.ndarray,
+                stages: list[ReaderStage], target: float) -> tuple[float, dict]:
+    """The threshold the rule picks and each set's out-of-fold figures (as asked, near miss, off topic)."""
+    rows = outcomes(cases, logits, reads, fold, stages, 0.0)
+    threshold = pick_threshold([r for r in rows if r["variant"] in ("answerable", "seed")], target)
+    rows = outcomes(cases, logits, reads, fold, stages, threshold)
+    figures = {}
+    for name in sorted({r["set"] for r in rows}):
+        sel = [r for r in rows if r["set"] == name]
+        figures[name] = {
+            "answerable": summary([r for r in sel if r["variant"] in ("answerable", "seed")]),
+            "masked": summary([r for r in sel if r["variant"] == "masked"]),
+            "offdoc": summary([r for r in sel if r["variant"] == "offdoc"]),
+        }
+    return threshold, figures
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -169,12 +206,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--bench", type=Path, default=Path("../shared/bench"))
     parser.add_argument("--seed-tune", type=Path, default=Path("evals/seed_tune.jsonl"))
     parser.add_argument("--work", type=Path, default=Path("bench/results"))
+    parser.add_argument("--sets", default=",".join(SETS), help="the XQuAD sets to use [all four]")
     parser.add_argument("--reader", type=Path, default=None, help="a reader folder (default: the shipped one)")
     parser.add_argument("--sentences", type=int, default=8, help="candidates the reader reads [8]")
     parser.add_argument("--sweep", default="", help="also report these numbers of sentences, e.g. 4,8,12")
     parser.add_argument("--target", type=float, default=0.05)
     parser.add_argument("--seed-weight", type=float, default=20.0)
     parser.add_argument("--support-min", type=float, default=0.15)
+    parser.add_argument("--ablation", action="store_true", help="also the reader without the scorer's evidence")
     parser.add_argument("--write", action="store_true", help="fit on everything and write stage.json to the reader")
     args = parser.parse_args(argv)
     from ..model.export import ensure_model
@@ -184,7 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     qidx, cache = args.work / "qidx", args.work / "scorer-cache"
     cases: list[Case] = []
     dirs: dict[str, Path] = {}
-    for name in SETS:
+    for name in args.sets.split(","):
         lang = name.rsplit("-", 1)[1]
         d = args.bench / name
         cases += collect(name, d / "docs", d / "questions.jsonl", qidx / lang, settings, cache,
@@ -193,30 +232,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     cases += collect("seed-tune", Path("seeds"), args.seed_tune, qidx / "seeds", settings, cache, {}, simulate=False)
     dirs["seed-tune"] = qidx / "seeds"
     fold = folds(cases)
-    scorers, logits = cross_validate(cases, fold, with_answer=False)
+    _, logits = cross_validate(cases, fold, with_answer=False)
     folder = args.reader or shipped_dir()
     reader = Reader(ensure_model(Paths.from_env().cache).path, folder)
     sweep = sorted({args.sentences, *(int(n) for n in args.sweep.split(",") if n)})
     reads_all = read_cases(cases, logits, reader, max(sweep), dirs, args.work / "reader-cache")
     report: dict = {}
+    variants: dict[str, tuple[str, ...]] = {"scorer and reader": ()}
+    if args.ablation:  # the reader without the scorer's evidence: does the scorer still earn its place?
+        variants["reader alone"] = (*ANSWER_FEATURES, "scorer_logit")
     for n in sweep:
         reads = [_cut(r, n) for r in reads_all]
-        stages = [fit_stage(cases, logits, reads, np.flatnonzero(fold != f), n, args.support_min, args.seed_weight)
-                  for f in range(int(fold.max()) + 1)]
-        rows = outcomes(cases, logits, reads, fold, stages, scorers[0], 0.0)
-        threshold = pick_threshold([r for r in rows if r["variant"] in ("answerable", "seed")], args.target)
-        rows = outcomes(cases, logits, reads, fold, stages, scorers[0], threshold)
-        report[n] = {"threshold": threshold, "out_of_fold": {}}
-        for name in sorted({r["set"] for r in rows}):
-            sel = [r for r in rows if r["set"] == name]
-            report[n]["out_of_fold"][name] = {
-                "answerable": summary([r for r in sel if r["variant"] in ("answerable", "seed")]),
-                "masked": summary([r for r in sel if r["variant"] == "masked"]),
-                "offdoc": summary([r for r in sel if r["variant"] == "offdoc"]),
-                "ece_as_asked": ece([r for r in sel if r["variant"] in ("answerable", "seed")]),
-            }
+        for variant, drop in variants.items():
+            if variant != "scorer and reader" and n != args.sentences:
+                continue
+            stages = [fit_stage(cases, logits, reads, np.flatnonzero(fold != f), n, args.support_min,
+                                args.seed_weight, drop) for f in range(int(fold.max()) + 1)]
+            threshold, figures = out_of_fold(cases, logits, reads, fold, stages, args.target)
+            report[f"{n} sentences, {variant}"] = {"threshold": threshold, "out_of_fold": figures}
         if args.write and n == args.sentences:
             stage = fit_stage(cases, logits, reads, np.arange(len(cases)), n, args.support_min, args.seed_weight)
+            threshold = report[f"{n} sentences, scorer and reader"]["threshold"]
             stage = ReaderStage(n, stage.rerank, stage.answer, stage.abstain, threshold, args.support_min,
                                 {"reader_sha256": reader.record["sha256"], "cases": len(cases),
                                  "trained_on": sorted({c.set for c in cases}), "target_false_abstention": args.target,
@@ -225,7 +261,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             out.write_text(json.dumps(stage.to_dict(), indent=1) + "\n", encoding="utf-8")
             print(f"wrote {out}", file=sys.stderr)
     print(json.dumps(report, indent=1))
+    print(table(report), file=sys.stderr)
     return 0
+
+
+def table(report: dict) -> str:
+    """The report as a Markdown table (answer accuracy, first sentence, false abstention, near-miss and
+    off-topic recall, ECE of the questions as asked)."""
+    lines = ["| variant | set | threshold | answer_accuracy | first_sentence_accuracy | false abstention | "
+             "near-miss recall | off-topic recall | ECE, as asked |", "|---|---|---|---|---|---|---|---|---|"]
+    for variant, entry in report.items():
+        for name, f in entry["out_of_fold"].items():
+            a, m, o = f["answerable"], f["masked"], f["offdoc"]
+            if not m["n"]:  # the seed questions: their own unanswerable ones, near misses and off topic together
+                m = {"abstain_recall": f"{a['abstain_recall']} (all unanswerable)"}
+            lines.append(f"| {variant} | {name} | {entry['threshold']} | {a['answer_accuracy']} | "
+                         f"{a['first_sentence_accuracy']} | {a['false_abstention_rate']} | {m['abstain_recall']} | "
+                         f"{o['abstain_recall']} | {a['ece']} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
