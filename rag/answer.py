@@ -16,7 +16,7 @@ from .features import sentence_features
 from .index import Index
 from .reader import Reader, Reading
 from .retrieve import Retrieval
-from .scorer import SCORER, SCORER_NO_TERMS, Choice, bundled_model, bundled_stage, choose, reader_logits
+from .scorer import SCORER, SCORER_NO_TERMS, Choice, ReadOut, bundled_model, bundled_stage, choose, reader_logits
 from .settings import SAME_FEATURES, Settings
 from .types import Answer, Quote
 
@@ -125,7 +125,8 @@ def decide(index: Index, retrieval: Retrieval, settings: Settings, reader: Reade
         ids = [sf.sentences[i] for i in top]
         said = reader.read(retrieval.question, [texts[i] for i in top], [context_of(index, s) for s in ids])
         readings = dict(zip(ids, said, strict=True))
-        read = (np.array([r.logit for r in said]), np.array([r.span_prob for r in said]))
+        read = ReadOut(np.array([r.logit for r in said]), np.array([r.span_prob for r in said]),
+                       np.array([r.span_score for r in said]))
     choice = choose(sf, texts, model, settings.max_answer_sentences, stage, read)
     if learned(settings):
         threshold = settings.abstain_threshold if settings.abstain_threshold is not None else (

