@@ -31,7 +31,7 @@ import numpy as np
 
 from ..answer import context_of
 from ..index import open_index
-from ..reader import Reader, shipped_dir
+from ..reader import Reader, Reading, shipped_dir
 from ..scorer import (
     ANSWER_FEATURES,
     READER_FEATURES,
@@ -71,16 +71,22 @@ def read_cases(cases: Sequence[Case], logits: dict[int, np.ndarray], reader: Rea
         return [Read(r["top"], ReadOut(np.array(r["logits"]), np.array(r["spans"]), np.array(r["scores"])))
                 for r in rows]
     indexes = {name: open_index(d) for name, d in index_dirs.items()}
+    seen: dict[tuple[str, str, int], Reading] = {}  # a question's near-miss and off-topic cases share sentences
     out = []
     for i, c in enumerate(cases):
         top = [int(j) for j in np.argsort(-logits[i], kind="stable")[:most]]
         index = indexes[c.set]
-        said = reader.read(c.question, [c.texts[j] for j in top],
-                           [context_of(index, c.sf.sentences[j]) for j in top])
-        out.append(Read(top, ReadOut(np.array([r.logit for r in said]), np.array([r.span_prob for r in said]),
-                                     np.array([r.span_score for r in said]))))
-        if (i + 1) % 500 == 0:
-            print(f"read {i + 1:,}/{len(cases):,} cases", file=sys.stderr, flush=True)
+        keys = [(c.set, c.question, c.sf.sentences[j]) for j in top]
+        new = [j for j, k in zip(top, keys, strict=True) if k not in seen]
+        if new:
+            said = reader.read(c.question, [c.texts[j] for j in new],
+                               [context_of(index, c.sf.sentences[j]) for j in new])
+            seen.update(((c.set, c.question, c.sf.sentences[j]), r) for j, r in zip(new, said, strict=True))
+        got = [seen[k] for k in keys]
+        out.append(Read(top, ReadOut(np.array([r.logit for r in got]), np.array([r.span_prob for r in got]),
+                                     np.array([r.span_score for r in got]))))
+        if (i + 1) % 1000 == 0:
+            print(f"read {i + 1:,}/{len(cases):,} cases ({len(seen):,} sentences)", file=sys.stderr, flush=True)
     cache.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps([{"top": r.top, "logits": r.out.logits.tolist(), "spans": r.out.span_probs.tolist(),
                                  "scores": r.out.span_scores.tolist()} for r in out]), encoding="utf-8")
