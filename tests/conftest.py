@@ -102,6 +102,18 @@ def fake_pipeline(tmp_path: Path, seeds_copy: Path) -> Pipeline:
     return Pipeline.open(index_dir, FAKE, FakeEncoder())
 
 
+@pytest.fixture
+def tiny(tmp_path: Path) -> tuple[Path, Path]:
+    """A folder of three small documents and a question set about them (helpers.TINY_DOCS, TINY_QUESTIONS)."""
+    from helpers import TINY_DOCS, TINY_QUESTIONS, write_lines
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for name, text in TINY_DOCS.items():
+        (docs / name).write_text(text, encoding="utf-8")
+    return docs, write_lines(tmp_path / "questions.jsonl", TINY_QUESTIONS)
+
+
 @pytest.fixture(scope="session")
 def real_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The seeds indexed once per test session with the default model."""

@@ -5,22 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner, Result
-from helpers import TINY_DOCS, TINY_QUESTIONS
+from helpers import TINY_QUESTIONS
 
 from rag.cli import main
-
-
-@pytest.fixture
-def tiny(tmp_path: Path) -> tuple[Path, Path]:
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    for name, text in TINY_DOCS.items():
-        (docs / name).write_text(text, encoding="utf-8")
-    questions = tmp_path / "questions.jsonl"
-    questions.write_text("".join(json.dumps(q) + "\n" for q in TINY_QUESTIONS), encoding="utf-8")
-    return docs, questions
 
 
 def run(*args: str | Path) -> Result:

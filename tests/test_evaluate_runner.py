@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from conftest import FAKE, FakeEncoder
-from helpers import SEED_QUESTIONS, TINY_DOCS, TINY_QUESTIONS, write_lines
+from helpers import SEED_QUESTIONS, TINY_QUESTIONS, write_lines
 
 from rag.errors import QuestionSetError
 from rag.evaluate import evaluate, load_questions
@@ -16,16 +16,6 @@ from rag.load import load_documents
 from rag.pipeline import Pipeline, Traced
 
 # ------------------------------------------------------------------------------ runner
-
-
-@pytest.fixture
-def tiny(tmp_path: Path) -> tuple[Path, Path]:
-    """A folder of three small documents and a question set about them."""
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    for name, text in TINY_DOCS.items():
-        (docs / name).write_text(text, encoding="utf-8")
-    return docs, write_lines(tmp_path / "questions.jsonl", TINY_QUESTIONS)
 
 
 def test_evaluate_a_tiny_set_end_to_end(tiny: tuple[Path, Path], tmp_path: Path) -> None:
