@@ -116,8 +116,10 @@ def build_net(folder: Path, layers: int, pooling: str = "mean") -> Any:
     global _NET
     try:
         from transformers import AutoModel
+        from transformers.utils import logging as hf_logging
     except ImportError as exc:
         raise ModelError("the reader needs: pip install torch==2.13.0 transformers") from exc
+    hf_logging.disable_progress_bar()  # no "Loading weights" bar on the CLI's stderr
     bert = AutoModel.from_pretrained(str(folder))  # its zero pooler is kept (and never read)
     bert.encoder.layer = bert.encoder.layer[:layers]
     bert.config.num_hidden_layers = layers

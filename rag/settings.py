@@ -113,7 +113,7 @@ class Settings:
     followups: bool = True
     # The reader (rag.reader): a cross-encoder reads the best candidate sentences with the question,
     # orders them and shares in abstention. Off: the scorer alone (the answer path before it).
-    reader: bool = False
+    reader: bool = True
     reader_precision: str = "auto"  # auto (bf16 where the CPU has it, else fp32), fp32, bf16
 
     def __post_init__(self) -> None:

@@ -5,9 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 export PIP_DISABLE_PIP_VERSION_CHECK=1
+# The reader needs PyTorch. The pin takes the CPU build from local disk; an unpinned torch pulls a
+# CUDA build of several GB.
+"$PY" -m pip install -q "torch==2.13.0"
 if [ "${1:-}" = "test" ]; then
-  # The pin takes the CPU build from local disk; an unpinned torch pulls a CUDA build of several GB.
-  "$PY" -m pip install -q "torch==2.13.0"
   # ray and milvus: the engine tests (tests/test_distributed.py, tests/test_vector_store.py)
   "$PY" -m pip install -q -e ".[test,st,ray,milvus]"
   bash scripts/install_chromium.sh

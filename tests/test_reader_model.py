@@ -102,3 +102,23 @@ def test_the_shipped_weights_are_checked(tmp_path: Path) -> None:
 
     record = reader_record()
     assert record["layers"] >= 1 and len(record["sha256"]) == 64
+
+
+def test_the_pipeline_reads_the_best_sentences_and_shows_what_the_reader_said(real_index: Path) -> None:
+    from rag.pipeline import Pipeline
+    from rag.settings import Settings
+
+    pipe = Pipeline.open(real_index, Settings(reader=True))
+    traced = pipe.ask_traced("What did Blinken offer?")
+    answer = traced.answer
+    assert not answer.abstained and answer.timings_ms["read"] > 0
+    stage_reads = len(traced.decision.readings)
+    assert 1 <= stage_reads <= 12
+    assert all(s.reader is not None and 0 <= s.reader <= 1 for s in answer.sentences)
+    for s in answer.sentences:  # a span is always inside its quote
+        if s.span is not None:
+            assert s.start <= s.span[0] < s.span[1] <= s.end and s.span_text and s.span_text in s.text
+    # the reader off: the scorer alone, nothing read, nothing shown of it
+    off = Pipeline.open(real_index, Settings(reader=False)).ask_traced("What did Blinken offer?")
+    assert off.decision.readings == {} and off.answer.timings_ms["read"] == 0
+    assert all(s.reader is None and s.span is None for s in off.answer.sentences)

@@ -53,28 +53,36 @@ def exact(prediction: str, gold: str) -> float:
     return float(normalise(prediction) == normalise(gold))
 
 
-def read_paragraph(reader: Reader, question: str, paragraph: str) -> tuple[str, str]:
-    """(the sentence the reader ranks first, its best span) over ``paragraph``'s sentences."""
+def read_paragraph(reader: Reader, question: str, paragraph: str) -> tuple[str, str, float]:
+    """(the sentence the reader ranks first, its best span, the span's probability) over ``paragraph``'s sentences."""
     bounds = list(sentence_bounds(paragraph, 0, len(paragraph)))
     sentences = [paragraph[s:e] for s, e in bounds]
     contexts = ["", *sentences[:-1]]
     said = reader.read(question, sentences, contexts)
     best = int(np.argmax([r.logit for r in said]))
     span = said[best].span
-    return sentences[best], "" if span is None else sentences[best][span[0] : span[1]]
+    return sentences[best], "" if span is None else sentences[best][span[0] : span[1]], said[best].span_prob
 
 
 def score_set(reader: Reader, path: Path) -> dict[str, Any]:
     """Span EM and F1 (percent) and how often the right sentence came first, over a set's answerable questions."""
     cases = [c for c in load_questions(path).cases if c.answerable and c.context and c.answers]
-    em, f1, sentence = [], [], []
+    em, f1, sentence, sure = [], [], [], []
     for c in cases:
-        chosen, span = read_paragraph(reader, c.question, c.context or "")
+        chosen, span, prob = read_paragraph(reader, c.question, c.context or "")
         em.append(max(exact(span, a) for a in c.answers))
         f1.append(max(span_f1(span, a) for a in c.answers))
         sentence.append(any(a in chosen for a in c.answers))
+        sure.append(prob)
+    f1s, probs = np.array(f1), np.array(sure)
+    # the operating point of the span shown in answers (rag.answer.SPAN_SHOWN): how many spans each
+    # threshold shows and how right those are
+    shown = {f"{t:g}": {"shown": round(float(np.mean(probs >= t)), 3),
+                        "f1_of_shown": round(100 * float(f1s[probs >= t].mean()), 1) if (probs >= t).any() else None}
+             for t in (0.1, 0.2, 0.3, 0.4, 0.5, 0.7)}
     return {"questions": len(cases), "exact_match": round(100 * float(np.mean(em)), 1),
-            "f1": round(100 * float(np.mean(f1)), 1), "sentence_first": round(float(np.mean(sentence)), 3)}
+            "f1": round(100 * float(np.mean(f1)), 1), "sentence_first": round(float(np.mean(sentence)), 3),
+            "by_span_probability": shown}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
