@@ -57,7 +57,8 @@ class EvalReport:
 
 
 def _run_case(pipeline: Pipeline, case: EvalCase, passage: tuple[int, int] | None,
-              documents: Mapping[str, str], source: str) -> CaseResult:
+              documents: Mapping[str, str], source: str) -> tuple[CaseResult, float]:
+    """The case's result, and the threshold its abstention was decided with (the reader's stage has its own)."""
     try:
         started = time.perf_counter()
         traced = pipeline.ask_traced(case.question, history=case.history)
@@ -101,7 +102,7 @@ def _run_case(pipeline: Pipeline, case: EvalCase, passage: tuple[int, int] | Non
         top_docs=tuple(d for d, _ in docs[:5]),
         latency_ms=round(latency_ms, 3),
         timings_ms={stage: round(ms, 3) for stage, ms in answer.timings_ms.items()},
-    )
+    ), traced.decision.threshold
 
 
 def evaluate(
@@ -124,14 +125,16 @@ def evaluate(
         progress(0, total)
     _run_case(pipeline, questions.cases[0], None, documents, questions.source)  # warm-up, not kept
     results = []
+    threshold = abstain_threshold(pipeline.settings)
     for done, case in enumerate(questions.cases, start=1):
-        results.append(_run_case(pipeline, case, passages.get(case.id), documents, questions.source))
+        result, threshold = _run_case(pipeline, case, passages.get(case.id), documents, questions.source)
+        results.append(result)
         if progress:
             progress(done, total)
     return EvalReport(
         source=questions.source,
         model=pipeline.settings.model,
-        abstain_threshold=abstain_threshold(pipeline.settings),
+        abstain_threshold=threshold,
         results=tuple(results),
         build_s=None if build_s is None else round(build_s, 3),
         index=str(pipeline.index.path),
