@@ -222,8 +222,15 @@ class Reader:
         with self._lock, torch.inference_mode():
             logit, start, end = (t.float().numpy() for t in self.net(ids, mask))
         out = []
-        for row, pair in enumerate(pairs):
+        for row, (pair, sentence) in enumerate(zip(pairs, sentences, strict=True)):
             span, span_prob = best_span(start[row], end[row], pair)
+            if span is not None:  # a word's token carries the space before it: the span starts at the word
+                a, b = span
+                while a < b and sentence[a].isspace():
+                    a += 1
+                while b > a and sentence[b - 1].isspace():
+                    b -= 1
+                span = (a, b) if a < b else None
             value = float(logit[row])
             n = len(pair.offsets)
             words = slice(pair.first, pair.first + n)

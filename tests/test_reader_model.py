@@ -94,7 +94,8 @@ def test_the_span_is_the_words_that_answer(reader: Reader) -> None:
     question, answer = CASES["en"][0][:2]
     [reading] = reader.read(question, [answer], [""])
     assert reading.span is not None
-    assert "1937" in answer[reading.span[0] : reading.span[1]]
+    words = answer[reading.span[0] : reading.span[1]]
+    assert "1937" in words and words == words.strip()
 
 
 def test_the_shipped_weights_are_checked(tmp_path: Path) -> None:
