@@ -15,7 +15,6 @@ made in the cache (``rag.model.ensure_model``). PyTorch is imported on first use
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 from collections.abc import Sequence
@@ -27,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ModelError
+from .model.export import file_sha256
 
 FORMAT = 1  # of rag/data/reader; a change of inputs or layout bumps it
 MAX_QUESTION, MAX_SENTENCE, MAX_CONTEXT = 40, 72, 24  # tokens of each part read
@@ -156,10 +156,6 @@ def best_span(start: np.ndarray, end: np.ndarray, pair: Pair) -> tuple[tuple[int
     joint = np.triu(np.outer(ps, pe)) - np.triu(np.outer(ps, pe), MAX_SPAN)
     i, j = np.unravel_index(int(np.argmax(joint)), joint.shape)
     return (pair.offsets[i][0], pair.offsets[j][1]), float(joint[i, j])
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def shipped_dir() -> Path:
