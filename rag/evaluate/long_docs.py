@@ -16,8 +16,8 @@ more than half the source), together with
 their whole groups. A held-out article under ``min_chars`` characters stays held out but is not
 written: it is not a long document.
 
-``split.json`` in every written set lists the held-out titles of every source: the articles any
-reader training must exclude (``read_held_out``).
+Writing a set to disk and reading its ``split.json`` back are in ``rag.evaluate.long_doc_set``,
+re-exported here.
 """
 
 from __future__ import annotations
@@ -27,14 +27,47 @@ import hashlib
 import json
 import os
 import re
-import shutil
-import statistics
-import tempfile
 import unicodedata
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .long_doc_set import (
+    DOCS_FOLDER,
+    QUESTIONS_FILE,
+    SPLIT_FILE,
+    SetSummary,
+    read_held_out,
+    split_record,
+    summarise_set,
+    write_long_doc_set,
+)
+
+__all__ = [
+    "DEV_FRACTION",
+    "DOCS_FOLDER",
+    "LONG_DOC_SOURCES",
+    "MIN_DEV_ARTICLES",
+    "MIN_DOC_CHARS",
+    "QUESTIONS_FILE",
+    "SEPARATOR",
+    "SPLIT_FILE",
+    "ArticleKey",
+    "LongDocBuild",
+    "LongDocQuestion",
+    "LongDocument",
+    "SetSummary",
+    "SourceSplit",
+    "assign_split",
+    "build_long_docs",
+    "read_held_out",
+    "read_pool",
+    "safe_file_name",
+    "split_record",
+    "summarise_set",
+    "write_long_doc_set",
+]
 
 # The pool's sources whose articles are long (30-50 paragraphs, 10,000+ characters joined), by language.
 LONG_DOC_SOURCES: Mapping[str, str] = {
@@ -49,9 +82,6 @@ MIN_DEV_ARTICLES = 10
 # 8 paragraphs, 5,518 characters (its Spanish twin has 14,823).
 MIN_DOC_CHARS = 10_000
 SEPARATOR = "\n\n"  # between paragraphs: a blank line, which the chunker reads as a paragraph break
-SPLIT_FILE = "split.json"
-QUESTIONS_FILE = "questions.jsonl"
-DOCS_FOLDER = "docs"
 _MAX_NAME = 80
 
 ArticleKey = tuple[str, str]  # (source, title)
@@ -157,22 +187,6 @@ class LongDocBuild:
         """The questions of the ``lang`` set, in pool order."""
         names = {d.name for d in self.set_documents(lang)}
         return tuple(q for q in self.questions if q.lang == lang and q.split == "dev" and q.doc in names)
-
-
-@dataclass(frozen=True)
-class SetSummary:
-    """What one written (or writable) language set holds."""
-
-    lang: str
-    sources: tuple[str, ...]
-    articles: int  # of the language, both sides
-    held_out: int  # articles held out of reader training
-    documents: int  # the held-out articles of at least min_chars characters, one document each
-    median_chars: int
-    max_chars: int
-    answerable: int
-    unanswerable: int
-    dropped: int  # questions of its documents left out for want of a non-blank answer
 
 
 @dataclass
@@ -379,89 +393,3 @@ def _source_splits(documents: tuple[LongDocument, ...], questions: list[LongDocQ
             dropped=sum(1 for q in dropped if q.source == source),
         ))
     return tuple(out)
-
-
-def summarise_set(build: LongDocBuild, lang: str) -> SetSummary:
-    """The counts of the dev set of one language."""
-    docs = [d for d in build.documents if d.lang == lang]
-    written = build.set_documents(lang)
-    dev = build.set_questions(lang)
-    sizes = [len(d.text) for d in written] or [0]
-    sources = tuple(sorted({d.source for d in docs}))
-    names = {d.name for d in written}
-    return SetSummary(lang=lang, sources=sources, articles=len(docs), held_out=sum(d.split == "dev" for d in docs),
-                      documents=len(written), median_chars=int(statistics.median(sizes)), max_chars=max(sizes),
-                      answerable=sum(q.answerable for q in dev), unanswerable=sum(not q.answerable for q in dev),
-                      dropped=sum(q.doc in names for q in build.dropped if q.lang == lang))
-
-
-def split_record(build: LongDocBuild, provenance: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The ``split.json`` object: the rule, and per source the held-out titles and the counts."""
-    return {
-        "rule": ("by article; articles sharing a SQuAD question id (translations) form one group, scored by the "
-                 "SHA-256 of its smallest (source, title); each source holds out its lowest-scoring "
-                 "round(dev_fraction * articles) articles, at least min_dev_articles, with their whole groups; "
-                 "reader training must exclude every dev_titles article; the sets hold those of at least "
-                 "min_chars characters (short_titles are held out but not written)"),
-        "dev_fraction": build.dev_fraction,
-        "min_dev_articles": build.min_dev_articles,
-        "min_chars": build.min_chars,
-        **({"provenance": dict(provenance)} if provenance else {}),
-        "sources": {s.source: s.as_dict() for s in build.splits},
-    }
-
-
-def _write(path: Path, data: bytes) -> None:
-    with open(path, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def write_long_doc_set(folder: str | os.PathLike[str], build: LongDocBuild, lang: str,
-                       provenance: Mapping[str, Any] | None = None) -> SetSummary:
-    """Write the dev set of ``lang``: ``docs/*.txt``, ``questions.jsonl`` and ``split.json`` (every source's split).
-
-    Written into a temporary folder beside ``folder`` and renamed into place, so that a reader
-    never sees half a set; an existing set there is replaced.
-    """
-    folder = Path(folder)
-    summary = summarise_set(build, lang)
-    if not summary.documents:
-        raise ValueError(f"no held-out article of {build.min_chars}+ characters in language {lang!r} "
-                         f"({summary.articles} articles, {summary.held_out} held out): give rows of one of "
-                         f"{', '.join(build.langs()) or 'no language'}, or a lower min_chars")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
-    try:
-        (staging / DOCS_FOLDER).mkdir()
-        for doc in build.set_documents(lang):
-            _write(staging / DOCS_FOLDER / doc.name, doc.text.encode("utf-8"))
-        lines = [json.dumps(q.row(), ensure_ascii=False) for q in build.set_questions(lang)]
-        _write(staging / QUESTIONS_FILE, ("\n".join(lines) + "\n").encode("utf-8"))
-        record = {"set": {"lang": lang, "sources": list(summary.sources), "documents": summary.documents,
-                          "answerable": summary.answerable, "unanswerable": summary.unanswerable},
-                  **split_record(build, provenance)}
-        _write(staging / SPLIT_FILE, (json.dumps(record, ensure_ascii=False, indent=1) + "\n").encode("utf-8"))
-        old = None
-        if folder.exists():
-            # rename, not delete, first: the old set stays whole until the new one is in place
-            old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old-", dir=folder.parent))
-            os.replace(folder, old / folder.name)
-        os.replace(staging, folder)
-        if old is not None:
-            shutil.rmtree(old)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return summary
-
-
-def read_held_out(path: str | os.PathLike[str]) -> frozenset[ArticleKey]:
-    """The ``(source, title)`` of every held-out article in a ``split.json``: what reader training must skip."""
-    record = json.loads(Path(path).read_text(encoding="utf-8"))
-    try:
-        return frozenset((source, title) for source, entry in record["sources"].items()
-                         for title in entry["dev_titles"])
-    except (KeyError, TypeError, AttributeError):
-        raise ValueError(f"{path} is not a split.json written by write_long_doc_set: no sources/dev_titles") from None
