@@ -2,78 +2,19 @@
 
 from __future__ import annotations
 
-import hashlib
 import shutil
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pytest
+from fakes import FAKE, FakeEncoder
+from helpers import SEEDS, TINY_DOCS, TINY_QUESTIONS, MakeIndex, write_docs, write_lines
 
-from rag.encoders import TERMS, HashEncoder, create_encoder
+from rag.encoders import Encoder, create_encoder
 from rag.index import build_index
 from rag.load import load_documents
 from rag.pipeline import Pipeline
 from rag.settings import Settings
-
-ROOT = Path(__file__).resolve().parent.parent
-SEEDS = ROOT / "seeds"
-SEED_DOC = SEEDS / "000_5af0c40136177a6e.txt"
-SHARED_BENCH = ROOT.parent / "shared" / "bench"
-FAKE = Settings(model="hash")
-
-
-class FakeEncoder(HashEncoder):
-    """The one fake encoder of the tests: the library's hashing encoder (instant, deterministic, lexical).
-
-    It remembers every passage and question it was given; ``delay`` (seconds per batch) makes it
-    slow enough for a build to be caught in progress; ``model_id`` and ``dim`` make it pose as
-    another model.
-    """
-
-    def __init__(self, delay: float = 0.0, model_id: str | None = None, dim: int | None = None) -> None:
-        super().__init__()
-        self.delay = delay
-        if model_id is not None:
-            self.model_id = model_id
-        if dim is not None:
-            self._dim = dim
-        self.passages: list[str] = []
-        self.queries: list[str] = []
-
-    def _encode(self, model: Any, texts: list[str], is_query: bool) -> np.ndarray:
-        if self.delay:
-            time.sleep(self.delay)
-        return super()._encode(model, texts, is_query)
-
-    def encode_passages(self, texts: Sequence[str], progress: Callable[[int], None] | None = None) -> np.ndarray:
-        self.passages.extend(texts)
-        return super().encode_passages(texts, progress)
-
-    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
-        self.queries.extend(texts)
-        return super().encode_queries(texts)
-
-
-class FakeTermsEncoder(FakeEncoder):
-    """``FakeEncoder`` with latent terms: each lower-cased word is a term (hashed), weights equal.
-
-    Like e5's, its rows are (ids, weights) of ``TERMS`` columns, unit length, padded with 0."""
-
-    def encode_terms(self, texts: Sequence[str], progress: Callable[[int], None] | None = None
-                     ) -> tuple[np.ndarray, np.ndarray]:
-        ids = np.zeros((len(texts), TERMS), dtype=np.uint16)
-        weights = np.zeros((len(texts), TERMS), dtype=np.float16)
-        for i, text in enumerate(texts):
-            words = sorted({w.strip(".,;:?!\"'()").lower() for w in text.split()} - {""})[:TERMS]
-            for j, w in enumerate(words):
-                ids[i, j] = int.from_bytes(hashlib.sha1(w.encode()).digest()[:2], "little") % 16384
-                weights[i, j] = 1.0 / np.sqrt(len(words))
-        if progress:
-            progress(len(texts))
-        return ids, weights
 
 
 @pytest.fixture
@@ -96,22 +37,34 @@ def seeds_copy(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def fake_pipeline(tmp_path: Path, seeds_copy: Path) -> Pipeline:
-    index_dir = tmp_path / "index"
-    build_index(load_documents(seeds_copy), index_dir, FAKE, FakeEncoder())
-    return Pipeline.open(index_dir, FAKE, FakeEncoder())
+def make_index(tmp_path: Path) -> MakeIndex:
+    """The index factory of the tests: documents in, the index folder out.
+
+    ``docs`` is a folder, or {file name: text} written to ``tmp_path/docs``; ``index`` a name under
+    ``tmp_path`` or a path. The settings default to ``FAKE`` and the encoder to a fresh ``FakeEncoder``
+    (pass one to inspect it afterwards). A test whose subject is the build itself (its report, an
+    injected failure, its progress) calls ``build_index`` instead.
+    """
+
+    def make(docs: Mapping[str, str] | Path, *, index: str | Path = "index", settings: Settings = FAKE,
+             encoder: Encoder | None = None, full: bool = False) -> Path:
+        folder = docs if isinstance(docs, Path) else write_docs(tmp_path / "docs", docs)
+        index_dir = tmp_path / index if isinstance(index, str) else index
+        build_index(load_documents(folder), index_dir, settings, encoder or FakeEncoder(), full=full)
+        return index_dir
+
+    return make
+
+
+@pytest.fixture
+def fake_pipeline(make_index: MakeIndex, seeds_copy: Path) -> Pipeline:
+    return Pipeline.open(make_index(seeds_copy), FAKE, FakeEncoder())
 
 
 @pytest.fixture
 def tiny(tmp_path: Path) -> tuple[Path, Path]:
     """A folder of three small documents and a question set about them (helpers.TINY_DOCS, TINY_QUESTIONS)."""
-    from helpers import TINY_DOCS, TINY_QUESTIONS, write_lines
-
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    for name, text in TINY_DOCS.items():
-        (docs / name).write_text(text, encoding="utf-8")
-    return docs, write_lines(tmp_path / "questions.jsonl", TINY_QUESTIONS)
+    return write_docs(tmp_path / "docs", TINY_DOCS), write_lines(tmp_path / "questions.jsonl", TINY_QUESTIONS)
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,6 @@
-"""The helpers and data shared by several test modules (tests/ is on sys.path: `from helpers import ...`)."""
+"""The helpers and data shared by several test modules (tests/ is on sys.path: `from helpers import ...`).
+
+Test modules import from here and from fakes.py, never from conftest or from one another."""
 
 from __future__ import annotations
 
@@ -12,14 +14,43 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Protocol
 
 import pytest
-from conftest import ROOT
 
+from rag.encoders import Encoder
 from rag.evaluate.metrics import CaseResult
+from rag.settings import Settings
+
+# ------------------------------------------------------------------------------ the repository's data
+
+ROOT = Path(__file__).resolve().parent.parent
+SEEDS = ROOT / "seeds"
+SEED_DOC = SEEDS / "000_5af0c40136177a6e.txt"
+SHARED_BENCH = ROOT.parent / "shared" / "bench"
+
+# ------------------------------------------------------------------------------ indexes (conftest's make_index)
+
+
+def write_docs(folder: Path, docs: Mapping[str, str]) -> Path:
+    """``folder`` holding one UTF-8 file per entry of ``docs`` (name relative to the folder: text)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in docs.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    return folder
+
+
+class MakeIndex(Protocol):
+    """The type of conftest's ``make_index`` fixture."""
+
+    def __call__(self, docs: Mapping[str, str] | Path, *, index: str | Path = "index", settings: Settings = ...,
+                 encoder: Encoder | None = None, full: bool = False) -> Path: ...
+
 
 # ------------------------------------------------------------------------------ from test_ui.py
 

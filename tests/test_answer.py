@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FAKE, FakeTermsEncoder
+from fakes import FAKE, FakeTermsEncoder
 
 from rag.answer import (
     CALIBRATION,
@@ -64,7 +64,7 @@ def test_default_abstains_by_e5_uses_learned_model(fake_pipeline: Pipeline) -> N
     uncalibrated = UNCALIBRATED[0]
     seen, differs = set(), False
     for specificity in (uncalibrated - 0.2, uncalibrated - 0.005, uncalibrated + 0.005, uncalibrated + 0.3):
-        between = replace(found, specificity=specificity)
+        between = replace(found, background=max(found.sentence_cosine.values()) - specificity)
         got = make_answer(fake_pipeline.index, between, default, question)
         chosen = choice_of(fake_pipeline.index, between, default)
         assert got.abstained == (chosen.answerable < bundled_model().threshold)

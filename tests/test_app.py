@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 import streamlit as st
-from helpers import HOSTILE, make_harbour, visible  # tests/ is on sys.path (no __init__.py)
+from helpers import HOSTILE, ROOT, make_harbour, visible  # tests/ is on sys.path (no __init__.py)
 from streamlit.testing.v1 import AppTest
 
 import rag.index.build
 from rag.index import current_build
 from rag.pipeline import Pipeline
 
-APP = Path(__file__).resolve().parent.parent / "app.py"
+APP = ROOT / "app.py"
 TIMEOUT = 120
 
 
@@ -210,6 +210,6 @@ def test_the_local_app_shows_no_deploy_button() -> None:
 
     # toolbarMode "developer" shows a "Deploy" button (seen with headless Chromium); "minimal" shows
     # only what the app itself sets: a local tool has nothing to deploy
-    config = tomllib.loads((Path(__file__).resolve().parent.parent / ".streamlit" / "config.toml").read_text())
+    config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
     assert config["client"]["toolbarMode"] == "minimal"
     assert config["server"]["address"] == "127.0.0.1" and config["browser"]["gatherUsageStats"] is False

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import FakeEncoder
+from fakes import FakeEncoder
 
 from rag.batcher import QueryBatcher
 from rag.encoders import FusionEncoder, encode_query_timed

@@ -12,16 +12,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import ROOT, SHARED_BENCH
 
 from rag.evaluate import metrics
 
-ROOT = Path(__file__).resolve().parent.parent
-SHARED_BENCH = ROOT.parent / "shared" / "bench"
 if str(ROOT) not in sys.path:  # bench/ is a package of the repo, not of the installed distribution
     sys.path.insert(0, str(ROOT))
 
-from bench import common, encoding, vectors  # noqa: E402
-from bench.vectors import ClusteredVectors, exact_top_k, ivf_nlist, vector_stats  # noqa: E402
+from bench import common, encoding, vectors
+from bench.vectors import ClusteredVectors, exact_top_k, ivf_nlist, vector_stats
 
 
 def _errors(value: object, where: str = "") -> list[str]:

@@ -13,11 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, serve_app
+from helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, ROOT, serve_app
 
 from rag.settings import DEFAULT_MODEL
 
-ROOT = Path(__file__).resolve().parent.parent
 SCREENSHOT = ROOT / "docs" / "screenshot.png"
 QUESTION = "What did Blinken offer?"
 EXPECTED = "délimitation des frontières"

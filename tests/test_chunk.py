@@ -6,7 +6,7 @@ from itertools import pairwise
 from pathlib import Path
 
 import pytest
-from conftest import SEEDS, SHARED_BENCH
+from helpers import SEEDS, SHARED_BENCH
 
 from rag.chunk import chunk_document, paragraphs, split_sentences
 from rag.errors import SettingsError

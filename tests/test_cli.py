@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
-from conftest import SEED_DOC
+from helpers import SEED_DOC
 
 from rag.cli import answer_text, main
 from rag.index import FORMAT_VERSION, current_build

@@ -13,7 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import FakeEncoder
+from fakes import FakeEncoder
+from helpers import SEEDS
 
 from rag.encoders import HashEncoder
 from rag.errors import RagError
@@ -24,7 +25,6 @@ from rag.settings import Settings
 from rag.types import Answer
 
 HASH = Settings(model="hash")
-SEEDS = Path(__file__).resolve().parent.parent / "seeds"
 THREADS = 16
 PER_THREAD = 200
 

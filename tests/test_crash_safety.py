@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FakeEncoder
+from fakes import FakeEncoder
+from helpers import ROOT, SEED_DOC
 
 from rag.encoders import HashEncoder
 from rag.index import BUILDS, CURRENT, TMP_PREFIX, build_index, current_build, open_index
@@ -33,7 +34,6 @@ from rag.settings import Settings
 from rag.types import LoadResult
 
 HASH = Settings(model="hash")
-SEED = Path(__file__).resolve().parent.parent / "seeds" / "000_5af0c40136177a6e.txt"
 QUESTIONS = (
     "Qui a appelé le président Ilham Aliyev ?",
     "Combien de prisonniers arméniens ont été rendus ?",
@@ -64,7 +64,7 @@ def _otters(version: int) -> str:
 
 def _write_docs(folder: Path, version: int) -> Path:
     folder.mkdir(parents=True)
-    shutil.copy(SEED, folder / SEED.name)
+    shutil.copy(SEED_DOC, folder / SEED_DOC.name)
     if version >= 1:
         (folder / "otters.txt").write_text(_otters(version), encoding="utf-8")
     if version >= 2:
@@ -121,7 +121,7 @@ def _run_worker(jobs: list[dict[str, Any]], docs: Path, timeout: float = 600) ->
     spec = json.dumps({"docs": str(docs), "jobs": jobs})
     proc = subprocess.run(
         [sys.executable, __file__, spec], capture_output=True, text=True, timeout=timeout,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert proc.returncode == 0, proc.stderr
     return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]

@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import FAKE, SEED_DOC
+from fakes import FAKE
+from helpers import SEED_DOC, SEED_QUESTIONS
 
 from rag.encoders import HashEncoder, create_encoder
 from rag.errors import ClusterError
@@ -78,7 +79,7 @@ def _answers(index_dir: Path) -> list[tuple[str | None, list[tuple[str, int, int
 
     pipe = Pipeline.open(index_dir, FAKE, HashEncoder())
     out = []
-    for line in (Path(__file__).parent.parent / "evals" / "seed_questions.jsonl").read_text().splitlines():
+    for line in SEED_QUESTIONS.read_text().splitlines():
         answer = pipe.ask(json.loads(line)["question"])
         out.append((answer.text, [(c.doc, c.start, c.end) for c in answer.sentences]))
     return out

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import SEEDS
+from helpers import SEEDS
 
 from rag.cli import main
 from rag.encoders import (

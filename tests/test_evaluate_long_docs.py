@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import ROOT
 
 from rag.evaluate import load_questions, locate_passages
 from rag.evaluate.long_docs import (
@@ -21,7 +22,6 @@ from rag.evaluate.long_docs import (
     write_long_doc_set,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
 POOL = ROOT.parent / "shared" / "train" / "qa-pool.jsonl.gz"
 
 P1 = "Los normandos fueron un pueblo de Normandía en los siglos X y XI."

@@ -6,8 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import SEEDS
-from helpers import SEED_QUESTIONS, write_lines
+from helpers import SEED_QUESTIONS, SEEDS, write_lines
 
 from rag.errors import QuestionSetError
 from rag.evaluate.questions import EvalCase, QuestionSet, load_questions, locate_passages

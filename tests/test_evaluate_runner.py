@@ -6,7 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import FAKE, FakeEncoder
+from fakes import FAKE, FakeEncoder
 from helpers import SEED_QUESTIONS, TINY_QUESTIONS, write_lines
 
 from rag.errors import QuestionSetError

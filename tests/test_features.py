@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import FAKE, FakeTermsEncoder
+from fakes import FAKE, FakeTermsEncoder
 
 from rag.encoders import HashEncoder
 from rag.features import SENTENCE_FEATURES, _lexical, candidate_sentences, question_cues, sentence_features

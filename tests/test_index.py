@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import FAKE, SEED_DOC, FakeEncoder, FakeTermsEncoder
+from fakes import FAKE, FakeEncoder, FakeTermsEncoder
+from helpers import SEED_DOC
 
 from rag import index as index_module
 from rag.chunk import SPLITTER_VERSION, chunk_document

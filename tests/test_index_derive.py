@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FAKE, FakeEncoder
+from fakes import FAKE, FakeEncoder
 
 from rag.chunk import chunk_document
 from rag.encoders import normalise

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import FAKE, SEED_DOC, FakeEncoder
+from fakes import FAKE, FakeEncoder
+from helpers import SEED_DOC
 
 import rag.index.manifest
 import rag.load

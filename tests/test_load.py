@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import SEED_DOC, SEEDS
+from helpers import SEED_DOC, SEEDS
 
 from rag.chunk import chunk_document
 from rag.errors import DocumentsError

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SEED_DOC, SHARED_BENCH
+from helpers import SEED_DOC, SHARED_BENCH
 
 from rag.errors import ModelError
 from rag.model.export import RECORD, export_model, verify_model

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import FAKE, SEED_DOC, SEEDS
+from fakes import FAKE
+from helpers import SEED_DOC, SEEDS
 
 from rag.encoders import HashEncoder
 from rag.errors import IndexMismatchError, QuestionError

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FakeEncoder
+from fakes import FakeEncoder
 
 from rag import pool
 from rag.encoders import TERMS, HashEncoder, create_encoder, encoder_parts, terms_encoder

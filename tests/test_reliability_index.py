@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import FakeEncoder
+from fakes import FakeEncoder
 
 from rag.cli import main
 from rag.encoders import HashEncoder

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import FAKE, SEED_DOC, SEEDS, FakeEncoder
+from fakes import FAKE, FakeEncoder
+from helpers import SEED_DOC, SEEDS
 
 from rag.cli import main
 from rag.errors import IndexMismatchError, StoreError, StoreMismatchError
