@@ -24,17 +24,22 @@ from .index import Index
 from .retrieve import Retrieval
 from .types import Chunk
 
-# The names of the sentence features, in the order of the columns of ``SentenceFeatures.x``.
-SENTENCE_FEATURES = (
-    "fused", "fused_gap", "e5_gap", "use_gap", "e5_spec",
-    "chunk_rank", "chunk_gap", "best_in_chunk",
-    "neighbour", "neighbour_gap",
-    "lex_prefix", "lex_ngram", "lex_number", "novelty",
-    "type_when", "type_number", "type_who", "type_where",
-    "log_length", "first_in_paragraph",
-    "terms", "terms_gap", "lex_name",
-    "terms_focus", "terms_focus_gap",
-)
+# The sentence features by group (the training's ablation drops one group at a time); their
+# names, in this order, are the columns of ``SentenceFeatures.x`` and ``COLUMN`` finds each.
+SENTENCE_GROUPS: dict[str, tuple[str, ...]] = {
+    "dense": ("fused", "fused_gap", "e5_gap", "use_gap", "e5_spec"),
+    "passage": ("chunk_rank", "chunk_gap", "best_in_chunk"),
+    "context": ("neighbour", "neighbour_gap"),
+    "lexical": ("lex_prefix", "lex_ngram", "lex_number", "novelty"),
+    "question type": ("type_when", "type_number", "type_who", "type_where"),
+    "shape": ("log_length", "first_in_paragraph"),
+    "latent terms": ("terms", "terms_gap"),
+    "names": ("lex_name",),
+    "term focus": ("terms_focus", "terms_focus_gap"),
+}
+SENTENCE_FEATURES = tuple(name for names in SENTENCE_GROUPS.values() for name in names)
+COLUMN = {name: i for i, name in enumerate(SENTENCE_FEATURES)}
+TYPE_COLUMNS = [COLUMN[name] for name in SENTENCE_GROUPS["question type"]]
 
 # Question words by the kind of answer they ask for, in English, French, German and Spanish,
 # folded like ``fold`` (lower case, no accents). Matched as whole words or word sequences.
@@ -184,7 +189,7 @@ def sentence_features(index: Index, retrieval: Retrieval, chunks: int = 3,
     cues = question_cues(retrieval.question)
     cands = candidate_sentences(index, retrieval, chunks, exclude)
     pool = [s for s in retrieval.sentence_cosine if s not in exclude]
-    background = max(retrieval.sentence_cosine.values(), default=0.0) - retrieval.specificity
+    background = retrieval.background
     specificity = (max(retrieval.sentence_cosine[s] for s in pool) - background) if pool else -1.0
     x = np.zeros((len(cands), len(SENTENCE_FEATURES)), dtype=np.float64)
     if not cands:
@@ -192,7 +197,7 @@ def sentence_features(index: Index, retrieval: Retrieval, chunks: int = 3,
     ids = np.array([s for s, _ in cands], dtype=np.int64)
     ranks = np.array([r for _, r in cands], dtype=np.float64)
     fused = np.array([retrieval.sentence_score[s] for s in ids])
-    cos = _part_cosines(index, retrieval, ids)
+    cos = _part_cosines(retrieval, ids)
     chunk_scores = [r.score for r in retrieval.ranked if any(
         s not in exclude for s in range(index.chunks[r.chunk].first_sentence, index.chunks[r.chunk].last_sentence))]
     top_chunk = chunk_scores[0] if chunk_scores else 0.0
@@ -204,39 +209,41 @@ def sentence_features(index: Index, retrieval: Retrieval, chunks: int = 3,
         if len(chunk_of_rank) >= chunks:
             break
     floor = min(retrieval.sentence_score.values())
-    x[:, 0] = fused
-    x[:, 1] = fused - fused.max()
-    x[:, 2] = cos[:, 0] - cos[:, 0].max()
-    x[:, 3] = (cos[:, 1] - cos[:, 1].max()) if cos.shape[1] > 1 else 0.0
-    x[:, 4] = cos[:, 0] - background
-    x[:, 5] = np.log1p(ranks)
+    col = COLUMN
+    x[:, col["fused"]] = fused
+    x[:, col["fused_gap"]] = fused - fused.max()
+    x[:, col["e5_gap"]] = cos[:, 0] - cos[:, 0].max()
+    x[:, col["use_gap"]] = (cos[:, 1] - cos[:, 1].max()) if cos.shape[1] > 1 else 0.0
+    x[:, col["e5_spec"]] = cos[:, 0] - background
+    x[:, col["chunk_rank"]] = np.log1p(ranks)
     for i, (s, rank) in enumerate(cands):
         score, chunk = chunk_of_rank[rank]
-        x[i, 6] = score - top_chunk
+        x[i, col["chunk_gap"]] = score - top_chunk
         in_chunk = [retrieval.sentence_score[t] for t in range(chunk.first_sentence, chunk.last_sentence)
                     if t in retrieval.sentence_score and t not in exclude]
-        x[i, 7] = float(fused[i] >= max(in_chunk))
+        x[i, col["best_in_chunk"]] = float(fused[i] >= max(in_chunk))
         sent = index.sentences[s]
         around = [retrieval.sentence_score.get(t, floor) for t in (s - 1, s + 1)
                   if 0 <= t < len(index.sentences) and t not in exclude
                   and index.sentences[t].doc == sent.doc and index.sentences[t].paragraph == sent.paragraph]
-        x[i, 8] = max(around) if around else floor
-        x[i, 9] = x[i, 8] - fused[i]
+        x[i, col["neighbour"]] = max(around) if around else floor
+        x[i, col["neighbour_gap"]] = x[i, col["neighbour"]] - fused[i]
         prefix, ngram, number, novelty, has_date, has_number, has_name, names = _lexical(cues, sent.text)
-        x[i, 10:14] = (prefix, ngram, number, novelty)
-        x[i, 14] = float("when" in cues.kinds) * (1.0 if has_date else -1.0)
-        x[i, 15] = float("number" in cues.kinds) * (1.0 if has_number else -1.0)
-        x[i, 16] = float("who" in cues.kinds) * (1.0 if has_name else -1.0)
-        x[i, 17] = float("where" in cues.kinds) * (1.0 if has_name else -1.0)
-        x[i, 18] = np.log(max(len(sent.text), 1))
+        x[i, col["lex_prefix"]], x[i, col["lex_ngram"]] = prefix, ngram
+        x[i, col["lex_number"]], x[i, col["novelty"]] = number, novelty
+        x[i, col["type_when"]] = float("when" in cues.kinds) * (1.0 if has_date else -1.0)
+        x[i, col["type_number"]] = float("number" in cues.kinds) * (1.0 if has_number else -1.0)
+        x[i, col["type_who"]] = float("who" in cues.kinds) * (1.0 if has_name else -1.0)
+        x[i, col["type_where"]] = float("where" in cues.kinds) * (1.0 if has_name else -1.0)
+        x[i, col["log_length"]] = np.log(max(len(sent.text), 1))
         first = s == 0 or index.sentences[s - 1].doc != sent.doc or index.sentences[s - 1].paragraph != sent.paragraph
-        x[i, 19] = float(first)
-        x[i, 22] = names
+        x[i, col["first_in_paragraph"]] = float(first)
+        x[i, col["lex_name"]] = names
     terms, focus = _term_scores(index, retrieval, ids)
-    x[:, 20] = terms
-    x[:, 21] = terms - terms.max()
-    x[:, 23] = focus
-    x[:, 24] = focus - focus.max()
+    x[:, col["terms"]] = terms
+    x[:, col["terms_gap"]] = terms - terms.max()
+    x[:, col["terms_focus"]] = focus
+    x[:, col["terms_focus_gap"]] = focus - focus.max()
     return SentenceFeatures(tuple(int(s) for s in ids), x, cues, specificity)
 
 
@@ -267,12 +274,6 @@ def _term_scores(index: Index, retrieval: Retrieval, ids: np.ndarray) -> tuple[n
     return cosine, (weighted[s_ids] * s_weights.astype(np.float64) * present).sum(axis=1) / norm
 
 
-def _part_cosines(index: Index, retrieval: Retrieval, ids: np.ndarray) -> np.ndarray:
-    """The raw cosine of each sentence with the question, one column per encoder of the model."""
-    q = retrieval.query_vector
-    parts = index.parts
-    if q is None:  # a Retrieval made by hand (tests): only the first encoder's cosine is known
-        return np.array([[retrieval.sentence_cosine[int(s)]] for s in ids])
-    vectors = index.sentence_store.vectors(np.asarray(ids, dtype=np.int64))  # FAISS memory map or Milvus
-    cols = [vectors[:, p.start : p.stop] @ q[p.start : p.stop] / (p.scale * p.scale) for p in parts]
-    return np.stack(cols, axis=1).astype(np.float64)
+def _part_cosines(retrieval: Retrieval, ids: np.ndarray) -> np.ndarray:
+    """The raw cosine of each sentence with the question, one column per encoder of the model (from retrieval)."""
+    return np.asarray(retrieval.part_cosines[np.searchsorted(retrieval.sentence_ids, ids)], dtype=np.float64)

@@ -27,12 +27,9 @@ from .index import (
     Index,
     Progress,
     build_index,
-    check_compatible,
-    current_build,
-    index_status,
+    index_state,
     open_index,
     quick_status,
-    read_manifest,
     record_sources,
 )
 from .load import LoadProgress, load_documents, load_language_identifier
@@ -90,12 +87,12 @@ def ensure_index(
     if quick_status(index_dir, documents_dir, settings) == "ok":
         return None
     loaded = load_documents(documents_dir, progress=reading)
-    status = index_status(index_dir, loaded, settings)
-    if status == "ok":
+    state = index_state(index_dir, settings)
+    if state.mismatch is not None:
+        raise state.mismatch  # refused with the command that fixes it
+    if state.holds(loaded):
         record_sources(index_dir, loaded)  # touched but unchanged: stat-only again next time
         return None
-    if status == "mismatch":  # refused with the command that fixes it
-        check_compatible(read_manifest(current_build(index_dir)), settings, index_dir)
     encoder = encoder or encoder_for(settings)
     return build_index(loaded, index_dir, settings, encoder, progress=progress)
 
@@ -189,7 +186,7 @@ class Pipeline:
             query_terms, per_model["terms"] = _timed_terms(self._terms, text, query=True)
         t1 = time.perf_counter()
         evidence, lexical_ms = lexical.result()
-        retrieval = replace(retrieve(self.index, vectors[0], text, settings, evidence), query_terms=query_terms)
+        retrieval = retrieve(self.index, vectors[0], text, settings, evidence, query_terms)
         t2 = time.perf_counter()
         reader = self.reader if settings.reader else None  # settings: a per-question copy may turn it off
         t_read = time.perf_counter()

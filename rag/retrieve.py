@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .index import Index
+from .index.spans import FIRST, LAST
 from .lexical import bm25_scores, tokenize, top_k
 from .load import detect_language
 from .settings import Settings
@@ -44,10 +45,19 @@ class Retrieval:
     ranked: list[RankedChunk]
     sentence_score: dict[int, float]  # fused z-score of every candidate sentence
     sentence_cosine: dict[int, float]  # first encoder's raw cosine of every candidate sentence
-    specificity: float  # best sentence cosine minus the cosine to generic text (abstention feature)
+    background: float  # first encoder's cosine of the question to generic text (rag/data/background.tsv)
     timings_ms: dict[str, float] = field(default_factory=dict)
-    query_vector: np.ndarray | None = None  # the encoded question (fused layout), for rag.features
+    query_vector: np.ndarray | None = None  # the encoded question (fused layout)
     query_terms: tuple[np.ndarray, np.ndarray] | None = None  # its latent terms (ids, weights), for rag.features
+    # every candidate sentence's raw cosine per encoder of the model (columns: ``Index.parts``),
+    # rows in the order of ``sentence_ids`` (sorted): computed once here, read by rag.features
+    sentence_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    part_cosines: np.ndarray = field(default_factory=lambda: np.zeros((0, 1)))
+
+    @property
+    def specificity(self) -> float:
+        """The best sentence's cosine minus the cosine to generic text (an abstention feature); -1 without sentences."""
+        return max(self.sentence_cosine.values()) - self.background if self.sentence_cosine else -1.0
 
 
 def zscore(values: np.ndarray) -> np.ndarray:
@@ -101,11 +111,13 @@ def _segment_max(values: np.ndarray, offsets: np.ndarray, filled: np.ndarray, em
 
 
 def retrieve(index: Index, query_vector: np.ndarray, question: str, settings: Settings,
-             evidence: LexicalEvidence | None = None) -> Retrieval:
+             evidence: LexicalEvidence | None = None,
+             query_terms: tuple[np.ndarray, np.ndarray] | None = None) -> Retrieval:
     """Rank candidate chunks and score their sentences for one encoded question.
 
     ``evidence`` is ``lexical_evidence(index, question, settings)`` when the caller computed it
-    already (the pipeline does, while encoding).
+    already (the pipeline does, while encoding); ``query_terms`` the question's latent terms,
+    carried for the answer stage.
     """
     t0 = time.perf_counter()
     q = np.ascontiguousarray(query_vector, dtype=np.float32).reshape(1, -1)
@@ -129,7 +141,7 @@ def retrieve(index: Index, query_vector: np.ndarray, question: str, settings: Se
 
     # Each candidate's sentences form a contiguous range of ids, so of positions in ``sents``;
     # ``flat`` lists every candidate's sentence positions one candidate after the other.
-    first, last = index.chunks.rows[cand, 4], index.chunks.rows[cand, 5]  # columns of the rows: no Chunk built
+    first, last = index.chunks.rows[cand, FIRST], index.chunks.rows[cand, LAST]  # no Chunk built
     lengths = np.maximum(last - first, 0)
     offsets, filled = _segments(lengths)
     ids = np.repeat(first - offsets, lengths) + np.arange(int(lengths.sum()), dtype=np.int64)
@@ -138,8 +150,8 @@ def retrieve(index: Index, query_vector: np.ndarray, question: str, settings: Se
 
     chunk_score = np.zeros(len(cand))
     sent_score = np.zeros(len(sents))
-    first_sent_cos = np.zeros(len(sents))
-    specificity = -1.0
+    part_cos = np.zeros((len(sents), len(index.parts)))
+    background = 0.0
     # read once: from a memory map (FAISS) or in one request per kind (Milvus)
     cand_vectors, sent_vectors = index.chunk_store.vectors(cand), index.sentence_store.vectors(sents)
     for i, part in enumerate(index.parts):
@@ -149,10 +161,10 @@ def retrieve(index: Index, query_vector: np.ndarray, question: str, settings: Se
         best = _segment_max(s_cos[flat], offsets, filled, -1.0)
         chunk_score += part.weight * (zscore(c_cos) + zscore(best))
         sent_score += part.weight * zscore(s_cos)
+        part_cos[:, i] = s_cos
         if i == 0:
-            first_sent_cos = s_cos
-            if s_cos.size:
-                specificity = float(s_cos.max() - qp @ (index.background[part.start : part.stop] / part.scale))
+            background = float(qp @ (index.background[part.start : part.stop] / part.scale))
+    first_sent_cos = part_cos[:, 0] if index.parts else np.zeros(len(sents))
     if lexical and bm25_sent_all is not None and sents.size:
         same = (np.ones(len(sents), dtype=bool) if settings.lexical == "always"
                 else np.asarray(index.sentence_lang[sents] == qlang, dtype=bool))
@@ -178,7 +190,7 @@ def retrieve(index: Index, query_vector: np.ndarray, question: str, settings: Se
         question=question, question_lang=qlang, lexical=lexical, ranked=ranked,
         sentence_score=dict(zip(sents.tolist(), sent_score.tolist(), strict=True)),
         sentence_cosine=dict(zip(sents.tolist(), first_sent_cos.astype(float).tolist(), strict=True)),
-        specificity=specificity,
+        background=background,
         timings_ms={"search": (t_search - t0) * 1000, "score": (t_end - t_search) * 1000},
-        query_vector=q[0],
+        query_vector=q[0], query_terms=query_terms, sentence_ids=sents, part_cosines=part_cos,
     )

@@ -6,11 +6,11 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
 from fakes import FAKE, FakeTermsEncoder
+from helpers import MakeIndex
 
 from rag.answer import (
     CALIBRATION,
@@ -26,8 +26,6 @@ from rag.encoders import HashEncoder
 from rag.errors import SettingsError
 from rag.evaluate import normalise_text
 from rag.features import sentence_features
-from rag.index import build_index
-from rag.load import load_documents
 from rag.pipeline import Pipeline
 from rag.retrieve import retrieve
 from rag.scorer import SCORER, SCORER_NO_TERMS, bundled_model
@@ -82,20 +80,16 @@ REPEATED = "The keeper lit the lamp of the lighthouse at dusk every evening."
 
 
 @pytest.fixture
-def pipeline(tmp_path: Path) -> Pipeline:
-    docs = tmp_path / "docs"
-    docs.mkdir()
+def pipeline(make_index: MakeIndex) -> Pipeline:
     # web pages repeat sentences (menus, disclaimers): the repeat must be quoted once only
-    (docs / "a.txt").write_text(
-        f"{REPEATED} The lamp burned whale oil until 1850.\n\n"
-        "Ships passed the rocks safely in winter. The keeper wrote in a logbook every night.\n",
-        encoding="utf-8")
-    (docs / "b.txt").write_text(f"{REPEATED} Gulls nested on the tower of the lighthouse.\n", encoding="utf-8")
-    (docs / "c.txt").write_text(f"{REPEATED}\n\n{REPEATED} The lamp of the lighthouse was electric after 1920.\n",
-                                encoding="utf-8")
-    build_index(load_documents(docs), tmp_path / "index", FAKE, HashEncoder())
+    index_dir = make_index({
+        "a.txt": f"{REPEATED} The lamp burned whale oil until 1850.\n\n"
+                 "Ships passed the rocks safely in winter. The keeper wrote in a logbook every night.\n",
+        "b.txt": f"{REPEATED} Gulls nested on the tower of the lighthouse.\n",
+        "c.txt": f"{REPEATED}\n\n{REPEATED} The lamp of the lighthouse was electric after 1920.\n",
+    })
     # no threshold: these tests are about the shape of an answer, not about abstaining
-    return Pipeline.open(tmp_path / "index", FAKE.with_(abstain_threshold=-1.0), HashEncoder())
+    return Pipeline.open(index_dir, FAKE.with_(abstain_threshold=-1.0), HashEncoder())
 
 
 QUESTIONS = ["When did the keeper light the lamp of the lighthouse?", "What did the lamp burn?",
@@ -161,13 +155,12 @@ def test_support_min_must_be_a_probability() -> None:
 
 
 @pytest.mark.parametrize("terms", [True, False])
-def test_latent_terms_setting_decides_the_index_the_question_and_the_scorer(tmp_path: Path, terms: bool) -> None:
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    (docs / "a.txt").write_text(f"{REPEATED} The lamp burned whale oil until 1850.\n", encoding="utf-8")
+def test_latent_terms_setting_decides_the_index_the_question_and_the_scorer(make_index: MakeIndex,
+                                                                           terms: bool) -> None:
     settings = FAKE.with_(latent_terms=terms)
-    build_index(load_documents(docs), tmp_path / "index", settings, FakeTermsEncoder())
-    pipe = Pipeline.open(tmp_path / "index", settings, FakeTermsEncoder())
+    index_dir = make_index({"a.txt": f"{REPEATED} The lamp burned whale oil until 1850.\n"}, settings=settings,
+                           encoder=FakeTermsEncoder())
+    pipe = Pipeline.open(index_dir, settings, FakeTermsEncoder())
     traced = pipe.ask_traced("What did the lamp burn?")
     assert (pipe.index.sentence_terms is not None) is terms
     assert (traced.retrieval.query_terms is not None) is terms
@@ -222,15 +215,12 @@ class InPassTermsEncoder(FakeTermsEncoder):
         return FakeTermsEncoder.encode_terms(self, texts)
 
 
-def test_terms_made_in_the_vectors_pass_are_named_before_it_and_read_after_it(tmp_path: Path) -> None:
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    (docs / "a.txt").write_text(f"{REPEATED} The lamp burned whale oil until 1850.\n", encoding="utf-8")
+def test_terms_made_in_the_vectors_pass_are_named_before_it_and_read_after_it(make_index: MakeIndex) -> None:
     encoder = InPassTermsEncoder()
-    build_index(load_documents(docs), tmp_path / "index", FAKE, encoder)
+    index_dir = make_index({"a.txt": f"{REPEATED} The lamp burned whale oil until 1850.\n"}, encoder=encoder)
     assert len(encoder.alongside) == 1 and encoder.alongside[0] == encoder.asked_terms  # the sentences, named first
     assert set(encoder.asked_terms) <= set(encoder.passages)
-    traced = Pipeline.open(tmp_path / "index", FAKE, encoder).ask_traced("What did the lamp burn?")
+    traced = Pipeline.open(index_dir, FAKE, encoder).ask_traced("What did the lamp burn?")
     assert encoder.question_terms == ["What did the lamp burn?"]
     assert traced.retrieval.query_terms is not None and "encode.terms" in traced.answer.timings_ms
 

@@ -4,15 +4,17 @@
   (does this index fit these settings and this encoder);
 - ``store``: the folder layout, the ``CURRENT`` pointer, the build lock, atomic writes and
   ``open_index`` -> ``Index`` (with what questions need computed once, at open);
-- ``build``: ``build_index`` and ``index_status``, and the abstention background;
-- ``fresh``: ``quick_status``, the stat-only freshness check, and ``record_sources``;
+- ``build``: ``build_index``, and the abstention background;
+- ``fresh``: ``index_state``, the one classification of an index against the settings (missing,
+  mismatch, stale, ok), ``index_status`` and ``quick_status`` over it (the latter stat-only), and
+  ``record_sources``;
 - ``verify``: ``verify_index``, the full check (SHA-256 of every index file, and of the documents).
 
 The BM25 tokenizer and indexes are in ``rag.lexical``.
 """
 
-from .build import Progress, background_centroid, background_sentences, build_index, index_status
-from .fresh import quick_status, record_sources
+from .build import Progress, background_centroid, background_sentences, build_index
+from .fresh import IndexState, index_state, index_status, quick_status, record_sources, same_documents
 from .manifest import (
     FORMAT_VERSION,
     Manifest,
@@ -45,6 +47,7 @@ __all__ = [
     "FORMAT_VERSION",
     "TMP_PREFIX",
     "Index",
+    "IndexState",
     "Manifest",
     "ModelInfo",
     "ModelPart",
@@ -59,12 +62,14 @@ __all__ = [
     "check_compatible",
     "clean_leftovers",
     "current_build",
+    "index_state",
     "index_status",
     "make_faiss",
     "open_index",
     "quick_status",
     "read_manifest",
     "record_sources",
+    "same_documents",
     "settings_for",
     "verify_files",
     "verify_index",

@@ -1,7 +1,7 @@
 """Building an index: chunk, embed what changed, compute the abstention background, write atomically.
 
 ``build_index`` re-embeds only documents that are new or changed since the build in use
-(unless ``full``), and ``index_status`` says whether a build is needed at all. The
+(unless ``full``); ``rag.index.fresh.index_status`` says whether a build is needed at all. The
 background is the mean embedding of bundled generic sentences (rag/data/background.tsv) in
 the documents' languages: the baseline the answer stage measures a question's best sentence
 against before it answers.
@@ -29,7 +29,7 @@ from ..settings import Settings
 from ..types import BuildReport, Chunk, LoadResult, Span
 from . import milvus
 from .derive import derive_chunk_vectors
-from .fresh import record_sources
+from .fresh import record_sources, same_documents
 from .manifest import (
     FORMAT_VERSION,
     Counts,
@@ -85,26 +85,6 @@ def background_centroid(texts: Sequence[str], vectors: np.ndarray) -> np.ndarray
     return np.asarray(mean, dtype=np.float32)
 
 
-def index_status(root: str | os.PathLike[str], loaded: LoadResult, settings: Settings) -> str:
-    """``missing``, ``mismatch`` (another model), ``stale`` (documents or chunking) or ``ok``.
-
-    A damaged index raises ``IndexCorruptError``: rebuilding it unasked would hide the damage
-    and overwrite an index written by a newer version.
-    """
-    try:
-        manifest = read_manifest(current_build(root))
-    except IndexMissingError:
-        return "missing"
-    try:
-        if not check_compatible(manifest, settings, root):
-            return "stale"
-    except IndexMismatchError:
-        return "mismatch"
-    have = {d.id: d.sha256 for d in manifest.documents}
-    want = {d.id: d.sha256 for d in loaded.documents}
-    return "ok" if have == want else "stale"
-
-
 def build_index(
     loaded: LoadResult,
     root: str | os.PathLike[str],
@@ -147,9 +127,7 @@ def build_index(
                     settings.milvus_collection:
                 previous = None  # other collections: their rows are not this build's
         old_ids = set(previous.documents) if previous else set()
-        if previous is not None and {d.id: d.sha256 for d in loaded.documents} == {
-            d.id: d.sha256 for d in previous.documents.values()
-        }:
+        if previous is not None and same_documents(previous.documents.values(), loaded.documents):
             record_sources(root, loaded)  # files touched but unchanged: the next start is stat-only again
             return BuildReport(
                 documents=len(loaded.documents), chunks=len(previous.chunks), sentences=len(previous.sentences),

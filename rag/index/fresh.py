@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from ..errors import DocumentsError, IndexCorruptError, IndexMismatchError, IndexMissingError
 from ..load import scan_sources
@@ -56,27 +58,81 @@ def unchanged(recorded: Sequence[SourceFile], scanned_ns: int, now: Sequence[Sou
     return True
 
 
+@dataclass(frozen=True)
+class IndexState:
+    """What an index folder holds for these settings, before any document is compared: the one
+    classification behind ``quick_status``, ``index_status`` and ``ensure_index``.
+
+    ``status`` is ``missing``, ``mismatch`` (another model; ``mismatch`` is the error that says the
+    command that fixes it), ``stale`` (other chunking) or ``ok`` (same build key).
+    """
+
+    status: str
+    build: Path | None = None
+    manifest: Manifest | None = None
+    mismatch: IndexMismatchError | None = None
+
+    def holds(self, loaded: LoadResult) -> bool:
+        """Same build key and the same documents: nothing to build."""
+        return self.status == "ok" and self.manifest is not None and same_documents(self.manifest.documents,
+                                                                                    loaded.documents)
+
+
+def index_state(root: str | os.PathLike[str], settings: Settings) -> IndexState:
+    """Classify the index at ``root`` against ``settings``; a damaged manifest raises ``IndexCorruptError``."""
+    try:
+        build = current_build(root)
+    except IndexMissingError:
+        return IndexState("missing")
+    manifest = read_manifest(build)
+    try:
+        if not check_compatible(manifest, settings, root):
+            return IndexState("stale", build, manifest)
+    except IndexMismatchError as error:
+        return IndexState("mismatch", build, manifest, error)
+    return IndexState("ok", build, manifest)
+
+
+class Hashed(Protocol):
+    """A document as a build records it (``Document``, the manifest's ``DocumentEntry``)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def sha256(self) -> str: ...
+
+
+def same_documents(recorded: Iterable[Hashed], documents: Iterable[Hashed]) -> bool:
+    """The same documents, by id and SHA-256 of their bytes: the one test of "nothing to re-embed"."""
+    return {d.id: d.sha256 for d in recorded} == {d.id: d.sha256 for d in documents}
+
+
+def index_status(root: str | os.PathLike[str], loaded: LoadResult, settings: Settings) -> str:
+    """``missing``, ``mismatch`` (another model), ``stale`` (documents or chunking) or ``ok``.
+
+    A damaged index raises ``IndexCorruptError``: rebuilding it unasked would hide the damage
+    and overwrite an index written by a newer version.
+    """
+    state = index_state(root, settings)
+    if state.status != "ok":
+        return state.status
+    return "ok" if state.holds(loaded) else "stale"
+
+
 def quick_status(root: str | os.PathLike[str], documents_dir: str | os.PathLike[str], settings: Settings) -> str:
     """``missing``, ``mismatch`` (another model), ``stale`` (chunking), ``ok`` (current, by stats alone) or
     ``unknown`` (the stats differ: read the documents and ask ``index_status``).
 
     A damaged manifest raises ``IndexCorruptError``, as ``index_status`` does.
     """
-    try:
-        build = current_build(root)
-    except IndexMissingError:
-        return "missing"
-    manifest = read_manifest(build)
-    try:
-        if not check_compatible(manifest, settings, root):
-            return "stale"
-    except IndexMismatchError:
-        return "mismatch"
+    state = index_state(root, settings)
+    if state.status != "ok" or state.build is None or state.manifest is None:
+        return state.status
     try:
         now = scan_sources(documents_dir)
     except DocumentsError:
         return "unknown"  # reading the folder will say what is wrong with it
-    return "ok" if unchanged(*recorded_sources(build, manifest), now) else "unknown"
+    return "ok" if unchanged(*recorded_sources(state.build, state.manifest), now) else "unknown"
 
 
 def record_sources(root: str | os.PathLike[str], loaded: LoadResult) -> bool:
@@ -90,7 +146,7 @@ def record_sources(root: str | os.PathLike[str], loaded: LoadResult) -> bool:
         manifest = read_manifest(build)
     except (IndexMissingError, IndexCorruptError):
         return False
-    if {d.id: d.sha256 for d in manifest.documents} != {d.id: d.sha256 for d in loaded.documents}:
+    if not same_documents(manifest.documents, loaded.documents):
         return False
     if unchanged(*recorded_sources(build, manifest), loaded.sources):
         return False  # already what a quick check passes on

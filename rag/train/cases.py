@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..encoders import terms_encoder
 from ..evaluate import contains_answer, load_questions
+from ..evaluate.questions import gold_span
 from ..features import SentenceFeatures, question_cues, sentence_features
 from ..pipeline import Pipeline, ensure_index
 from ..retrieve import retrieve
@@ -80,10 +81,9 @@ def _collect(name: str, docs: Path, questions_path: Path, index_dir: Path, setti
     # each document's sentence ids, from the rows (a scan of index.sentences per question built every span)
     sentences_of = dict(zip(index.sentences.ids, index.sentences.by_document(), strict=True))
     for q, vec, terms in zip(qs, vectors, question_terms, strict=True):
-        retrieval = replace(retrieve(index, vec, q.question, settings), query_terms=terms)
+        retrieval = retrieve(index, vec, q.question, settings, query_terms=terms)
         doc_text = index.documents[q.doc].text if q.doc else ""
-        ctx = doc_text.find(q.context) if q.context else -1
-        span = (ctx, ctx + len(q.context)) if q.context and ctx >= 0 else None
+        span = gold_span(doc_text, q.context)
 
         # XQuAD: the article; seed: the fact asked about (paraphrases of one question share it)
         group = group_of.get(q.doc or "") or f"{name}/{q.group or q.id}"
