@@ -21,6 +21,7 @@ import numpy as np
 
 from rag.encoders import WrappingEncoder
 from rag.evaluate.metrics import contains_answer, overlaps, timing_percentiles
+from rag.evaluate.questions import gold_span
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -120,13 +121,6 @@ def prepare_set(set_name: str, max_docs: int | None, max_questions: int | None) 
 def read_questions(path: str) -> list[dict[str, Any]]:
     with open(path, encoding="utf-8") as handle:
         return [json.loads(line) for line in handle if line.strip()]
-
-
-def gold_span(doc_text: str, context: str | None) -> tuple[int, int] | None:
-    if not context:
-        return None
-    start = doc_text.find(context)
-    return (start, start + len(context)) if start >= 0 else None
 
 
 def score_case(row: dict[str, Any], doc_texts: dict[str, str], top: tuple[str, int, int] | None,

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ScorerError
-from .features import SENTENCE_FEATURES, SentenceFeatures, fold
+from .features import COLUMN, SENTENCE_FEATURES, TYPE_COLUMNS, SentenceFeatures, fold
 
 # Question-level features of the answer model, from the candidates' sentence-model logits.
 ANSWER_FEATURES = ("best_logit", "best_share", "margin", "specificity", "best_e5_spec", "coverage", "ngram_coverage",
@@ -151,19 +151,29 @@ def bundled_model(name: str = SCORER) -> ScorerModel:
 def answer_features(sf: SentenceFeatures, logits: np.ndarray) -> np.ndarray:
     """The answer model's row (``ANSWER_FEATURES``) for the candidates ``sf`` scored ``logits``."""
     if not sf.sentences:
-        return np.array([-10.0, 0.0, 0.0, sf.specificity, -1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0])
-    col = {name: i for i, name in enumerate(SENTENCE_FEATURES)}
+        values = dict.fromkeys(ANSWER_FEATURES, 0.0) | {"best_logit": -10.0, "specificity": sf.specificity,
+                                                       "best_e5_spec": -1.0, "type_found": -1.0}
+        return np.array([values[name] for name in ANSWER_FEATURES])
     order = np.argsort(-logits, kind="stable")
     best = int(order[0])
-    margin = float(logits[best] - logits[order[1]]) if len(order) > 1 else NO_RUNNER_UP
     row = sf.x[best]
-    kinds = [col[k] for k in ("type_when", "type_number", "type_who", "type_where")]
-    type_match = row[kinds].sum()
-    return np.array([logits[best], float(softmax(logits)[best]), margin, sf.specificity, row[col["e5_spec"]],
-                     row[col["lex_prefix"]], row[col["lex_ngram"]], type_match, sf.x[:, col["fused"]].max(),
-                     row[col["terms"]], sf.x[:, col["terms"]].max(),
-                     # evidence anywhere among the candidates: the question's names, the kind of thing it asks
-                     sf.x[:, col["lex_name"]].max(), sf.x[:, kinds].sum(axis=1).max()])
+    values = {
+        "best_logit": logits[best],
+        "best_share": float(softmax(logits)[best]),
+        "margin": float(logits[best] - logits[order[1]]) if len(order) > 1 else NO_RUNNER_UP,
+        "specificity": sf.specificity,
+        "best_e5_spec": row[COLUMN["e5_spec"]],
+        "coverage": row[COLUMN["lex_prefix"]],
+        "ngram_coverage": row[COLUMN["lex_ngram"]],
+        "type_match": row[TYPE_COLUMNS].sum(),
+        "top_chunk_fused": sf.x[:, COLUMN["fused"]].max(),
+        "best_terms": row[COLUMN["terms"]],
+        "terms_max": sf.x[:, COLUMN["terms"]].max(),
+        # evidence anywhere among the candidates: the question's names, the kind of thing it asks
+        "names_found": sf.x[:, COLUMN["lex_name"]].max(),
+        "type_found": sf.x[:, TYPE_COLUMNS].sum(axis=1).max(),
+    }
+    return np.array([values[name] for name in ANSWER_FEATURES], dtype=np.float64)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from rag.evaluate.metrics import largest_threshold
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -47,20 +49,17 @@ def split_set(set_dir: Path, half: str, out: Path) -> tuple[Path, Path]:
     return docs_out, questions
 
 
-def _same_documents(index: Path, docs: Path) -> bool:
-    """Does the index at ``index`` hold exactly the files of ``docs`` (by name and SHA-256)?"""
-    import hashlib
-
+def _same_documents(index: Path, docs: Path, model: str) -> bool:
+    """Does the index at ``index`` hold exactly the documents of ``docs``, built for ``model``?"""
     from rag.errors import RagError
-    from rag.index import current_build, read_manifest
+    from rag.index import index_status
+    from rag.load import load_documents
+    from rag.settings import Settings
 
     try:
-        manifest = read_manifest(current_build(index))
+        return index_status(index, load_documents(docs), Settings(model=model)) == "ok"
     except RagError:
         return False
-    have = {d.id: d.sha256 for d in manifest.documents}
-    want = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in docs.glob("*.txt")}
-    return have == want
 
 
 def sweep(rows: list[dict], target: float) -> dict:
@@ -78,9 +77,9 @@ def sweep(rows: list[dict], target: float) -> dict:
             "abstain_recall": tp / max(tp + fn, 1),
             "false_abstention_rate": fp / max(int(answerable.sum()), 1),
         })
-    ok = [row for row in table if row["false_abstention_rate"] <= target]
+    chosen = largest_threshold({"all": score[answerable].tolist()}, target, [row["threshold"] for row in table])
     return {"n": len(rows), "answerable": int(answerable.sum()), "table": table,
-            "chosen": max(ok, key=lambda r: r["threshold"]) if ok else None}
+            "chosen": next((row for row in table if row["threshold"] == chosen), None)}
 
 
 def main() -> int:
@@ -111,7 +110,7 @@ def main() -> int:
             index = work / f"index-{half}-{args.model}"
             if not index.exists():
                 for source in args.from_index:
-                    if _same_documents(source, set_dir / "docs"):
+                    if _same_documents(source, set_dir / "docs", args.model):
                         shutil.copytree(source, index)
                         break
             out = work / f"{name}-{half}.rows.jsonl"

@@ -40,6 +40,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from rag.evaluate import load_questions  # noqa: E402
 from rag.evaluate.metrics import overlaps  # noqa: E402
+from rag.evaluate.questions import gold_span  # noqa: E402
 from rag.index import Index  # noqa: E402
 from rag.pipeline import Pipeline, ensure_index  # noqa: E402
 from rag.retrieve import _segment_max, _segments, lexical_evidence, retrieve, zscore  # noqa: E402
@@ -114,10 +115,10 @@ def check(name: str, pipe: Pipeline, settings: Settings, cache: Path,
     for (question, golds), q in zip(asked, vectors, strict=True):
         spans = []
         for doc, context in golds:
-            start = index.documents[doc].text.find(context)
-            if start < 0:
+            span = gold_span(index.documents[doc].text, context)
+            if span is None:
                 raise ValueError(f"{name}: context of {question!r} not found in {doc}")
-            spans.append((doc, (start, start + len(context))))
+            spans.append((doc, span))
         for variant, ranked in rankings(index, q, question, settings, chunk_v, sent_v, segments).items():
             chunks = [index.chunks[c] for c in ranked]
             hits = [any(c.doc == doc and overlaps((c.start, c.end), span) for doc, span in spans) for c in chunks]

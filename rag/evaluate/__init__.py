@@ -37,7 +37,7 @@ from .metrics import (
     summarise,
     timing_percentiles,
 )
-from .questions import EvalCase, QuestionSet, load_questions, locate_passages, parse_case
+from .questions import EvalCase, QuestionSet, gold_span, load_questions, locate_passages, parse_case
 from .report import check_limits, parse_limits, report_dict, report_text, write_results
 from .runner import EvalReport, evaluate
 
@@ -60,6 +60,7 @@ __all__ = [
     "evaluate",
     "expected_calibration_error",
     "gold_rank",
+    "gold_span",
     "hit_at",
     "load_questions",
     "locate_passages",

@@ -225,6 +225,20 @@ def expected_calibration_error(table: Sequence[ReliabilityBin]) -> float | None:
     return sum(b.count / total * abs((b.accuracy or 0.0) - (b.mean_confidence or 0.0)) for b in table if b.count)
 
 
+
+def largest_threshold(answerable_scores: Mapping[str, Sequence[float]], target: float,
+                      grid: Sequence[float]) -> float | None:
+    """The one abstention threshold rule: the largest threshold on ``grid`` at which the false
+    abstention rate (the share of answerable questions scoring under it) is at most ``target``
+    in every group of ``answerable_scores``; None when no threshold on the grid is."""
+    best = None
+    for t in sorted(grid):
+        if all(sum(score < t for score in scores) / len(scores) <= target
+               for scores in answerable_scores.values() if scores):
+            best = float(t)
+    return best
+
+
 # ---------------------------------------------------------------------------------- rows
 
 

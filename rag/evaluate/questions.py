@@ -154,6 +154,15 @@ def load_questions(path: str | Path) -> QuestionSet:
     return QuestionSet(str(path), tuple(cases))
 
 
+def gold_span(text: str, context: str | None) -> tuple[int, int] | None:
+    """Where the gold passage ``context`` lies in its document's ``text`` (verbatim, its first
+    occurrence), or None without a context or when it is not there: the one gold-passage lookup."""
+    if not context:
+        return None
+    start = text.find(context)
+    return (start, start + len(context)) if start >= 0 else None
+
+
 def locate_passages(questions: QuestionSet, documents: Mapping[str, str]) -> dict[str, tuple[int, int]]:
     """The (start, end) of every gold ``context`` in its document, by case id.
 
@@ -175,12 +184,12 @@ def locate_passages(questions: QuestionSet, documents: Mapping[str, str]) -> dic
                           "documents folder), or index the folder that holds it with --docs")
             continue
         if case.context is not None:
-            start = text.find(case.context)
-            if start < 0:
+            span = gold_span(text, case.context)
+            if span is None:
                 errors.append(f"{where}: context not found verbatim in {case.doc!r}: copy the passage exactly "
                               "from the document")
                 continue
-            spans[case.id] = (start, start + len(case.context))
+            spans[case.id] = span
         if case.doc not in folded:
             folded[case.doc] = normalise_text(text)
         for answer in case.answers:

@@ -19,8 +19,11 @@ import numpy as np
 
 from ..types import Chunk, Span
 
-SENTENCE_COLUMNS = 4  # doc, start, end, paragraph
-CHUNK_COLUMNS = 6  # doc, start, end, paragraph, first sentence, last sentence (exclusive)
+# The columns of the stored rows, named once: sentences have the first four, chunks all six
+# (first and last sentence, exclusive, of the chunk).
+DOC, START, END, PARAGRAPH, FIRST, LAST = range(6)
+SENTENCE_COLUMNS = PARAGRAPH + 1
+CHUNK_COLUMNS = LAST + 1
 S = TypeVar("S", bound=Span)
 
 
@@ -64,7 +67,7 @@ class SpanRows(Sequence[S]):
 
     def doc_positions(self) -> np.ndarray:
         """Each span's document position (into ``ids``), without building any span."""
-        return self.rows[:, 0]
+        return self.rows[:, DOC]
 
     def by_document(self) -> list[np.ndarray]:
         """For each document position, the indexes of its spans in order, without building any span."""
@@ -103,14 +106,14 @@ def check_rows(chunk_rows: np.ndarray, sent_rows: np.ndarray, text_lengths: Sequ
             return f"{name}.npy has shape {rows.shape} and type {rows.dtype}, not (n, {width}) integers"
     lengths = np.asarray(text_lengths, dtype=np.int64)
     for rows, name in ((chunk_rows, "chunk"), (sent_rows, "sentence")):
-        doc, start, end = rows[:, 0], rows[:, 1], rows[:, 2]
+        doc, start, end = rows[:, DOC], rows[:, START], rows[:, END]
         bad_doc = (doc < 0) | (doc >= len(lengths))
         if bad_doc.any():
             return f"{name} {int(np.flatnonzero(bad_doc)[0])} names a document that is not in the index"
         bad = (start < 0) | (start > end) | (end > lengths[doc])
         if bad.any():
             return f"{name} {int(np.flatnonzero(bad)[0])} lies outside its document's text"
-    first, last = chunk_rows[:, 4], chunk_rows[:, 5]
+    first, last = chunk_rows[:, FIRST], chunk_rows[:, LAST]
     bad = (first < 0) | (first > last) | (last > len(sent_rows))
     if bad.any():
         return f"chunk {int(np.flatnonzero(bad)[0])} names sentences that are not in the index"
@@ -122,7 +125,7 @@ def sentence_owners(chunk_rows: np.ndarray, n_sentences: int) -> np.ndarray:
 
     ``chunk_rows`` must have passed ``check_rows``.
     """
-    first, last = chunk_rows[:, 4], chunk_rows[:, 5]
+    first, last = chunk_rows[:, FIRST], chunk_rows[:, LAST]
     sizes = last - first
     total = int(sizes.sum())
     chunk = np.repeat(np.arange(len(chunk_rows), dtype=np.int64), sizes)
@@ -139,4 +142,4 @@ def sentence_languages(sent_rows: np.ndarray, langs: Sequence[str | None]) -> np
     """Each sentence's document language (an object array; None where unknown)."""
     by_doc = np.empty(len(langs), dtype=object)
     by_doc[:] = list(langs)
-    return by_doc[sent_rows[:, 0]]
+    return by_doc[sent_rows[:, DOC]]

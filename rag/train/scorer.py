@@ -32,24 +32,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..features import SENTENCE_FEATURES, SentenceFeatures
-from ..scorer import ANSWER_FEATURES, Logistic, ScorerModel, answer_features, choose
+from ..evaluate.metrics import expected_calibration_error, largest_threshold, reliability_table
+from ..features import COLUMN, SENTENCE_FEATURES, SENTENCE_GROUPS, SentenceFeatures
+from ..scorer import ANSWER_FEATURES, SCORER, SCORER_NO_TERMS, Logistic, ScorerModel, answer_features, choose
 from ..settings import CHUNK_VECTORS, Settings
 from .cases import PACKAGE, Case, collect
 
 SETS = ("xquad-en-de", "xquad-en-es", "xquad-de-de", "xquad-es-es")
-GROUPS = {
-    "dense": ("fused", "fused_gap", "e5_gap", "use_gap", "e5_spec"),
-    "passage": ("chunk_rank", "chunk_gap", "best_in_chunk"),
-    "context": ("neighbour", "neighbour_gap"),
-    "lexical": ("lex_prefix", "lex_ngram", "lex_number", "novelty"),
-    "question type": ("type_when", "type_number", "type_who", "type_where"),
-    "shape": ("log_length", "first_in_paragraph"),
-    "latent terms": ("terms", "terms_gap"),
-    "names": ("lex_name",),
-    "term focus": ("terms_focus", "terms_focus_gap"),
-}
-WITHOUT_TERMS = GROUPS["latent terms"] + GROUPS["term focus"]  # the columns a model without terms sees as 0
+# the columns a model without terms sees as 0
+WITHOUT_TERMS = SENTENCE_GROUPS["latent terms"] + SENTENCE_GROUPS["term focus"]
 
 
 def standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -101,7 +92,7 @@ def mask_columns(x: np.ndarray, drop: tuple[str, ...]) -> np.ndarray:
     """Drop a feature group by zeroing its columns (standardised to a constant, its weight is 0)."""
     out = x.copy()
     for name in drop:
-        out[:, SENTENCE_FEATURES.index(name)] = 0.0
+        out[:, COLUMN[name]] = 0.0
     return out
 
 
@@ -237,31 +228,20 @@ def summary(rows: list[dict]) -> dict[str, float | None]:
 
 def ece(rows: list[dict], bins: int = 10) -> float | None:
     """Expected calibration error of ``confidence`` against "the answer shown holds a gold answer"
-    (whether or not the threshold withholds it)."""
-    if not rows:
-        return None
-    conf = np.array([r["confidence"] for r in rows])
-    right = np.array([r["answerable"] and r["any_right"] for r in rows], dtype=float)
-    which = np.minimum((conf * bins).astype(int), bins - 1)
-    total = 0.0
-    for b in range(bins):
-        sel = which == b
-        if sel.any():
-            total += sel.sum() / len(rows) * abs(conf[sel].mean() - right[sel].mean())
-    return round(float(total), 3)
+    (whether or not the threshold withholds it), by the evaluation's own rule."""
+    table = reliability_table([r["confidence"] for r in rows], [r["answerable"] and r["any_right"] for r in rows],
+                              bins)
+    error = expected_calibration_error(table)
+    return None if error is None else round(error, 3)
 
 
 def pick_threshold(rows: list[dict], target: float) -> float:
     """The largest threshold that keeps false abstention at or under ``target`` on every tuning set."""
-    ans = [r for r in rows if r["answerable"]]
     by_set: dict[str, list[float]] = {}
-    for r in ans:
-        by_set.setdefault(r["set"], []).append(r["answerable_p"])
-    best = 0.0
-    for t in np.round(np.arange(0.01, 0.96, 0.01), 2):
-        if all(np.mean(np.array(v) < t) <= target for v in by_set.values()):
-            best = float(t)
-    return best
+    for r in rows:
+        if r["answerable"]:
+            by_set.setdefault(r["set"], []).append(r["answerable_p"])
+    return largest_threshold(by_set, target, np.round(np.arange(0.01, 0.96, 0.01), 2).tolist()) or 0.0
 
 
 def pick_support(cases: list[Case], fold: np.ndarray, models: list[ScorerModel], most: float
@@ -403,7 +383,7 @@ def first_accuracy(cases: list[Case], logits: dict[int, np.ndarray]) -> dict[str
 
 def ablation(cases: list[Case], fold: np.ndarray) -> dict[str, dict[str, float]]:
     """First-sentence accuracy (no abstention) out of fold: baselines, all features, each group removed."""
-    col = {n: i for i, n in enumerate(SENTENCE_FEATURES)}
+    col = COLUMN
     table = {
         "plain dense (best e5 cosine)": first_accuracy(
             cases, {i: c.sf.x[:, col["e5_gap"]] for i, c in enumerate(cases)}),
@@ -411,7 +391,7 @@ def ablation(cases: list[Case], fold: np.ndarray) -> dict[str, dict[str, float]]
     }
     _, logits = cross_validate(cases, fold, with_answer=False)
     table["all features"] = first_accuracy(cases, logits)
-    for group, names in GROUPS.items():
+    for group, names in SENTENCE_GROUPS.items():
         _, logits = cross_validate(cases, fold, drop=names, with_answer=False)
         table[f"without {group}"] = first_accuracy(cases, logits)
     return table
@@ -427,7 +407,7 @@ def write(cases: list[Case], fold: np.ndarray, threshold: float, support_min: fl
             "target_false_abstention": args.target,
             "script": "python -m rag.train.scorer"}
     model = ScorerModel(sentence, answer, abstain, threshold, support_min, info)
-    path = PACKAGE / "data" / ("scorer-no-terms.json" if args.without_terms else "scorer.json")
+    path = PACKAGE / "data" / (SCORER_NO_TERMS if args.without_terms else SCORER)
     path.write_text(json.dumps(model.to_dict(), indent=1) + "\n", encoding="utf-8")
     print(f"wrote {path}", file=sys.stderr)
 
