@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import IndexCorruptError
 from ..lexical import build_bm25, save_bm25
+from ..settings import HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH, HNSW_M
 from ..types import Chunk, Document, Span
 from .folder import (
     BUILDS,
@@ -78,9 +79,9 @@ def _new_faiss(rows: int, dim: int) -> Any:
         # inner product over unit vectors = cosine similarity
         index = faiss.IndexFlatIP(dim)
     else:
-        index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = 80
-        index.hnsw.efSearch = 128
+        index = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+        index.hnsw.efSearch = HNSW_EF_SEARCH
     return index
 
 
