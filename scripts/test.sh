@@ -5,7 +5,7 @@ cd "$(dirname "$0")/.."
 bash scripts/install.sh test
 PY=${PYTHON:-python3}
 export HF_HUB_OFFLINE=1 STREAMLIT_BROWSER_GATHER_USAGE_STATS=false
-"$PY" -m ruff check rag tests app.py bench scripts evals
+"$PY" -m ruff check rag tests app.py bench scripts evals docs/research
 "$PY" -m mypy
 # Regression gate on the full seed set (both halves; the answer scorer and the reader's stage were
 # fit on the tuning half) with the real default model and the reader. Floors a little under the

@@ -1,5 +1,16 @@
-import os, re, json, glob, hashlib, unicodedata
-import numpy as np
+"""Shared by the research scripts: where the XQuAD sets are, a regex sentence splitter, loading, the cache key."""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import re
+import unicodedata
+from collections.abc import Sequence
+from typing import Any
+
 BENCH = "/work/shared/bench"
 SETS = ["en-de", "en-es", "de-de", "es-es"]
 DOCLANG = {"en-de": "de", "en-es": "es", "de-de": "de", "es-es": "es"}
@@ -13,7 +24,8 @@ ABBR = {"dr", "st", "sr", "jr", "mr", "mrs", "ms", "prof", "etc", "bzw", "vs", "
 # candidate boundary: [.!?] (+closing quotes/brackets) + whitespace + (uppercase | digit | opening quote)
 _BOUND = re.compile(r'[.!?]["\u201d\u2019»)\]]*\s+(?=[A-ZÀ-ÖØ-Þ\u00c0-\u024f\d"\u201c\u201e«¿¡(\'])')
 
-def split_sentences(text):
+
+def split_sentences(text: str) -> list[tuple[int, int]]:
     """returns list of (start, end) char spans covering text (stripped)."""
     spans, start = [], 0
     for m in _BOUND.finditer(text):
@@ -42,11 +54,13 @@ def split_sentences(text):
         spans.append((start, len(text.rstrip())))
     return spans
 
-def load_corpus(lang):
+
+def load_corpus(lang: str) -> tuple[list[str], list[dict[str, Any]], list[dict[str, Any]]]:
     """docs for language lang ('de'/'es'): returns paras list of dict, sents list of dict"""
     setname = {"de": "de-de", "es": "es-es"}[lang]
     files = sorted(glob.glob(f"{BENCH}/xquad-{setname}/docs/*.txt"))
-    paras, sents = [], []
+    paras: list[dict[str, Any]] = []
+    sents: list[dict[str, Any]] = []
     for di, f in enumerate(files):
         name = os.path.basename(f)
         with open(f, encoding="utf-8", newline="") as fh:
@@ -58,15 +72,18 @@ def load_corpus(lang):
                 sents.append(dict(pid=pid, start=s, end=e, text=p[s:e]))
     return files, paras, sents
 
-def load_questions(setname):
-    with open(f"{BENCH}/xquad-{setname}/questions.jsonl", encoding="utf-8") as fh:
-        return [json.loads(l) for l in fh]
 
-def norm(s):
+def load_questions(setname: str) -> list[dict[str, Any]]:
+    with open(f"{BENCH}/xquad-{setname}/questions.jsonl", encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh]
+
+
+def norm(s: str) -> str:
     s = unicodedata.normalize("NFKD", s)
     s = "".join(c for c in s if not unicodedata.combining(c))
     return re.sub(r"\s+", " ", s).strip().lower()
 
-def key(model, kind, texts):
+
+def key(model: str, kind: str, texts: Sequence[str]) -> str:
     h = hashlib.md5(("\x00".join(texts)).encode()).hexdigest()[:12]
     return f"{CACHE}/{model}_{kind}_{h}.npy"

@@ -1,23 +1,36 @@
 """Q1: paragraph retrieval R@1/R@5 for scoring variants, per set and half. Writes results/q1.json"""
-import json, sys, itertools
-import numpy as np
-from data import *
 
-def recall(F, gold, mask, k):
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import numpy as np
+from data import SETS, load_set, segmax, z
+
+
+def recall(F: np.ndarray, gold: np.ndarray, mask: np.ndarray, k: int) -> float:
     top = np.argsort(-F[mask], axis=1)[:, :k]
     return float((top == gold[mask, None]).any(1).mean())
 
-def components(R, cand=None):
+
+def components(R: dict[str, Any], cand: np.ndarray | None = None
+               ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """cand: boolean nq x nP candidate mask (z computed over candidates only) or None (all)."""
     st = R["starts"]
     c = {}
     c["pc"], c["upc"] = R["pc"], R["upc"]
-    c["bs_e5"] = segmax(R["sc"], st); c["bs_use"] = segmax(R["usc"], st)
-    c["bm_p"] = R["bp"]; c["bm_s"] = segmax(R["bs"], st)
+    c["bs_e5"] = segmax(R["sc"], st)
+    c["bs_use"] = segmax(R["usc"], st)
+    c["bm_p"] = R["bp"]
+    c["bm_s"] = segmax(R["bs"], st)
     Z = {k: z(v, cand) for k, v in c.items()}
     return c, Z
 
-def variants(R, cand=None):
+
+def variants(R: dict[str, Any], cand: np.ndarray | None = None
+             ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
     c, Z = components(R, cand)
     V = {}
     V["a_e5_para"] = c["pc"]
@@ -34,7 +47,9 @@ def variants(R, cand=None):
     V["ref_use_p+s_z"] = Z["upc"] + Z["bs_use"]
     return V, c, Z
 
-def bm25_variants(R, base, Z, cand=None):
+
+def bm25_variants(R: dict[str, Any], base: np.ndarray, Z: dict[str, np.ndarray],
+                  cand: np.ndarray | None = None) -> dict[str, np.ndarray]:
     V = {}
     same = R["same"]  # nq x nP: question lang == doc lang (py3langid)
     vf = R["vfrac"][:, None]
@@ -46,12 +61,14 @@ def bm25_variants(R, base, Z, cand=None):
             V[f"bm{src}_w{w}_soft2"] = base + w * B * vf ** 2
     return V
 
+
 if __name__ == "__main__":
-    out = {}
+    out: dict[str, dict[str, Any]] = {}
     for s in SETS:
         R = load_set(s)
-        g = R["gold"]; halves = {"tune": R["tune"], "val": ~R["tune"]}
-        res = {}
+        g = R["gold"]
+        halves = {"tune": R["tune"], "val": ~R["tune"]}
+        res: dict[str, Any] = {}
         # all-paragraph z
         V, c, Z = variants(R)
         for base_name in ["d_z_w0.35", "d_z_w0.5", "c_z_e5_p+s"]:
@@ -60,8 +77,9 @@ if __name__ == "__main__":
         # top-N candidate z (N=50 by e5 paragraph cosine, as FAISS would return)
         for N in [20, 50]:
             top = np.argsort(-R["pc"], 1)[:, :N]
-            cand = np.zeros_like(R["pc"], bool); np.put_along_axis(cand, top, True, 1)
-            Vn, cn, Zn = variants(R, cand)
+            cand = np.zeros_like(R["pc"], bool)
+            np.put_along_axis(cand, top, True, 1)
+            Vn, _cn, Zn = variants(R, cand)
             for k in ["c_z_e5_p+s", "d_z_w0.2", "d_z_w0.35", "d_z_w0.5", "d_z_w0.75"]:
                 V[f"top{N}:{k}"] = Vn[k]
             for k, v in bm25_variants(R, Vn["d_z_w0.35"], Zn).items():
@@ -71,9 +89,10 @@ if __name__ == "__main__":
             res[name] = {h: [recall(F, g, m, 1), recall(F, g, m, 5)] for h, m in halves.items()}
         out[s] = res
         # language id / vocab frac diagnostics
-        out[s]["_diag"] = dict(qlang_counts={l: R["qlang"].count(l) for l in set(R["qlang"])},
+        out[s]["_diag"] = dict(qlang_counts={lang: R["qlang"].count(lang) for lang in set(R["qlang"])},
                                plang=sorted(set(R["C"]["plang"])), vfrac_mean=float(R["vfrac"].mean()),
                                vfrac_median=float(np.median(R["vfrac"])))
         print(s, "done", flush=True)
     os.makedirs("results", exist_ok=True)
-    json.dump(out, open("results/q1.json", "w"), indent=1)
+    with open("results/q1.json", "w") as fh:
+        json.dump(out, fh, indent=1)
