@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from fakes import FakeEncoder
-from helpers import SEEDS
+from helpers import SEEDS, MakeIndex
 
 from rag.encoders import HashEncoder
 from rag.errors import RagError
@@ -109,7 +109,8 @@ def test_threads_with_conversation_history_give_the_single_thread_answers(corpus
     assert got == expected * 2
 
 
-def test_rebuild_while_serving_answers_from_the_old_index_until_the_swap(corpus: Path, tmp_path: Path) -> None:
+def test_rebuild_while_serving_answers_from_the_old_index_until_the_swap(corpus: Path, tmp_path: Path,
+                                                                        make_index: MakeIndex) -> None:
     index_dir = tmp_path / "index"
     shutil.copytree(corpus / "index", index_dir)
     new_docs = tmp_path / "new-docs"
@@ -119,8 +120,7 @@ def test_rebuild_while_serving_answers_from_the_old_index_until_the_swap(corpus:
         encoding="utf-8",
     )
     (new_docs / "bridge.txt").write_text("The new bridge opens in May. It has two lanes.", encoding="utf-8")
-    reference = tmp_path / "reference"
-    build_index(load_documents(new_docs), reference, HASH, HashEncoder())
+    reference = make_index(new_docs, index="reference", settings=HASH)
     questions = _questions()[:12]
     served = Pipeline.open(index_dir, HASH, HashEncoder())
     old_build = served.index.path.name

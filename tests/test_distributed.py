@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 from fakes import FAKE
-from helpers import SEED_DOC, SEED_QUESTIONS
+from helpers import SEED_DOC, SEED_QUESTIONS, MakeIndex
 
 from rag.encoders import HashEncoder, create_encoder
 from rag.errors import ClusterError
@@ -85,9 +85,10 @@ def _answers(index_dir: Path) -> list[tuple[str | None, list[tuple[str, int, int
     return out
 
 
-def test_a_ray_build_equals_a_local_build_and_uses_both_nodes(cluster: Any, tmp_path: Path, seeds_copy: Path) -> None:
+def test_a_ray_build_equals_a_local_build_and_uses_both_nodes(cluster: Any, tmp_path: Path, seeds_copy: Path,
+                                                              make_index: MakeIndex) -> None:
     loaded = load_documents(seeds_copy)
-    build_index(loaded, tmp_path / "local", FAKE, HashEncoder())
+    make_index(seeds_copy, index="local")
     encoder = _ray(cluster)
     report = build_index(loaded, tmp_path / "ray", FAKE, encoder)
     local, remote = open_index(tmp_path / "local"), open_index(tmp_path / "ray")
@@ -134,9 +135,10 @@ E5 = Settings(model="e5")
 
 
 @pytest.mark.model
-def test_a_killed_actor_is_restarted_and_the_build_completes(cluster: Any, tmp_path: Path, seeds_copy: Path) -> None:
+def test_a_killed_actor_is_restarted_and_the_build_completes(cluster: Any, tmp_path: Path, seeds_copy: Path,
+                                                             make_index: MakeIndex) -> None:
     loaded = load_documents(seeds_copy)
-    build_index(loaded, tmp_path / "local", E5, create_encoder("e5", threads=1))
+    make_index(seeds_copy, index="local", settings=E5, encoder=create_encoder("e5", threads=1))
     progress, killed = _kill_an_actor_on_first_progress()
     build_index(loaded, tmp_path / "ray", E5, _ray(cluster, batch=1, spec="e5"), progress=progress)
     assert killed
@@ -146,9 +148,10 @@ def test_a_killed_actor_is_restarted_and_the_build_completes(cluster: Any, tmp_p
 
 @pytest.mark.model
 def test_the_latent_terms_of_a_ray_build_are_made_with_its_vectors_on_the_worker_nodes(
-        cluster: Any, tmp_path: Path, seeds_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        cluster: Any, tmp_path: Path, seeds_copy: Path, monkeypatch: pytest.MonkeyPatch,
+        make_index: MakeIndex) -> None:
     loaded = load_documents(seeds_copy)
-    build_index(loaded, tmp_path / "local", E5, create_encoder("e5", threads=1))
+    make_index(seeds_copy, index="local", settings=E5, encoder=create_encoder("e5", threads=1))
     encoder = _ray(cluster, spec="e5")
     passes: list[str] = []
     run = RayEncoder._run
@@ -191,8 +194,9 @@ def test_the_latent_terms_of_a_ray_build_are_made_with_its_vectors_on_the_worker
 
 @pytest.mark.model
 def test_without_retries_a_killed_actor_fails_the_build_and_keeps_the_index(cluster: Any, tmp_path: Path,
-                                                                           seeds_copy: Path) -> None:
-    build_index(load_documents(seeds_copy), tmp_path / "index", E5, create_encoder("e5", threads=1))
+                                                                           seeds_copy: Path,
+                                                                           make_index: MakeIndex) -> None:
+    make_index(seeds_copy, settings=E5, encoder=create_encoder("e5", threads=1))
     before = current_build(tmp_path / "index")
     (seeds_copy / "new.txt").write_text(SEED_DOC.read_text(encoding="utf-8") + "\n\nEncore.", encoding="utf-8")
     # Every actor: with one killed, Ray Data sometimes finished the work on the survivor (seen

@@ -7,22 +7,20 @@ from pathlib import Path
 
 import pytest
 from fakes import FAKE, FakeEncoder
-from helpers import SEED_QUESTIONS, TINY_QUESTIONS, write_lines
+from helpers import SEED_QUESTIONS, TINY_QUESTIONS, MakeIndex, write_lines
 
 from rag.errors import QuestionSetError
 from rag.evaluate import evaluate, load_questions
-from rag.index import build_index
-from rag.load import load_documents
 from rag.pipeline import Pipeline, Traced
 
 # ------------------------------------------------------------------------------ runner
 
 
-def test_evaluate_a_tiny_set_end_to_end(tiny: tuple[Path, Path], tmp_path: Path) -> None:
+def test_evaluate_a_tiny_set_end_to_end(tiny: tuple[Path, Path], make_index: MakeIndex) -> None:
     docs, questions = tiny
-    build_index(load_documents(docs), tmp_path / "index", FAKE, FakeEncoder())
+    index_dir = make_index(docs)
     encoder = FakeEncoder()
-    pipeline = Pipeline.open(tmp_path / "index", FAKE, encoder)
+    pipeline = Pipeline.open(index_dir, FAKE, encoder)
     report = evaluate(pipeline, load_questions(questions), build_s=0.5)
 
     assert [r.id for r in report.results] == ["t1", "t2", "t3", "t4"]
@@ -48,9 +46,9 @@ def test_evaluate_a_tiny_set_end_to_end(tiny: tuple[Path, Path], tmp_path: Path)
 
 
 def test_first_sentence_accuracy_reads_the_order_of_the_answer_sentences(tiny: tuple[Path, Path],
-                                                                          tmp_path: Path) -> None:
+                                                                          make_index: MakeIndex) -> None:
     docs, questions = tiny
-    build_index(load_documents(docs), tmp_path / "index", FAKE, FakeEncoder())
+    index_dir = make_index(docs)
 
     class SupportFirst(Pipeline):
         """Shows another sentence of the index before the answering one (the answer's words stay in it)."""
@@ -64,7 +62,7 @@ def test_first_sentence_accuracy_reads_the_order_of_the_answer_sentences(tiny: t
                            text=other.text)
             return replace(traced, answer=replace(traced.answer, sentences=(lead, *traced.answer.sentences)))
 
-    pipeline = SupportFirst.open(tmp_path / "index", FAKE, FakeEncoder())
+    pipeline = SupportFirst.open(index_dir, FAKE, FakeEncoder())
     report = evaluate(pipeline, load_questions(questions))
     m = report.metrics
     assert (m["answer_accuracy"], m["citation_accuracy"], m["first_sentence_accuracy"]) == (1, 1, 0)
@@ -119,20 +117,20 @@ def test_a_question_the_pipeline_refuses_names_its_line(tmp_path: Path, fake_pip
         evaluate(fake_pipeline, load_questions(path))
 
 
-def test_right_words_from_the_wrong_document_count_for_the_answer_not_the_citation(tmp_path: Path) -> None:
+def test_right_words_from_the_wrong_document_count_for_the_answer_not_the_citation(tmp_path: Path,
+                                                                                   make_index: MakeIndex) -> None:
     # the gold document says it plainly; a guide repeats the answer in words closer to the question
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    (docs / "river.txt").write_text("The Quorrel river rises in the Ostheim hills and flows north for 212 kilometres."
-                                    "\n\nSalmon come back every October.\n", encoding="utf-8")
-    (docs / "guide.txt").write_text("A tourist guide to the Quorrel valley.\n\nVisitors ask when the salmon return "
-                                    "to the Quorrel to spawn: every October.\n", encoding="utf-8")
+    index_dir = make_index({
+        "river.txt": "The Quorrel river rises in the Ostheim hills and flows north for 212 kilometres."
+                     "\n\nSalmon come back every October.\n",
+        "guide.txt": "A tourist guide to the Quorrel valley.\n\nVisitors ask when the salmon return "
+                     "to the Quorrel to spawn: every October.\n",
+    })
     path = write_lines(tmp_path / "q.jsonl", [
         {"id": "x", "question": "When does the salmon return to the Quorrel to spawn?", "question_lang": "en",
          "doc": "river.txt", "answers": ["October"], "context": "Salmon come back every October."},
     ])
-    build_index(load_documents(docs), tmp_path / "index", FAKE, FakeEncoder())
-    report = evaluate(Pipeline.open(tmp_path / "index", FAKE, FakeEncoder()), load_questions(path))
+    report = evaluate(Pipeline.open(index_dir, FAKE, FakeEncoder()), load_questions(path))
     row, m = report.results[0], report.metrics
     assert row.citations[0][0] == "guide.txt" and row.doc_rank == 2
     assert row.passage_rank is not None and row.passage_rank > 1

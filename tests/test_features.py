@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from fakes import FAKE, FakeTermsEncoder
+from helpers import MakeIndex
 
 from rag.encoders import HashEncoder
 from rag.features import SENTENCE_FEATURES, _lexical, candidate_sentences, question_cues, sentence_features
-from rag.index import build_index, open_index
-from rag.load import load_documents
+from rag.index import open_index
 from rag.retrieve import retrieve
 
 COL = {name: i for i, name in enumerate(SENTENCE_FEATURES)}
@@ -73,17 +72,14 @@ def test_sentence_cues_for_dates_and_numbers() -> None:
 
 
 @pytest.fixture
-def small_index(tmp_path: Path):
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    (docs / "a.txt").write_text(
-        "The lighthouse keeper lit the lamp at dusk. The lamp burned oil from whales.\n\n"
-        "Ships passed the rocks safely. The keeper wrote in a logbook every night.\n",
-        encoding="utf-8")
-    # the same sentence again in another file: it must be a candidate once only
-    (docs / "b.txt").write_text("The lamp burned oil from whales. Gulls nested on the tower.\n", encoding="utf-8")
-    build_index(load_documents(docs), tmp_path / "index", FAKE, HashEncoder())
-    return open_index(tmp_path / "index", FAKE)
+def small_index(make_index: MakeIndex):
+    index_dir = make_index({
+        "a.txt": "The lighthouse keeper lit the lamp at dusk. The lamp burned oil from whales.\n\n"
+                 "Ships passed the rocks safely. The keeper wrote in a logbook every night.\n",
+        # the same sentence again in another file: it must be a candidate once only
+        "b.txt": "The lamp burned oil from whales. Gulls nested on the tower.\n",
+    })
+    return open_index(index_dir, FAKE)
 
 
 def _retrieval(index, question: str):
@@ -115,18 +111,14 @@ def test_feature_rows_and_masking(small_index) -> None:
     assert masked.specificity <= sf.specificity
 
 
-def _terms_index(tmp_path: Path, text: str) -> tuple[Any, FakeTermsEncoder]:
+def _terms_index(make_index: MakeIndex, text: str) -> tuple[Any, FakeTermsEncoder]:
     """An index of one document ``text`` with latent terms (``FakeTermsEncoder``: a term per word)."""
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    (docs / "a.txt").write_text(text, encoding="utf-8")
     encoder = FakeTermsEncoder()
-    build_index(load_documents(docs), tmp_path / "index", FAKE, encoder)
-    return open_index(tmp_path / "index", FAKE), encoder
+    return open_index(make_index({"a.txt": text}, encoder=encoder), FAKE), encoder
 
 
-def test_latent_terms_are_stored_per_sentence_and_compared_with_the_question(tmp_path: Path) -> None:
-    index, encoder = _terms_index(tmp_path, "Aliyev thanked Blinken for the call. The weather in Baku was mild.\n\n"
+def test_latent_terms_are_stored_per_sentence_and_compared_with_the_question(make_index: MakeIndex) -> None:
+    index, encoder = _terms_index(make_index, "Aliyev thanked Blinken for the call. The weather in Baku was mild.\n\n"
                                             "Geneva hosted the ministers.\n")
     assert index.sentence_terms is not None
     assert index.sentence_terms[0].shape == index.sentence_terms[1].shape == (len(index.sentences), 64)
@@ -148,8 +140,8 @@ def test_latent_terms_are_stored_per_sentence_and_compared_with_the_question(tmp
     assert not plain.x[:, COL["terms"]].any()
 
 
-def test_term_focus_weighs_the_question_terms_that_few_candidates_hold(tmp_path: Path) -> None:
-    index, encoder = _terms_index(tmp_path, "Blinken and Aliyev met to talk by phone. Washington offered help with "
+def test_term_focus_weighs_the_question_terms_that_few_candidates_hold(make_index: MakeIndex) -> None:
+    index, encoder = _terms_index(make_index, "Blinken and Aliyev met to talk by phone. Washington offered help with "
                                             "the border. Aliyev thanked Blinken by letter to Washington.\n")
     question = "What help was offered to Aliyev by Blinken?"
     ids, weights = encoder.encode_terms([question])

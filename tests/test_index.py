@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 from fakes import FAKE, FakeEncoder, FakeTermsEncoder
-from helpers import SEED_DOC
+from helpers import SEED_DOC, MakeIndex, write_docs
 
 from rag import index as index_module
 from rag.chunk import SPLITTER_VERSION, chunk_document
@@ -38,7 +38,7 @@ from rag.index import (
 from rag.index import store as index_store
 from rag.load import load_documents
 from rag.pipeline import Pipeline
-from rag.types import Answer, BuildReport
+from rag.types import Answer
 
 NEW_DOC = (
     "Le phare de Cordouan a été construit en 1611 par Louis de Foix. "
@@ -47,10 +47,6 @@ NEW_DOC = (
 )
 QUESTIONS = ["Qu'a proposé Antony Blinken pour la délimitation des frontières ?", "Qui a reçu un coup de téléphone ?"]
 FULL_FIX = "rag index --full"
-
-
-def build(seeds: Path, index_dir: Path, encoder: HashEncoder | None = None, **kwargs: Any) -> BuildReport:
-    return build_index(load_documents(seeds), index_dir, FAKE, encoder or HashEncoder(), **kwargs)
 
 
 def document_passages(encoder: FakeEncoder, seeds: Path) -> list[str]:
@@ -80,10 +76,8 @@ def snapshot(index_dir: Path) -> dict[str, tuple[int, int]]:
 
 
 @pytest.fixture
-def built(tmp_path: Path, seeds_copy: Path) -> Path:
-    index_dir = tmp_path / "index"
-    build(seeds_copy, index_dir)
-    return index_dir
+def built(make_index: MakeIndex, seeds_copy: Path) -> Path:
+    return make_index(seeds_copy)
 
 
 # ------------------------------------------------------------------------------- manifest
@@ -205,7 +199,7 @@ def test_adding_a_document_embeds_only_it(built: Path, seeds_copy: Path) -> None
     (seeds_copy / "sub" / "phare.txt").write_text(NEW_DOC, encoding="utf-8")
     encoder = FakeEncoder()
 
-    report = build(seeds_copy, built, encoder)
+    report = build_index(load_documents(seeds_copy), built, FAKE, encoder)
 
     assert sorted(document_passages(encoder, seeds_copy)) == sorted(texts_of(seeds_copy, "sub/phare.txt"))
     assert (report.embedded_documents, report.reused_documents, report.removed_documents) == (1, 1, 0)
@@ -219,14 +213,14 @@ def test_adding_a_document_embeds_only_it(built: Path, seeds_copy: Path) -> None
     assert "Louis de Foix" in answer.sentences[0].text
 
 
-def test_a_changed_document_is_re_embedded(built: Path, seeds_copy: Path) -> None:
+def test_a_changed_document_is_re_embedded(built: Path, seeds_copy: Path, make_index: MakeIndex) -> None:
     (seeds_copy / "phare.txt").write_text(NEW_DOC, encoding="utf-8")
-    build(seeds_copy, built)
+    make_index(seeds_copy, index=built)
     changed = NEW_DOC.replace("1611", "1612")
     (seeds_copy / "phare.txt").write_text(changed, encoding="utf-8")
     encoder = FakeEncoder()
 
-    report = build(seeds_copy, built, encoder)
+    report = build_index(load_documents(seeds_copy), built, FAKE, encoder)
 
     assert (report.embedded_documents, report.reused_documents) == (1, 1)
     assert sorted(document_passages(encoder, seeds_copy)) == sorted(texts_of(seeds_copy, "phare.txt"))
@@ -236,13 +230,13 @@ def test_a_changed_document_is_re_embedded(built: Path, seeds_copy: Path) -> Non
     assert all("1611" not in s.text for s in index.sentences)
 
 
-def test_a_removed_document_is_dropped(built: Path, seeds_copy: Path) -> None:
+def test_a_removed_document_is_dropped(built: Path, seeds_copy: Path, make_index: MakeIndex) -> None:
     (seeds_copy / "phare.txt").write_text(NEW_DOC, encoding="utf-8")
-    build(seeds_copy, built)
+    make_index(seeds_copy, index=built)
     (seeds_copy / "phare.txt").unlink()
     encoder = FakeEncoder()
 
-    report = build(seeds_copy, built, encoder)
+    report = build_index(load_documents(seeds_copy), built, FAKE, encoder)
 
     assert document_passages(encoder, seeds_copy) == []
     assert (report.embedded_documents, report.reused_documents, report.removed_documents) == (0, 1, 1)
@@ -256,7 +250,7 @@ def test_unchanged_documents_write_nothing(built: Path, seeds_copy: Path) -> Non
     before = snapshot(built)
     encoder = FakeEncoder()
 
-    report = build(seeds_copy, built, encoder)
+    report = build_index(load_documents(seeds_copy), built, FAKE, encoder)
 
     assert report.up_to_date
     assert (report.embedded_documents, report.reused_documents) == (0, 1)
@@ -264,13 +258,13 @@ def test_unchanged_documents_write_nothing(built: Path, seeds_copy: Path) -> Non
     assert snapshot(built) == before
 
 
-def test_full_rebuild_embeds_everything(built: Path, seeds_copy: Path) -> None:
+def test_full_rebuild_embeds_everything(built: Path, seeds_copy: Path, make_index: MakeIndex) -> None:
     (seeds_copy / "phare.txt").write_text(NEW_DOC, encoding="utf-8")
-    build(seeds_copy, built)
+    make_index(seeds_copy, index=built)
     first = current_build(built).name
     encoder = FakeEncoder()
 
-    report = build(seeds_copy, built, encoder, full=True)
+    report = build_index(load_documents(seeds_copy), built, FAKE, encoder, full=True)
 
     assert (report.embedded_documents, report.reused_documents) == (2, 0)
     expected = texts_of(seeds_copy, SEED_DOC.name) + texts_of(seeds_copy, "phare.txt")
@@ -288,7 +282,8 @@ def test_other_chunk_settings_re_embed_everything(built: Path, seeds_copy: Path)
 
 def test_progress_reports_passages_done(tmp_path: Path, seeds_copy: Path) -> None:
     calls: list[tuple[int, int]] = []
-    build(seeds_copy, tmp_path / "index", progress=lambda done, total: calls.append((done, total)))
+    build_index(load_documents(seeds_copy), tmp_path / "index", FAKE, HashEncoder(),
+                progress=lambda done, total: calls.append((done, total)))
     # every chunk and sentence, and the generic sentences of the documents' languages (abstention baseline)
     background = index_module.background_sentences([d.lang for d in load_documents(seeds_copy).documents])
     total = len(texts_of(seeds_copy, SEED_DOC.name)) + len(set(background))
@@ -296,10 +291,10 @@ def test_progress_reports_passages_done(tmp_path: Path, seeds_copy: Path) -> Non
     assert [d for d, _ in calls] == sorted(d for d, _ in calls)
 
 
-def test_index_status(tmp_path: Path, seeds_copy: Path) -> None:
+def test_index_status(tmp_path: Path, seeds_copy: Path, make_index: MakeIndex) -> None:
     index_dir = tmp_path / "index"
     assert index_status(index_dir, load_documents(seeds_copy), FAKE) == "missing"
-    build(seeds_copy, index_dir)
+    make_index(seeds_copy, index=index_dir)
     assert index_status(index_dir, load_documents(seeds_copy), FAKE) == "ok"
     assert index_status(index_dir, load_documents(seeds_copy), FAKE.with_(model="e5")) == "mismatch"
     assert index_status(index_dir, load_documents(seeds_copy), FAKE.with_(chunk_size=500)) == "stale"
@@ -307,10 +302,10 @@ def test_index_status(tmp_path: Path, seeds_copy: Path) -> None:
     assert index_status(index_dir, load_documents(seeds_copy), FAKE) == "stale"
 
 
-def test_old_builds_are_pruned(built: Path, seeds_copy: Path) -> None:
+def test_old_builds_are_pruned(built: Path, seeds_copy: Path, make_index: MakeIndex) -> None:
     for year in (1611, 1612, 1613):
         (seeds_copy / "phare.txt").write_text(NEW_DOC.replace("1611", str(year)), encoding="utf-8")
-        build(seeds_copy, built)
+        make_index(seeds_copy, index=built)
     builds = sorted(p.name for p in (built / BUILDS).iterdir())
     assert len(builds) == 2  # the build in use and the one before it, for readers that just read CURRENT
     assert current_build(built).name == builds[-1]
@@ -332,7 +327,7 @@ def test_a_failure_mid_write_keeps_the_old_index(built: Path, seeds_copy: Path, 
     (seeds_copy / "phare.txt").write_text(NEW_DOC, encoding="utf-8")
 
     with pytest.raises(RuntimeError, match=f"injected failure after {re.escape(step)}"):
-        build(seeds_copy, built, _fail_after=step)
+        build_index(load_documents(seeds_copy), built, FAKE, HashEncoder(), _fail_after=step)
 
     assert current_build(built).name == in_use
     open_index(built, FAKE, verify=True)
@@ -341,7 +336,8 @@ def test_a_failure_mid_write_keeps_the_old_index(built: Path, seeds_copy: Path, 
     if step != "rename":
         assert leftovers, "the interrupted build should have left its temporary folder"
 
-    report = build(seeds_copy, built)  # the next build finishes the job and cleans up
+    # the next build finishes the job and cleans up
+    report = build_index(load_documents(seeds_copy), built, FAKE, HashEncoder())
 
     assert report.embedded_documents == 1 and not report.up_to_date
     assert not [p for p in (built / BUILDS).iterdir() if p.name.startswith(TMP_PREFIX)]
@@ -349,15 +345,17 @@ def test_a_failure_mid_write_keeps_the_old_index(built: Path, seeds_copy: Path, 
     assert "phare.txt" in open_index(built, FAKE).documents
 
 
-def test_a_build_never_switched_to_is_removed_before_the_build_in_use(built: Path, seeds_copy: Path) -> None:
+def test_a_build_never_switched_to_is_removed_before_the_build_in_use(built: Path, seeds_copy: Path,
+                                                                       make_index: MakeIndex) -> None:
     in_use = current_build(built).name
     (seeds_copy / "phare.txt").write_text(NEW_DOC, encoding="utf-8")
     with pytest.raises(RuntimeError):
-        build(seeds_copy, built, _fail_after="rename")  # renamed into builds/, CURRENT not switched
+        # renamed into builds/, CURRENT not switched
+        build_index(load_documents(seeds_copy), built, FAKE, HashEncoder(), _fail_after="rename")
     orphan = {p.name for p in (built / BUILDS).iterdir()} - {in_use}
     assert len(orphan) == 1
 
-    build(seeds_copy, built)
+    make_index(seeds_copy, index=built)
 
     # the build that was in use stays for readers that read CURRENT just before the switch
     assert sorted(p.name for p in (built / BUILDS).iterdir()) == sorted([in_use, current_build(built).name])
@@ -461,7 +459,7 @@ DAMAGE = {
 
 
 @pytest.mark.parametrize("damage", DAMAGE, ids=list(DAMAGE))
-def test_damage_is_refused_with_the_fix(built: Path, seeds_copy: Path, damage: str) -> None:
+def test_damage_is_refused_with_the_fix(built: Path, seeds_copy: Path, damage: str, make_index: MakeIndex) -> None:
     harm, message = DAMAGE[damage]
     harm(current_build(built))
 
@@ -471,7 +469,7 @@ def test_damage_is_refused_with_the_fix(built: Path, seeds_copy: Path, damage: s
     assert "\n" not in str(caught.value)
 
     # the fix the message names works
-    build(seeds_copy, built, full=True)
+    make_index(seeds_copy, index=built, full=True)
     assert answers(built)[0].sentences
 
 
@@ -492,14 +490,14 @@ def test_same_size_damage_is_found_by_verify_and_by_the_next_build(built: Path, 
     assert re.search(message, problem.message) and FULL_FIX in problem.message
     with pytest.raises(IndexCorruptError, match=message):
         open_index(built, FAKE, verify=True)  # what a build does before reusing vectors
-    report = build(seeds_copy, built)
+    report = build_index(load_documents(seeds_copy), built, FAKE, HashEncoder())
     assert report.embedded_documents == 1  # nothing trusted from the damaged build
     assert verify_index(built).ok
 
 
 def test_a_damaged_index_is_rebuilt_by_the_next_incremental_build(built: Path, seeds_copy: Path) -> None:
     _truncate("chunks.faiss")(current_build(built))
-    report = build(seeds_copy, built)
+    report = build_index(load_documents(seeds_copy), built, FAKE, HashEncoder())
     assert report.embedded_documents == 1  # nothing trusted from the damaged build
     open_index(built, FAKE)
 
@@ -597,30 +595,28 @@ def test_a_build_frees_the_encoders_vectors_before_the_graphs_are_built(
     assert refs and alive == [False, False]
 
 
-def test_an_hnsw_index_answers_like_exact_search(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                                                 seeds_copy: Path) -> None:
-    loaded = load_documents(seeds_copy)
-    build_index(loaded, tmp_path / "exact", FAKE, HashEncoder())
+def test_an_hnsw_index_answers_like_exact_search(monkeypatch: pytest.MonkeyPatch, seeds_copy: Path,
+                                                 make_index: MakeIndex) -> None:
+    exact_dir = make_index(seeds_copy, index="exact")
     monkeypatch.setattr(index_store, "EXACT_SEARCH_BYTES", 0)
-    build_index(loaded, tmp_path / "hnsw", FAKE, HashEncoder())
-    hnsw = open_index(tmp_path / "hnsw", FAKE)
+    hnsw_dir = make_index(seeds_copy, index="hnsw")
+    hnsw = open_index(hnsw_dir, FAKE)
     assert "HNSW" in type(hnsw.chunk_faiss).__name__ and "HNSW" in type(hnsw.sentence_faiss).__name__
-    exact_pipe = Pipeline.open(tmp_path / "exact", FAKE, HashEncoder())
-    hnsw_pipe = Pipeline.open(tmp_path / "hnsw", FAKE, HashEncoder())
+    exact_pipe = Pipeline.open(exact_dir, FAKE, HashEncoder())
+    hnsw_pipe = Pipeline.open(hnsw_dir, FAKE, HashEncoder())
     for question in ("Qu'a proposé Blinken ?", "Où se sont rencontrés les dirigeants ?", "What about Geneva?"):
         assert hnsw_pipe.ask(question) == exact_pipe.ask(question)
 
 
-def test_vectors_are_read_only_maps_that_survive_the_next_build(tmp_path: Path, seeds_copy: Path) -> None:
-    index_dir = tmp_path / "index"
-    build_index(load_documents(seeds_copy), index_dir, FAKE, HashEncoder())
+def test_vectors_are_read_only_maps_that_survive_the_next_build(seeds_copy: Path, make_index: MakeIndex) -> None:
+    index_dir = make_index(seeds_copy)
     old_build = current_build(index_dir)
     pipe = Pipeline.open(index_dir, FAKE, HashEncoder())
     assert isinstance(pipe.index.chunk_vectors, np.memmap) and not pipe.index.chunk_vectors.flags.writeable
     question = "Qu'a proposé Blinken ?"
     before = pipe.ask(question)
     (seeds_copy / "new.txt").write_text(NEW_DOC, encoding="utf-8")
-    build_index(load_documents(seeds_copy), index_dir, FAKE, HashEncoder())
+    make_index(seeds_copy, index=index_dir)
     shutil.rmtree(old_build)  # the files under the old maps are unlinked, as a clean-up would
     assert not old_build.exists()
     assert pipe.ask(question) == before  # unlinked files stay readable through their mapping
@@ -635,18 +631,16 @@ def test_chunks_per_document_counts_the_rows_as_the_chunks_do(built: Path) -> No
     assert sum(index.chunks_per_document().values()) == len(index.chunks) > 0
 
 
-def test_latent_terms_of_reused_documents_are_copied_in_document_order(tmp_path: Path) -> None:
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    (docs / "b.txt").write_text("Blinken called Aliyev. They spoke of Geneva.\n", encoding="utf-8")
-    (docs / "c.txt").write_text("The Red Cross holds information. Graves were found.\n", encoding="utf-8")
-    build_index(load_documents(docs), tmp_path / "inc", FAKE, FakeTermsEncoder())
+def test_latent_terms_of_reused_documents_are_copied_in_document_order(tmp_path: Path, make_index: MakeIndex) -> None:
+    docs = write_docs(tmp_path / "docs", {"b.txt": "Blinken called Aliyev. They spoke of Geneva.\n",
+                                          "c.txt": "The Red Cross holds information. Graves were found.\n"})
+    make_index(docs, index="inc", encoder=FakeTermsEncoder())
     # a new document sorts first: every reused sentence moves to another row
     (docs / "a.txt").write_text("Prague hosted the leaders. A declaration was adopted.\n", encoding="utf-8")
     encoder = FakeTermsEncoder()
     report = build_index(load_documents(docs), tmp_path / "inc", FAKE, encoder)
     assert report.reused_documents == 2 and not any("Blinken" in t for t in encoder.passages)
-    build_index(load_documents(docs), tmp_path / "full", FAKE, FakeTermsEncoder())
+    make_index(docs, index="full", encoder=FakeTermsEncoder())
     inc, full = open_index(tmp_path / "inc", FAKE), open_index(tmp_path / "full", FAKE)
     assert [s.text for s in inc.sentences] == [s.text for s in full.sentences]
     assert inc.sentence_terms is not None and full.sentence_terms is not None

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fakes import FAKE, FakeEncoder
+from helpers import MakeIndex
 
 from rag.chunk import chunk_document
 from rag.encoders import normalise
@@ -66,15 +67,15 @@ def test_rows_can_be_mapped_and_empty_chunks_are_refused() -> None:
         derive_chunk_vectors([chunk], sentences, fused[:, :4], PARTS, row_of)
 
 
-def test_a_derived_build_embeds_sentences_only(tmp_path: Path, seeds_copy: Path) -> None:
+def test_a_derived_build_embeds_sentences_only(make_index: MakeIndex, seeds_copy: Path) -> None:
     encoder = FakeEncoder()
-    loaded = load_documents(seeds_copy)
-    build_index(loaded, tmp_path / "index", DERIVED, encoder)
-    chunks, sentences = chunk_document(loaded.documents[0], DERIVED.chunk_size, DERIVED.chunk_overlap)
+    index_dir = make_index(seeds_copy, settings=DERIVED, encoder=encoder)
+    chunks, sentences = chunk_document(load_documents(seeds_copy).documents[0], DERIVED.chunk_size,
+                                       DERIVED.chunk_overlap)
     whole = {c.text for c in chunks} - {s.text for s in sentences}
     assert whole and not whole & set(encoder.passages)  # no chunk was embedded as a whole
     assert {s.text for s in sentences} <= set(encoder.passages)
-    index = open_index(tmp_path / "index", DERIVED)
+    index = open_index(index_dir, DERIVED)
     stored = index.chunk_store.vectors(np.arange(len(index.chunks)))
     sentence_vectors = index.sentence_store.vectors(np.arange(len(index.sentences)))
     parts = [{"id": p.id, "dim": p.dim, "weight": p.weight} for p in index.manifest.model.parts]
@@ -82,9 +83,8 @@ def test_a_derived_build_embeds_sentences_only(tmp_path: Path, seeds_copy: Path)
                                atol=1e-6)
 
 
-def test_encoded_and_derived_builds_never_mix(tmp_path: Path, seeds_copy: Path) -> None:
-    index_dir = tmp_path / "index"
-    build_index(load_documents(seeds_copy), index_dir, FAKE, FakeEncoder())
+def test_encoded_and_derived_builds_never_mix(make_index: MakeIndex, seeds_copy: Path) -> None:
+    index_dir = make_index(seeds_copy)
     assert index_status(index_dir, load_documents(seeds_copy), DERIVED) == "stale"
     (seeds_copy / "phare.txt").write_text("Le phare de Cordouan date de 1611.", encoding="utf-8")
     report = build_index(load_documents(seeds_copy), index_dir, DERIVED, FakeEncoder())
@@ -92,9 +92,8 @@ def test_encoded_and_derived_builds_never_mix(tmp_path: Path, seeds_copy: Path) 
     assert read_manifest(current_build(index_dir)).build_key()["chunk_vectors"] == "derived"
 
 
-def test_a_manifest_from_before_the_setting_means_encoded(tmp_path: Path, seeds_copy: Path) -> None:
-    build_index(load_documents(seeds_copy), tmp_path / "index", FAKE, FakeEncoder())
-    manifest = read_manifest(current_build(tmp_path / "index"))
+def test_a_manifest_from_before_the_setting_means_encoded(make_index: MakeIndex, seeds_copy: Path) -> None:
+    manifest = read_manifest(current_build(make_index(seeds_copy)))
     older = dataclasses.replace(manifest, settings={k: v for k, v in manifest.settings.items()
                                                     if k != "chunk_vectors"})
     assert older.build_key() == manifest.build_key() and older.build_key()["chunk_vectors"] == "encoded"

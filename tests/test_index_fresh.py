@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from fakes import FAKE, FakeEncoder
-from helpers import SEED_DOC
+from helpers import SEED_DOC, MakeIndex
 
 import rag.index.manifest
 import rag.load
@@ -32,11 +32,9 @@ def _age(folder: Path, seconds: float = 3600) -> None:
 
 
 @pytest.fixture
-def built(tmp_path: Path, seeds_copy: Path) -> Path:
+def built(make_index: MakeIndex, seeds_copy: Path) -> Path:
     _age(seeds_copy)
-    index_dir = tmp_path / "index"
-    build_index(load_documents(seeds_copy), index_dir, FAKE, FakeEncoder())
-    return index_dir
+    return make_index(seeds_copy)
 
 
 @pytest.fixture
@@ -121,13 +119,13 @@ def test_added_removed_and_resized_files_send_ensure_index_back_to_reading(built
     assert report is not None and report.embedded_documents == 1
 
 
-def test_a_file_written_just_before_the_scan_is_not_trusted_by_its_mtime(tmp_path: Path, seeds_copy: Path) -> None:
+def test_a_file_written_just_before_the_scan_is_not_trusted_by_its_mtime(make_index: MakeIndex,
+                                                                          seeds_copy: Path) -> None:
     """Racily clean: a file written within RACY_NS of the build's scan may change again within the same mtime
     tick; the quick check reads the documents instead (and the next scan, later, records a trusted state)."""
     recent = time.time() - RACY_NS / 2e9
     os.utime(seeds_copy / SEED_DOC.name, (recent, recent))
-    index_dir = tmp_path / "index"
-    build_index(load_documents(seeds_copy), index_dir, FAKE, FakeEncoder())
+    index_dir = make_index(seeds_copy)
     assert quick_status(index_dir, seeds_copy, FAKE) == "unknown"
     manifest = read_manifest(current_build(index_dir))
     assert manifest.scanned_ns - manifest.sources[0].mtime_ns < RACY_NS

@@ -11,25 +11,22 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from fakes import FAKE, FakeEncoder
-from helpers import SEED_DOC
+from helpers import SEED_DOC, MakeIndex
 
 import rag.index.manifest
 from rag.cli import main
 from rag.errors import IndexCorruptError
-from rag.index import build_index, current_build, open_index, verify_index
-from rag.load import load_documents
+from rag.index import current_build, open_index, verify_index
 from rag.pipeline import Pipeline
 
 QUESTION = "Qu'a proposé Blinken ?"
 
 
 @pytest.fixture
-def built(tmp_path: Path, seeds_copy: Path) -> Path:
+def built(make_index: MakeIndex, seeds_copy: Path) -> Path:
     past = time.time() - 3600
     os.utime(seeds_copy / SEED_DOC.name, (past, past))
-    index_dir = tmp_path / "index"
-    build_index(load_documents(seeds_copy), index_dir, FAKE, FakeEncoder())
-    return index_dir
+    return make_index(seeds_copy)
 
 
 def _verify(*args: str) -> object:

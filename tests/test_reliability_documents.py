@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from helpers import MakeIndex
 
 from rag.cli import main
 from rag.encoders import HashEncoder
@@ -208,11 +209,11 @@ def test_a_missing_documents_folder_is_refused_with_the_fix(tmp_path: Path) -> N
         load_documents(tmp_path / "nowhere")
 
 
-def test_a_bad_file_added_later_does_not_lose_the_index(zoo: Path, tmp_path: Path) -> None:
+def test_a_bad_file_added_later_does_not_lose_the_index(zoo: Path, make_index: MakeIndex) -> None:
     """An update run after a binary file appears keeps every document and reuses their vectors."""
-    build_index(load_documents(zoo), tmp_path / "index", HASH, HashEncoder())
+    index_dir = make_index(zoo, settings=HASH)
     (zoo / "new-binary.md").write_bytes(b"\x00\x01\x02")
-    report = build_index(load_documents(zoo), tmp_path / "index", HASH, HashEncoder())
+    report = build_index(load_documents(zoo), index_dir, HASH, HashEncoder())
     assert report.up_to_date and report.documents == len(_good_ids())
     assert "new-binary.md" in {s.path for s in report.skipped}
 

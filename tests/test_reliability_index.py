@@ -27,12 +27,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from fakes import FakeEncoder
+from helpers import MakeIndex
 
 from rag.cli import main
 from rag.encoders import HashEncoder
 from rag.errors import IndexCorruptError, IndexMismatchError, IndexMissingError
-from rag.index import CURRENT, FORMAT_VERSION, build_index, current_build, open_index, verify_index
-from rag.load import load_documents
+from rag.index import CURRENT, FORMAT_VERSION, current_build, open_index, verify_index
 from rag.pipeline import Pipeline, ensure_index
 from rag.settings import Settings
 
@@ -42,10 +42,8 @@ FIX = re.compile(r"`(rag index[^`]*)`")
 
 
 @pytest.fixture
-def built(tmp_path: Path, seeds_copy: Path) -> Path:
-    index_dir = tmp_path / "index"
-    build_index(load_documents(seeds_copy), index_dir, HASH, HashEncoder())
-    return index_dir
+def built(make_index: MakeIndex, seeds_copy: Path) -> Path:
+    return make_index(seeds_copy, settings=HASH)
 
 
 # ----------------------------------------------------------------------------- damages
@@ -230,10 +228,9 @@ def test_encoder_that_differs_from_the_manifest_is_refused_at_open(built: Path, 
         pipeline.ask(QUESTION)
 
 
-def test_fix_command_survives_a_path_with_spaces(tmp_path: Path, seeds_copy: Path) -> None:
+def test_fix_command_survives_a_path_with_spaces(make_index: MakeIndex, seeds_copy: Path) -> None:
     """The command in the message must be runnable as printed, even for "My Index"."""
-    index_dir = tmp_path / "My Index"
-    build_index(load_documents(seeds_copy), index_dir, HASH, HashEncoder())
+    index_dir = make_index(seeds_copy, index="My Index", settings=HASH)
     _damage(index_dir, "chunks.faiss truncated to half")
     with pytest.raises(IndexCorruptError) as caught:
         open_index(index_dir, HASH)

@@ -9,13 +9,13 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from helpers import HOSTILE, make_harbour, visible
+from helpers import HOSTILE, MakeIndex, make_harbour, visible
 from hypothesis import given
 from hypothesis import strategies as st
 
 from rag.encoders import HashEncoder
 from rag.errors import DocumentsError, QuestionError
-from rag.index import background_sentences, build_index, current_build
+from rag.index import background_sentences, current_build
 from rag.load import load_documents
 from rag.pipeline import Pipeline
 from rag.settings import DEFAULT_MODEL, Settings
@@ -300,22 +300,23 @@ def test_a_failed_background_rebuild_keeps_the_old_index(tmp_path: Path) -> None
     assert "1887" in (engine.ask("When did the harbour open?")[0].text or "")
 
 
-def test_engine_follows_a_build_made_by_another_process(tmp_path: Path) -> None:
+def test_engine_follows_a_build_made_by_another_process(tmp_path: Path, make_index: MakeIndex) -> None:
     seeds = make_harbour(tmp_path / "seeds")
     engine = Engine(AppConfig(seeds, tmp_path / "index", "hash"))
     engine.start()
     shutil.copy(seeds / "harbour.txt", seeds / "copy.txt")
-    build_index(load_documents(seeds), tmp_path / "index", engine.settings, engine.encoder)
+    make_index(seeds, index=tmp_path / "index", settings=engine.settings, encoder=engine.encoder)
     assert engine.facts().documents == 3
 
 
-def test_engine_keeps_answering_when_the_index_on_disk_is_replaced_by_another_model(tmp_path: Path) -> None:
+def test_engine_keeps_answering_when_the_index_on_disk_is_replaced_by_another_model(tmp_path: Path,
+                                                                                    make_index: MakeIndex) -> None:
     seeds = make_harbour(tmp_path / "seeds")
     engine = Engine(AppConfig(seeds, tmp_path / "index", "hash"))
     engine.start()
     before = engine.pipeline.index.path
     other = Settings(model="hash-other")
-    build_index(load_documents(seeds), tmp_path / "index", other, HashEncoder(), full=True)
+    make_index(seeds, index=tmp_path / "index", settings=other, encoder=HashEncoder(), full=True)
     assert engine.pipeline.index.path == before
     assert "1887" in (engine.ask("When did the harbour open?")[0].text or "")
     (tmp_path / "index" / "CURRENT").unlink()

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from fakes import FAKE, FakeEncoder
-from helpers import SEED_DOC, SEEDS
+from helpers import SEED_DOC, SEEDS, MakeIndex
 
 from rag.cli import main
 from rag.errors import IndexMismatchError, StoreError, StoreMismatchError
@@ -59,11 +59,9 @@ def rows(settings: Settings, index_dir: Path) -> tuple[int, int]:
     return collections.count("chunks"), collections.count("sentences")
 
 
-def test_flat_milvus_ranks_and_answers_as_faiss(tmp_path: Path, seeds_copy: Path) -> None:
-    loaded = load_documents(seeds_copy)
-    build_index(loaded, tmp_path / "faiss", FAKE, FakeEncoder())
-    settings = milvus(tmp_path)
-    build_index(loaded, tmp_path / "milvus", settings, FakeEncoder())
+def test_flat_milvus_ranks_and_answers_as_faiss(tmp_path: Path, seeds_copy: Path, make_index: MakeIndex) -> None:
+    make_index(seeds_copy, index="faiss")
+    make_index(seeds_copy, index="milvus", settings=milvus(tmp_path))
     index = open_index(tmp_path / "milvus")
     assert index.manifest.settings["store"] == "milvus"
     assert index.manifest.settings["milvus_uri"] == str(tmp_path / "milvus.db")
@@ -75,9 +73,10 @@ def test_flat_milvus_ranks_and_answers_as_faiss(tmp_path: Path, seeds_copy: Path
     assert rankings(tmp_path / "milvus", FAKE) == rankings(tmp_path / "faiss", FAKE)
 
 
-def test_collections_released_since_the_build_are_loaded_on_open(tmp_path: Path, seeds_copy: Path) -> None:
+def test_collections_released_since_the_build_are_loaded_on_open(tmp_path: Path, seeds_copy: Path,
+                                                                 make_index: MakeIndex) -> None:
     settings = milvus(tmp_path)
-    build_index(load_documents(seeds_copy), tmp_path / "index", settings, FakeEncoder())
+    make_index(seeds_copy, settings=settings)
     before = rankings(tmp_path / "index", FAKE)
     prefix = str(open_index(tmp_path / "index").manifest.settings["milvus_collection"])
     collections = MilvusCollections(str(settings.milvus_uri), prefix)
@@ -87,7 +86,8 @@ def test_collections_released_since_the_build_are_loaded_on_open(tmp_path: Path,
 
 
 def test_incremental_builds_insert_new_and_delete_changed_and_removed_documents(tmp_path: Path,
-                                                                               seeds_copy: Path) -> None:
+                                                                               seeds_copy: Path,
+                                                                               make_index: MakeIndex) -> None:
     settings, index_dir = milvus(tmp_path), tmp_path / "index"
     first = build_index(load_documents(seeds_copy), index_dir, settings, FakeEncoder())
     assert rows(settings, index_dir) == (first.chunks, first.sentences)
@@ -108,12 +108,12 @@ def test_incremental_builds_insert_new_and_delete_changed_and_removed_documents(
     removed = build_index(load_documents(seeds_copy), index_dir, FAKE, FakeEncoder())
     assert removed.removed_documents == 1
     assert rows(settings, index_dir) == (first.chunks, first.sentences)
-    build_index(load_documents(seeds_copy), tmp_path / "faiss", FAKE, FakeEncoder())
-    assert rankings(index_dir, FAKE) == rankings(tmp_path / "faiss", FAKE)
+    assert rankings(index_dir, FAKE) == rankings(make_index(seeds_copy, index="faiss"), FAKE)
 
 
 def test_a_failed_build_keeps_the_previous_one_and_the_next_removes_its_rows(tmp_path: Path,
-                                                                              seeds_copy: Path) -> None:
+                                                                              seeds_copy: Path,
+                                                                              make_index: MakeIndex) -> None:
     settings, index_dir = milvus(tmp_path), tmp_path / "index"
     first = build_index(load_documents(seeds_copy), index_dir, settings, FakeEncoder())
     before = rankings(index_dir, FAKE)
@@ -123,7 +123,7 @@ def test_a_failed_build_keeps_the_previous_one_and_the_next_removes_its_rows(tmp
     assert rankings(index_dir, FAKE) == before  # the new rows are in Milvus, but not the build's
     assert rows(settings, index_dir)[0] > first.chunks
     (seeds_copy / "new.txt").unlink()
-    build_index(load_documents(seeds_copy), index_dir, FAKE, FakeEncoder(), full=True)
+    make_index(seeds_copy, index=index_dir, full=True)
     assert rows(settings, index_dir) == (first.chunks, first.sentences)
     assert not (index_dir / "milvus-pending.json").exists()
 
@@ -144,14 +144,15 @@ def test_a_collection_of_another_model_or_dimension_is_refused(tmp_path: Path) -
     assert not (tmp_path / "index" / "CURRENT").exists()
 
 
-def test_a_store_option_that_disagrees_with_the_index_is_refused(tmp_path: Path, seeds_copy: Path) -> None:
-    build_index(load_documents(seeds_copy), tmp_path / "index", FAKE, FakeEncoder())
+def test_a_store_option_that_disagrees_with_the_index_is_refused(tmp_path: Path, seeds_copy: Path,
+                                                                 make_index: MakeIndex) -> None:
+    make_index(seeds_copy)
     with pytest.raises(StoreMismatchError, match=r"keeps its vectors in faiss, not milvus: rebuild it with "
                                                  r"`rag index --full --store milvus"):
         build_index(load_documents(seeds_copy), tmp_path / "index", milvus(tmp_path), FakeEncoder())
     with pytest.raises(IndexMismatchError, match=r"keeps its vectors in faiss, not milvus: leave out --store"):
         Pipeline.open(tmp_path / "index", milvus(tmp_path), FakeEncoder())
-    build_index(load_documents(seeds_copy), tmp_path / "index", milvus(tmp_path), FakeEncoder(), full=True)
+    make_index(seeds_copy, settings=milvus(tmp_path), full=True)
     assert open_index(tmp_path / "index").manifest.settings["store"] == "milvus"
 
 
@@ -227,12 +228,13 @@ def milvus_server(tmp_path_factory: pytest.TempPathFactory, loopback_only: None)
 
 
 def test_a_standalone_milvus_server_builds_updates_and_answers_as_faiss(milvus_server: str, tmp_path: Path,
-                                                                        seeds_copy: Path) -> None:
+                                                                        seeds_copy: Path,
+                                                                        make_index: MakeIndex) -> None:
     settings = FAKE.with_(store="milvus", milvus_uri=milvus_server, milvus_index="HNSW")
-    build_index(load_documents(seeds_copy), tmp_path / "index", settings, FakeEncoder())
+    make_index(seeds_copy, settings=settings)
     (seeds_copy / "new.txt").write_text("Une phrase sur Prague.\n\nEt une autre sur Genève.", encoding="utf-8")
     report = build_index(load_documents(seeds_copy), tmp_path / "index", FAKE, FakeEncoder())
     assert report.embedded_documents == 1
     assert rows(settings, tmp_path / "index") == (report.chunks, report.sentences)
-    build_index(load_documents(seeds_copy), tmp_path / "faiss", FAKE, FakeEncoder())
-    assert [r[1:] for r in rankings(tmp_path / "index", FAKE)] == [r[1:] for r in rankings(tmp_path / "faiss", FAKE)]
+    faiss_dir = make_index(seeds_copy, index="faiss")
+    assert [r[1:] for r in rankings(tmp_path / "index", FAKE)] == [r[1:] for r in rankings(faiss_dir, FAKE)]
