@@ -23,7 +23,7 @@ EXPECTED = "délimitation des frontières"
 START_TIMEOUT_S = 300  # the first start embeds the seeds with the real model
 ANSWER_TIMEOUT_S = 120
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]  # 16 s: Streamlit and Chromium start
 
 
 @pytest.fixture

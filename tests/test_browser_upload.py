@@ -15,7 +15,7 @@ import samples
 from helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, serve_app
 from samples import PAGES, write
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]  # 8 s: Streamlit and Chromium start
 DREDGING = ["Dredging", "The dredging of the inner basin will remove eleven thousand cubic metres of silt.",
             "Dredging boats work only at night to spare the ferries."]
 HOSTILE_NAME = "<img src=x onerror=alert(1)>.html"

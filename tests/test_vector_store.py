@@ -59,6 +59,7 @@ def rows(settings: Settings, index_dir: Path) -> tuple[int, int]:
     return collections.count("chunks"), collections.count("sentences")
 
 
+@pytest.mark.slow  # 3.4 s
 def test_flat_milvus_ranks_and_answers_as_faiss(tmp_path: Path, seeds_copy: Path, make_index: MakeIndex) -> None:
     make_index(seeds_copy, index="faiss")
     make_index(seeds_copy, index="milvus", settings=milvus(tmp_path))
@@ -73,6 +74,7 @@ def test_flat_milvus_ranks_and_answers_as_faiss(tmp_path: Path, seeds_copy: Path
     assert rankings(tmp_path / "milvus", FAKE) == rankings(tmp_path / "faiss", FAKE)
 
 
+@pytest.mark.slow  # 5.0 s (Milvus Lite starts)
 def test_collections_released_since_the_build_are_loaded_on_open(tmp_path: Path, seeds_copy: Path,
                                                                  make_index: MakeIndex) -> None:
     settings = milvus(tmp_path)
@@ -85,6 +87,7 @@ def test_collections_released_since_the_build_are_loaded_on_open(tmp_path: Path,
     assert rankings(tmp_path / "index", FAKE) == before
 
 
+@pytest.mark.slow  # 3.8 s
 def test_incremental_builds_insert_new_and_delete_changed_and_removed_documents(tmp_path: Path,
                                                                                seeds_copy: Path,
                                                                                make_index: MakeIndex) -> None:
@@ -111,6 +114,7 @@ def test_incremental_builds_insert_new_and_delete_changed_and_removed_documents(
     assert rankings(index_dir, FAKE) == rankings(make_index(seeds_copy, index="faiss"), FAKE)
 
 
+@pytest.mark.slow  # 4.7 s
 def test_a_failed_build_keeps_the_previous_one_and_the_next_removes_its_rows(tmp_path: Path,
                                                                               seeds_copy: Path,
                                                                               make_index: MakeIndex) -> None:
@@ -227,6 +231,7 @@ def milvus_server(tmp_path_factory: pytest.TempPathFactory, loopback_only: None)
         log.close()
 
 
+@pytest.mark.slow  # 194 s, the server's start 7 s more (2026-12-05, 2 cores)
 def test_a_standalone_milvus_server_builds_updates_and_answers_as_faiss(milvus_server: str, tmp_path: Path,
                                                                         seeds_copy: Path,
                                                                         make_index: MakeIndex) -> None:
