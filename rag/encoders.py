@@ -28,7 +28,6 @@ from .local_encoders import (
     fill_term_rows,
     normalise,
 )
-from .local_encoders import _LazyEncoder as _LazyEncoder  # rag.model.torch_e5 subclasses it from here
 from .settings import DEFAULT_MODEL, DEFAULT_USE_WEIGHT, E5_TORCH, FUSED_MODELS, Paths, canonical_model
 
 __all__ = [

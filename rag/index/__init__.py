@@ -2,8 +2,9 @@
 
 - ``manifest``: the typed ``Manifest`` of a build, its validation, and ``check_compatible``
   (does this index fit these settings and this encoder);
-- ``store``: the folder layout, the ``CURRENT`` pointer, the build lock, atomic writes and
-  ``open_index`` -> ``Index`` (with what questions need computed once, at open);
+- ``folder``: the folder layout, the ``CURRENT`` pointer, the build lock and clean-up;
+- ``store``: the FAISS indexes and ``write_build``, the atomic write of a build;
+- ``loaded``: ``open_index`` -> ``Index`` (with what questions need computed once, at open);
 - ``build``: ``build_index``, and the abstention background;
 - ``fresh``: ``index_state``, the one classification of an index against the settings (missing,
   mismatch, stale, ok), ``index_status`` and ``quick_status`` over it (the latter stat-only), and

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from ..encoders import BATCH, TERMS, _LazyEncoder, fill_term_rows
 from ..errors import ModelError
+from ..local_encoders import BATCH, TERMS, _LazyEncoder, fill_term_rows
 from .export import PASSAGE_PROMPT, QUERY_PROMPT
 from .nanofile import SparseHead, read_sparse_head
 from .terms import pooled_terms, top_terms

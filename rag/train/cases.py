@@ -113,7 +113,8 @@ def _case(asked: tuple, variant: str, exclude: set[int], answerable: bool) -> Ca
 def collect(name: str, docs: Path, questions_path: Path, index_dir: Path, settings: Settings, cache: Path,
             group_of: dict[str, str], simulate: bool) -> list[Case]:
     """``_collect``, cached under ``cache`` by the code that makes features and the questions."""
-    code = b"".join((PACKAGE / f).read_bytes() for f in ("features.py", "retrieve.py", "chunk.py", "encoders.py"))
+    made_by = ("features.py", "retrieve.py", "chunk.py", "encoders.py", "local_encoders.py")
+    code = b"".join((PACKAGE / f).read_bytes() for f in made_by)
     tag = (name + str(simulate) + ("" if simulate else "v2")
            + ("" if settings.chunk_vectors == "encoded" else settings.chunk_vectors)).encode()
     key = hashlib.sha1(code + questions_path.read_bytes() + tag).hexdigest()[:12]
