@@ -45,45 +45,45 @@ def _friendly_errors(debug: bool = False) -> Iterator[None]:
         _fail(f"unexpected {type(exc).__name__}: {exc} (run again with --debug and report it)", 1)
 
 
+class _Bar:
+    """A tqdm bar on stderr made at the first update (when the total is known); none when stderr
+    is not a terminal (disable=None: CI logs, pipes)."""
+
+    def __init__(self, label: str, unit: str) -> None:
+        self.label, self.unit = label, unit
+        self.bar: Any = None
+
+    def update(self, done: int, total: int, postfix: str | None = None) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=total, desc=self.label, unit=self.unit, file=sys.stderr, leave=False, disable=None)
+        if postfix is not None:
+            self.bar.set_postfix_str(postfix, refresh=False)
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 @contextmanager
 def _reading_bar() -> Iterator[LoadProgress]:
     """Documents read, with the pages read so far: extracting a folder of PDFs takes a while."""
-    from tqdm import tqdm
-
-    bar: Any = None
-
-    def update(done: int, total: int, pages: int) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = tqdm(total=total, desc="reading", unit="document", file=sys.stderr, leave=False, disable=None)
-        bar.set_postfix_str(f"{pages} pages", refresh=False)
-        bar.update(done - bar.n)
-
+    bar = _Bar("reading", "document")
     try:
-        yield update
+        yield lambda done, total, pages: bar.update(done, total, f"{pages} pages")
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
 
 
 @contextmanager
 def _progress_bar(label: str, unit: str = "passage") -> Iterator[Progress]:
-    from tqdm import tqdm
-
-    bar: Any = None
-
-    def update(done: int, total: int) -> None:
-        nonlocal bar
-        if bar is None:
-            # disable=None: no bar when stderr is not a terminal (CI logs, pipes)
-            bar = tqdm(total=total, desc=label, unit=unit, file=sys.stderr, leave=False, disable=None)
-        bar.update(done - bar.n)
-
+    bar = _Bar(label, unit)
     try:
-        yield update
+        yield bar.update
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
 
 
 def _settings(index_dir: Path, model: str | None, **changes: Any) -> Settings:
