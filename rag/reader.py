@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ModelError
-from .model.export import file_sha256
+from .files import sha256_file
 
 FORMAT = 1  # of rag/data/reader; a change of inputs or layout bumps it
 MAX_QUESTION, MAX_SENTENCE, MAX_CONTEXT = 40, 72, 24  # tokens of each part read
@@ -173,7 +173,7 @@ def reader_record(folder: Path | None = None) -> dict[str, Any]:
         raise ModelError(f"the reader in {folder} has format {record.get('format')}, this rag reads {FORMAT}: "
                          f"{RETRAIN}")
     weights = folder / WEIGHTS
-    if not weights.is_file() or file_sha256(weights) != record.get("sha256"):
+    if not weights.is_file() or sha256_file(weights) != record.get("sha256"):
         raise ModelError(f"the reader's weights {weights} are missing or damaged (SHA-256 differs from "
                          f"{RECORD}): {RETRAIN}")
     return dict(record)

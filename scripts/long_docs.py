@@ -12,23 +12,15 @@ that it is one split. Prints a table of what each set holds.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 from pathlib import Path
 
 from rag.evaluate.long_docs import LONG_DOC_SOURCES, build_long_docs, read_pool, write_long_doc_set
+from rag.files import sha256_file
 
 ROOT = Path(__file__).resolve().parent.parent
 POOL = ROOT.parent / "shared" / "train" / "qa-pool.jsonl.gz"
 OUT = ROOT / "bench" / "results" / "long-docs"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--pool: {args.pool} does not exist: give the path of qa-pool.jsonl.gz")
     try:
         build = build_long_docs(read_pool(args.pool, set(LONG_DOC_SOURCES.values())))
-        provenance = {"pool": args.pool.name, "pool_sha256": _sha256(args.pool), "made_by": "scripts/long_docs.py"}
+        provenance = {"pool": args.pool.name, "pool_sha256": sha256_file(args.pool), "made_by": "scripts/long_docs.py"}
         summaries = [write_long_doc_set(args.out / f"long-{lang}", build, lang, provenance) for lang in langs]
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

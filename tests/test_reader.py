@@ -111,12 +111,12 @@ def test_a_tiny_training_run_writes_a_reader_that_loads_and_reads(base: Path, tm
 def test_a_reader_of_another_shape_or_format_is_refused(base: Path, tmp_path: Path) -> None:
     from safetensors.numpy import save_file
 
-    from rag.reader import file_sha256
+    from rag.files import sha256_file
 
     out = tmp_path / "reader"
     out.mkdir()
     save_file({"answer.weight": np.zeros((1, 384), np.float16)}, str(out / WEIGHTS))
-    record = {"format": 1, "layers": 2, "sha256": file_sha256(out / WEIGHTS)}
+    record = {"format": 1, "layers": 2, "sha256": sha256_file(out / WEIGHTS)}
     (out / RECORD).write_text(json.dumps(record), encoding="utf-8")
     with pytest.raises(ModelError, match="do not fit a 2-layer e5"):
         Reader(base, out)

