@@ -20,6 +20,7 @@ from rag.evaluate.long_docs import (
     read_pool,
     safe_file_name,
     write_long_doc_set,
+    write_paragraph_set,
 )
 
 POOL = ROOT.parent / "shared" / "train" / "qa-pool.jsonl.gz"
@@ -188,6 +189,36 @@ def test_written_set_loads_with_the_question_loader_and_its_contexts_are_found(t
         ("es-src", "Normandos"), ("es-src", "Otro tema"), ("it-src", "Normanni")}
     split = json.loads((tmp_path / "long-es" / "split.json").read_text(encoding="utf-8"))
     assert split["set"] == {"lang": "es", "sources": ["es-src"], "documents": 2, "answerable": 5, "unanswerable": 1}
+
+
+def test_the_paragraph_set_asks_the_same_questions_of_one_document_per_paragraph(tmp_path: Path) -> None:
+    build = build_long_docs(_pool(), dev_fraction=1.0, min_chars=0)
+    write_long_doc_set(tmp_path / "long-es", build, "es")
+    counts = write_paragraph_set(tmp_path / "long-es", tmp_path / "para-es")
+    documents = _documents(tmp_path / "para-es")
+    assert sorted(documents) == ["normandos--p000.txt", "normandos--p001.txt", "normandos--p002.txt",
+                                 "otro-tema--p000.txt"]
+    assert [documents[f"normandos--p00{i}.txt"] for i in range(3)] == [P1, P2, P3]
+    assert counts == {"documents": 4, "questions": 6}
+    long_cases = load_questions(tmp_path / "long-es" / "questions.jsonl").cases
+    questions = load_questions(tmp_path / "para-es" / "questions.jsonl")
+    assert [(c.id, c.question, c.answers, c.context) for c in questions.cases] == [
+        (c.id, c.question, c.answers, c.context) for c in long_cases]
+    by_id = {c.id: c.doc for c in questions.cases}
+    assert (by_id["es-src:q2"], by_id["es-src:q3"], by_id["es-src:q4"]) == ("normandos--p001.txt",
+                                                                           "normandos--p000.txt", None)
+    assert locate_passages(questions, documents)["es-src:q2"] == (0, len(P2))  # the whole document now
+
+
+def test_a_paragraph_set_refuses_a_context_that_is_no_paragraph(tmp_path: Path) -> None:
+    write_long_doc_set(tmp_path / "long-es", build_long_docs(_pool(), dev_fraction=1.0, min_chars=0), "es")
+    path = tmp_path / "long-es" / "questions.jsonl"
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    rows[1]["context"] = P2[:20]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    with pytest.raises(ValueError, match="es-src:q2 is not a paragraph of normandos.txt"):
+        write_paragraph_set(tmp_path / "long-es", tmp_path / "para-es")
+    assert not (tmp_path / "para-es").exists()
 
 
 def test_a_held_out_article_too_short_stays_held_out_but_is_not_written(tmp_path: Path) -> None:

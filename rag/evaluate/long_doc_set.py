@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # long_docs re-exports this module's names, so it cannot be i
 SPLIT_FILE = "split.json"
 QUESTIONS_FILE = "questions.jsonl"
 DOCS_FOLDER = "docs"
+SEPARATOR = "\n\n"  # between paragraphs: a blank line, which the chunker reads as a paragraph break
 
 
 @dataclass(frozen=True)
@@ -91,17 +92,55 @@ def write_long_doc_set(folder: str | os.PathLike[str], build: LongDocBuild, lang
         raise ValueError(f"no held-out article of {build.min_chars}+ characters in language {lang!r} "
                          f"({summary.articles} articles, {summary.held_out} held out): give rows of one of "
                          f"{', '.join(build.langs()) or 'no language'}, or a lower min_chars")
+    record = {"set": {"lang": lang, "sources": list(summary.sources), "documents": summary.documents,
+                      "answerable": summary.answerable, "unanswerable": summary.unanswerable},
+              **split_record(build, provenance)}
+    _write_set(folder, {doc.name: doc.text for doc in build.set_documents(lang)},
+               [q.row() for q in build.set_questions(lang)], record)
+    return summary
+
+
+def write_paragraph_set(long_set: str | os.PathLike[str], folder: str | os.PathLike[str]) -> dict[str, int]:
+    """The same questions over the short paragraphs (issue 28, point 3): every paragraph of every
+    document of the written set ``long_set`` becomes a document of its own (``<doc>--p<NNN>.txt``),
+    and each answerable question names the paragraph that holds its ``context``; unanswerable ones
+    are copied as they are. Returns the counts written.
+    """
+    long_set, folder = Path(long_set), Path(folder)
+    texts: dict[str, str] = {}
+    where: dict[tuple[str, str], str] = {}  # (long document, paragraph text) -> paragraph document
+    for path in sorted((long_set / DOCS_FOLDER).glob("*.txt")):
+        for i, paragraph in enumerate(path.read_text(encoding="utf-8").split(SEPARATOR)):
+            name = f"{path.stem}--p{i:03d}.txt"
+            texts[name] = paragraph
+            where.setdefault((path.name, paragraph), name)
+    rows = []
+    for line in (long_set / QUESTIONS_FILE).read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        if row.get("context") is not None:
+            found = where.get((row["doc"], row["context"]))
+            if found is None:
+                raise ValueError(f"{long_set}: the context of {row['id']} is not a paragraph of {row['doc']}: "
+                                 "write the long set again with scripts/long_docs.py")
+            row = {**row, "doc": found}
+        rows.append(row)
+    record = json.loads((long_set / SPLIT_FILE).read_text(encoding="utf-8"))
+    record["set"] = {**record.get("set", {}), "documents": len(texts), "paragraphs_of": long_set.name}
+    _write_set(folder, texts, rows, record)
+    return {"documents": len(texts), "questions": len(rows)}
+
+
+def _write_set(folder: Path, documents: Mapping[str, str], rows: list[dict[str, Any]], record: dict[str, Any]) -> None:
+    """Write a set into a temporary folder beside ``folder`` and rename it into place, so that a
+    reader never sees half a set; an existing set there is replaced."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
     try:
         (staging / DOCS_FOLDER).mkdir()
-        for doc in build.set_documents(lang):
-            _write(staging / DOCS_FOLDER / doc.name, doc.text.encode("utf-8"))
-        lines = [json.dumps(q.row(), ensure_ascii=False) for q in build.set_questions(lang)]
+        for name, text in documents.items():
+            _write(staging / DOCS_FOLDER / name, text.encode("utf-8"))
+        lines = [json.dumps(row, ensure_ascii=False) for row in rows]
         _write(staging / QUESTIONS_FILE, ("\n".join(lines) + "\n").encode("utf-8"))
-        record = {"set": {"lang": lang, "sources": list(summary.sources), "documents": summary.documents,
-                          "answerable": summary.answerable, "unanswerable": summary.unanswerable},
-                  **split_record(build, provenance)}
         _write(staging / SPLIT_FILE, (json.dumps(record, ensure_ascii=False, indent=1) + "\n").encode("utf-8"))
         old = None
         if folder.exists():
@@ -114,7 +153,6 @@ def write_long_doc_set(folder: str | os.PathLike[str], build: LongDocBuild, lang
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return summary
 
 
 def read_held_out(path: str | os.PathLike[str]) -> frozenset[ArticleKey]:

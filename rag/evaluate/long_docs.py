@@ -36,12 +36,14 @@ from typing import Any
 from .long_doc_set import (
     DOCS_FOLDER,
     QUESTIONS_FILE,
+    SEPARATOR,
     SPLIT_FILE,
     SetSummary,
     read_held_out,
     split_record,
     summarise_set,
     write_long_doc_set,
+    write_paragraph_set,
 )
 
 __all__ = [
@@ -67,6 +69,7 @@ __all__ = [
     "split_record",
     "summarise_set",
     "write_long_doc_set",
+    "write_paragraph_set",
 ]
 
 # The pool's sources whose articles are long (30-50 paragraphs, 10,000+ characters joined), by language.
@@ -81,7 +84,6 @@ MIN_DEV_ARTICLES = 10
 # held out (its translation may be in the set). One in the pool: the Italian "Commutazione di pacchetto",
 # 8 paragraphs, 5,518 characters (its Spanish twin has 14,823).
 MIN_DOC_CHARS = 10_000
-SEPARATOR = "\n\n"  # between paragraphs: a blank line, which the chunker reads as a paragraph break
 _MAX_NAME = 80
 
 ArticleKey = tuple[str, str]  # (source, title)
