@@ -216,7 +216,7 @@ def test_a_paragraph_set_refuses_a_context_that_is_no_paragraph(tmp_path: Path) 
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     rows[1]["context"] = P2[:20]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    with pytest.raises(ValueError, match="es-src:q2 is not a paragraph of normandos.txt"):
+    with pytest.raises(ValueError, match=r"es-src:q2 is not a paragraph of normandos\.txt"):
         write_paragraph_set(tmp_path / "long-es", tmp_path / "para-es")
     assert not (tmp_path / "para-es").exists()
 
