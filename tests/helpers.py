@@ -17,7 +17,7 @@ import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import pytest
 
@@ -154,7 +154,7 @@ TINY_DOCS = {
     "bakery.txt": "The bakery on Linden Square sells rye bread baked in a wood oven.\n\n"
                   "Its owner, Tomas Brandl, opens the shop at five every morning.\n",
 }
-TINY_QUESTIONS = [
+TINY_QUESTIONS: list[dict[str, Any]] = [  # question-set records, as JSON lines hold them
     {"id": "t1", "question": "Who built the lighthouse of Varnholm in 1887?", "question_lang": "en",
      "doc": "lighthouse.txt", "answers": ["Mira Castellan"],
      "context": "The lighthouse of Varnholm was built in 1887 by the engineer Mira Castellan."},

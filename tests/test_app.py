@@ -6,9 +6,11 @@ import html
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 import streamlit as st
 from helpers import HOSTILE, ROOT, make_harbour, visible  # tests/ is on sys.path (no __init__.py)
@@ -17,6 +19,7 @@ from streamlit.testing.v1 import AppTest
 import rag.index.build
 from rag.index import current_build
 from rag.pipeline import Pipeline
+from rag.types import Answer
 
 APP = ROOT / "app.py"
 TIMEOUT = 120
@@ -106,7 +109,7 @@ def test_follow_up_passes_the_earlier_questions(seeds: Path, monkeypatch: pytest
     seen: list[list[str]] = []
     real_ask = Pipeline.ask
 
-    def spy(self: Pipeline, question: str, history: list[str] = (), top_k: int | None = None):  # type: ignore[assignment, no-untyped-def]
+    def spy(self: Pipeline, question: str, history: Sequence[str] = (), top_k: int | None = None) -> Answer:
         seen.append(list(history))
         return real_ask(self, question, history=history, top_k=top_k)
 
@@ -122,7 +125,7 @@ def test_model_and_index_load_once(seeds: Path, monkeypatch: pytest.MonkeyPatch)
     opened: list[str] = []
     real_open = Pipeline.open.__func__  # type: ignore[attr-defined]
 
-    def counting_open(cls, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def counting_open(cls: type[Pipeline], *args: Any, **kwargs: Any) -> Pipeline:
         opened.append(str(args[0]))
         return real_open(cls, *args, **kwargs)
 
@@ -158,7 +161,7 @@ def test_rebuild_from_the_sidebar_keeps_answering_from_the_old_index(
     gate = threading.Event()
     real_encode = rag.index.build.encode_passages
 
-    def held(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def held(*args: Any, **kwargs: Any) -> np.ndarray:
         assert gate.wait(TIMEOUT), "the test never let the rebuild go on"
         return real_encode(*args, **kwargs)
 

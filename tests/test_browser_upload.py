@@ -32,17 +32,22 @@ def app(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 
 
 def test_upload_a_pdf_and_cite_its_second_page(app: tuple[str, Path], tmp_path: Path) -> None:
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import Dialog, expect, sync_playwright
 
     url, folder = app
     upload = tmp_path / "upload"
     pdf = write(upload / "report.pdf", samples.pdf_bytes([PAGES["en"], DREDGING], created="2024-03-05"))
     hostile = write(upload / HOSTILE_NAME, samples.html_page("en", "<b>Title</b>", None, [("Part", ["Some text."])]))
     dialogs: list[str] = []
+
+    def dismiss(dialog: Dialog) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1400})
-        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        page.on("dialog", dismiss)
         try:
             page.goto(url)
             expect(page.get_by_text("Documents: 1")).to_be_visible(timeout=120_000)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from itertools import pairwise
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from helpers import SEEDS, SHARED_BENCH
@@ -13,6 +14,9 @@ from rag.errors import SettingsError
 from rag.load import load_documents, parse_document
 from rag.settings import Settings
 from rag.types import Chunk, Document, Span
+
+if TYPE_CHECKING:
+    from _pytest.mark.structures import ParameterSet  # what pytest.param returns; pytest names it nowhere public
 
 DEFAULT = Settings()
 
@@ -49,7 +53,7 @@ def check_spans(doc: Document, chunks: list[Chunk], sentences: list[Span], chunk
 # ------------------------------------------------------------------------------- offsets
 
 
-def _folders() -> list[pytest.param]:
+def _folders() -> list[ParameterSet]:
     folders = [pytest.param(SEEDS, id="seeds")]
     bench = sorted(SHARED_BENCH.glob("*/docs")) if SHARED_BENCH.is_dir() else []
     folders += [pytest.param(p, id=p.parent.name) for p in bench]
@@ -203,7 +207,7 @@ def test_a_sentence_longer_than_a_chunk_is_cut_at_clauses_then_words() -> None:
     assert len(pieces) >= 6
     check_spans(doc, chunks, sentences, 200)
     # together the pieces cover the sentence, and no word is cut in two
-    covered = set()
+    covered: set[int] = set()
     for c in pieces:
         covered.update(range(c.start, c.end))
         assert c.start == 0 or not text[c.start - 1].isalnum()

@@ -39,13 +39,13 @@ def folder(tmp_path: Path) -> Path:
 def ask(folder: Path, index: Path, question: str) -> dict[str, Any]:
     result = rag("ask", "--seeds", folder, "--index", index, "--model", "hash", "--json", question)
     assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)  # type: ignore[no-any-return]
+    return json.loads(result.stdout)
 
 
 def stored(index: Path, doc: str) -> dict[str, Any]:
     result = rag("show", doc, "--index", index, "--json")
     assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)  # type: ignore[no-any-return]
+    return json.loads(result.stdout)
 
 
 def test_index_reports_pages_and_bad_files_by_name(folder: Path, tmp_path: Path) -> None:

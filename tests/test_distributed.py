@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,23 +27,30 @@ ray = pytest.importorskip("ray")
 from rag.distributed import RayEncoder, ray_environment  # noqa: E402 - after the skip
 
 
+@dataclass(frozen=True)
+class LocalCluster:
+    """What the tests need of the running cluster: where to reach it and which nodes are workers."""
+
+    address: str
+    worker_ids: frozenset[str]
+
+
 @pytest.fixture(scope="module")
-def cluster(loopback_only: None) -> Iterator[Any]:
+def cluster(loopback_only: None) -> Iterator[LocalCluster]:
     """A head without CPUs (so every actor runs on a worker node) and two one-CPU worker nodes."""
     ray_environment()
     from ray.cluster_utils import Cluster
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
-    workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
-    cluster.wait_for_nodes()
-    cluster.worker_ids = {w.node_id for w in workers}
+    running = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    workers = [running.add_node(num_cpus=1) for _ in range(2)]
+    running.wait_for_nodes()
     try:
-        yield cluster
+        yield LocalCluster(running.address, frozenset(w.node_id for w in workers))
     finally:
-        cluster.shutdown()
+        running.shutdown()
 
 
-def _ray(cluster: Any, batch: int = 8, spec: str = "hash", **kwargs: Any) -> RayEncoder:
+def _ray(cluster: LocalCluster, batch: int = 8, spec: str = "hash", **kwargs: Any) -> RayEncoder:
     return RayEncoder(spec, cluster.address, create_encoder(spec, threads=1), batch=batch, **kwargs)
 
 
@@ -86,13 +94,15 @@ def _answers(index_dir: Path) -> list[tuple[str | None, list[tuple[str, int, int
 
 
 @pytest.mark.slow  # 6.2 s, the cluster's start 7.7 s more
-def test_a_ray_build_equals_a_local_build_and_uses_both_nodes(cluster: Any, tmp_path: Path, seeds_copy: Path,
+def test_a_ray_build_equals_a_local_build_and_uses_both_nodes(cluster: LocalCluster, tmp_path: Path, seeds_copy: Path,
                                                               make_index: MakeIndex) -> None:
     loaded = load_documents(seeds_copy)
     make_index(seeds_copy, index="local")
     encoder = _ray(cluster)
     report = build_index(loaded, tmp_path / "ray", FAKE, encoder)
     local, remote = open_index(tmp_path / "local"), open_index(tmp_path / "ray")
+    assert remote.chunk_vectors is not None and local.chunk_vectors is not None  # FAISS keeps them on disk
+    assert remote.sentence_vectors is not None and local.sentence_vectors is not None
     np.testing.assert_allclose(remote.chunk_vectors, local.chunk_vectors, atol=1e-6)
     np.testing.assert_allclose(remote.sentence_vectors, local.sentence_vectors, atol=1e-6)
     np.testing.assert_allclose(remote.background, local.background, atol=1e-6)
@@ -103,7 +113,7 @@ def test_a_ray_build_equals_a_local_build_and_uses_both_nodes(cluster: Any, tmp_
 
 
 @pytest.mark.slow  # 8.3 s
-def test_an_incremental_ray_build_embeds_only_the_new_document(cluster: Any, tmp_path: Path,
+def test_an_incremental_ray_build_embeds_only_the_new_document(cluster: LocalCluster, tmp_path: Path,
                                                                seeds_copy: Path) -> None:
     encoder = _ray(cluster)
     first = build_index(load_documents(seeds_copy), tmp_path / "index", FAKE, encoder)
@@ -137,20 +147,21 @@ E5 = Settings(model="e5")
 
 
 @pytest.mark.model
-def test_a_killed_actor_is_restarted_and_the_build_completes(cluster: Any, tmp_path: Path, seeds_copy: Path,
+def test_a_killed_actor_is_restarted_and_the_build_completes(cluster: LocalCluster, tmp_path: Path, seeds_copy: Path,
                                                              make_index: MakeIndex) -> None:
     loaded = load_documents(seeds_copy)
     make_index(seeds_copy, index="local", settings=E5, encoder=create_encoder("e5", threads=1))
     progress, killed = _kill_an_actor_on_first_progress()
     build_index(loaded, tmp_path / "ray", E5, _ray(cluster, batch=1, spec="e5"), progress=progress)
     assert killed
-    np.testing.assert_allclose(open_index(tmp_path / "ray").sentence_vectors,
-                               open_index(tmp_path / "local").sentence_vectors, atol=1e-4)
+    remote, local = open_index(tmp_path / "ray").sentence_vectors, open_index(tmp_path / "local").sentence_vectors
+    assert remote is not None and local is not None
+    np.testing.assert_allclose(remote, local, atol=1e-4)
 
 
 @pytest.mark.model
 def test_the_latent_terms_of_a_ray_build_are_made_with_its_vectors_on_the_worker_nodes(
-        cluster: Any, tmp_path: Path, seeds_copy: Path, monkeypatch: pytest.MonkeyPatch,
+        cluster: LocalCluster, tmp_path: Path, seeds_copy: Path, monkeypatch: pytest.MonkeyPatch,
         make_index: MakeIndex) -> None:
     loaded = load_documents(seeds_copy)
     make_index(seeds_copy, index="local", settings=E5, encoder=create_encoder("e5", threads=1))
@@ -174,6 +185,7 @@ def test_the_latent_terms_of_a_ray_build_are_made_with_its_vectors_on_the_worker
     assert sum(encoder.last_nodes.values()) == report.chunks + report.sentences + background
     local, remote = open_index(tmp_path / "local"), open_index(tmp_path / "ray")
     assert local.sentence_terms is not None and remote.sentence_terms is not None
+    assert local.sentence_vectors is not None and remote.sentence_vectors is not None
     np.testing.assert_allclose(remote.sentence_vectors, local.sentence_vectors, atol=1e-4)
 
     def dense(terms: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
@@ -195,7 +207,7 @@ def test_the_latent_terms_of_a_ray_build_are_made_with_its_vectors_on_the_worker
 
 
 @pytest.mark.model
-def test_without_retries_a_killed_actor_fails_the_build_and_keeps_the_index(cluster: Any, tmp_path: Path,
+def test_without_retries_a_killed_actor_fails_the_build_and_keeps_the_index(cluster: LocalCluster, tmp_path: Path,
                                                                            seeds_copy: Path,
                                                                            make_index: MakeIndex) -> None:
     make_index(seeds_copy, settings=E5, encoder=create_encoder("e5", threads=1))

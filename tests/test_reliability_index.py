@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 from fakes import FakeEncoder
 from helpers import MakeIndex
 
@@ -142,7 +142,7 @@ DAMAGES: dict[str, Callable[[Path], None]] = {
 }
 
 # Damage to the folder rather than to a build.
-POINTER_DAMAGES: dict[str, Callable[[Path], None]] = {
+POINTER_DAMAGES: dict[str, Callable[[Path], object]] = {  # write_text's count is dropped
     "CURRENT names a missing build": lambda root: (root / CURRENT).write_text("20990101T000000000000-deadbeef\n"),
     "CURRENT empty": lambda root: (root / CURRENT).write_text(""),
     "CURRENT names a path": lambda root: (root / CURRENT).write_text("../../etc\n"),
@@ -153,6 +153,13 @@ POINTER_DAMAGES: dict[str, Callable[[Path], None]] = {
 # Same size, bytes changed in place: only a checksum tells, so ``rag verify`` finds them, not opening.
 SAME_SIZE = {"chunks.faiss corrupted (same size)", "sentence_vectors.npy corrupted (same size)",
              "bm25 index corrupted", "documents.jsonl edited (same size)", "manifest checksum edited"}
+
+
+def _named_fix(message: str) -> list[str]:
+    """The `rag index ...` command ``message`` names, split as a shell splits it."""
+    found = FIX.search(message)
+    assert found is not None, f"no `rag index` command in: {message}"
+    return shlex.split(found.group(1))
 
 
 def _damage(index_dir: Path, name: str) -> None:
@@ -234,7 +241,7 @@ def test_fix_command_survives_a_path_with_spaces(make_index: MakeIndex, seeds_co
     _damage(index_dir, "chunks.faiss truncated to half")
     with pytest.raises(IndexCorruptError) as caught:
         open_index(index_dir, HASH)
-    command = shlex.split(FIX.search(str(caught.value)).group(1))
+    command = _named_fix(str(caught.value))
     assert command[command.index("--index") + 1] == str(index_dir)
 
 
@@ -253,13 +260,13 @@ def test_an_undamaged_index_opens(built: Path) -> None:
 # ----------------------------------------------------------------------------- CLI
 
 
-def _ask(index_dir: Path, seeds: Path, *extra: str) -> object:
+def _ask(index_dir: Path, seeds: Path, *extra: str) -> Result:
     return CliRunner().invoke(
         main, ["ask", "--index", str(index_dir), "--seeds", str(seeds), *extra, QUESTION], catch_exceptions=False,
     )
 
 
-def _assert_clean_failure(result: object, *, needs: str = "rag index") -> str:
+def _assert_clean_failure(result: Result, *, needs: str = "rag index") -> str:
     assert result.exit_code != 0, result.output
     assert "Traceback" not in result.output
     lines = result.stderr.strip().splitlines()
@@ -280,7 +287,7 @@ def test_cli_ask_on_a_damaged_index_fails_in_one_line_and_the_named_command_fixe
     # run the command exactly as printed (the model and documents come from the environment)
     monkeypatch.setenv("RAG_MODEL", "hash")
     monkeypatch.setenv("RAG_SEEDS", str(seeds_copy))
-    fix = shlex.split(FIX.search(line).group(1))
+    fix = _named_fix(line)
     assert fix[:2] == ["rag", "index"], fix
     repaired = CliRunner().invoke(main, fix[1:], catch_exceptions=False)
     assert repaired.exit_code == 0, repaired.output
@@ -298,7 +305,7 @@ def test_cli_verify_reports_same_size_damage_in_one_line_and_the_named_command_f
     assert line.startswith("problem: index file ") and "does not match its checksum" in line, line
     monkeypatch.setenv("RAG_MODEL", "hash")
     monkeypatch.setenv("RAG_SEEDS", str(seeds_copy))
-    fix = shlex.split(FIX.search(line).group(1))
+    fix = _named_fix(line)
     assert fix[:4] == ["rag", "index", "--full", "--index"], fix
     assert CliRunner().invoke(main, fix[1:], catch_exceptions=False).exit_code == 0
     assert CliRunner().invoke(main, ["verify", "--index", str(built)], catch_exceptions=False).exit_code == 0

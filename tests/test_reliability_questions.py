@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from rag.cli import main
 from rag.encoders import HashEncoder
@@ -85,7 +85,7 @@ def pipeline(index_dir: Path) -> Pipeline:
     return Pipeline.open(index_dir, HASH, HashEncoder())
 
 
-def _cases() -> list[object]:
+def _cases() -> list[str]:
     return sorted(QUESTIONS)
 
 
@@ -144,7 +144,7 @@ def test_library_huge_top_k_returns_every_passage_once(pipeline: Pipeline) -> No
 # ----------------------------------------------------------------------------- CLI
 
 
-def _cli(index_dir: Path, *args: str) -> object:
+def _cli(index_dir: Path, *args: str) -> Result:
     return CliRunner().invoke(
         main, ["ask", "--index", str(index_dir), "--seeds", str(index_dir.parent / "seeds"), *args],
         catch_exceptions=False,

@@ -13,7 +13,7 @@ from helpers import HOSTILE, MakeIndex, make_harbour, visible
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rag.encoders import HashEncoder
+from rag.encoders import Encoder, HashEncoder
 from rag.errors import DocumentsError, QuestionError
 from rag.index import background_sentences, current_build
 from rag.load import load_documents
@@ -326,9 +326,7 @@ def test_engine_keeps_answering_when_the_index_on_disk_is_replaced_by_another_mo
 def test_engine_loads_the_model_once(tmp_path: Path) -> None:
     made: list[str] = []
 
-    def factory(settings: Settings):  # type: ignore[no-untyped-def]
-        from rag.encoders import HashEncoder
-
+    def factory(settings: Settings) -> Encoder:
         made.append(settings.model)
         return HashEncoder()
 

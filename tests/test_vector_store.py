@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 from fakes import FAKE, FakeEncoder
 from helpers import SEED_DOC, SEEDS, MakeIndex
 
@@ -160,7 +160,7 @@ def test_a_store_option_that_disagrees_with_the_index_is_refused(tmp_path: Path,
     assert open_index(tmp_path / "index").manifest.settings["store"] == "milvus"
 
 
-def _cli(*args: object) -> object:
+def _cli(*args: object) -> Result:
     return CliRunner().invoke(main, [str(a) for a in args], env={"RAG_SEEDS": "", "RAG_INDEX": "", "RAG_MODEL": ""})
 
 
@@ -169,9 +169,9 @@ def test_the_cli_builds_into_milvus_and_says_each_failure_in_one_line(tmp_path: 
     db, index_dir = tmp_path / "m.db", tmp_path / "index"
     built = _cli("index", "--seeds", seeds_copy, "--index", index_dir, "--model", "hash", "--store", "milvus",
                  "--milvus-uri", db, "--milvus-index", "FLAT")
-    assert built.exit_code == 0, built.output  # type: ignore[attr-defined]
+    assert built.exit_code == 0, built.output
     asked = _cli("ask", "--seeds", seeds_copy, "--index", index_dir, "What did Blinken offer?", "--json")
-    assert asked.exit_code == 0 and json.loads(asked.output)["sources"]  # type: ignore[attr-defined]
+    assert asked.exit_code == 0 and json.loads(asked.output)["sources"]
     failures = {
         "unreachable": ("index", "--seeds", seeds_copy, "--index", tmp_path / "other", "--model", "hash",
                         "--store", "milvus", "--milvus-uri", "http://127.0.0.1:1"),
@@ -181,8 +181,8 @@ def test_the_cli_builds_into_milvus_and_says_each_failure_in_one_line(tmp_path: 
     }
     for name, args in failures.items():
         result = _cli(*args)
-        assert result.exit_code == 2, (name, result.output)  # type: ignore[attr-defined]
-        lines = result.output.strip().splitlines()  # type: ignore[attr-defined]
+        assert result.exit_code == 2, (name, result.output)
+        lines = result.output.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in result.output, name
 
 
