@@ -31,7 +31,8 @@ def report(results: dict[str, Any]) -> str:
     systems = results.get("systems", {})
     if systems:
         lines += ["", "## Systems side by side (ratios: system / ours with the default model)", "",
-                  "| system | build s | chunks/s | tokens/s | p50 ms (enc / search / score / answer) | p95 ms "
+                  "| system | build s | chunks/s | tokens/s "
+                  "| p50 ms (enc / search / fuse / read / decide / answer) | p95 ms "
                   "| CPU ms p50 | cold s | peak MB build/serve | disk MB | passage_hit@1 | answer_acc "
                   "| top chunk has answer |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -43,7 +44,8 @@ def report(results: dict[str, Any]) -> str:
                 lines.append(f"| {label} | not available: {(b.get('error') or q.get('error'))[:160]} "
                              + "| " * 12)
                 continue
-            split = " / ".join(_f(q.get(f"{p}_p50_ms")) for p in ("encode", "search", "score", "answer"))
+            stages = ("encode", "search", "fuse", "read", "decide", "answer")
+            split = " / ".join(_f(q.get(f"{p}_p50_ms")) for p in stages)
             lines.append(
                 f"| {label} | {_f(b.get('seconds'))} | {_f(b.get('chunks_per_s'))} | {_f(b.get('tokens_per_s'), 0)} "
                 f"| {_f(q.get('total_p50_ms'))} ({split}) | {_f(q.get('total_p95_ms'))} | {_f(q.get('cpu_p50_ms'))} "

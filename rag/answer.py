@@ -8,6 +8,7 @@ sentences hold the answer (scripts/train_scorer.py, docs/evaluation.md).
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -16,7 +17,16 @@ from .features import sentence_features
 from .index import Index
 from .reader import Reader, Reading
 from .retrieve import Retrieval
-from .scorer import SCORER, SCORER_NO_TERMS, Choice, ReadOut, bundled_model, bundled_stage, choose, reader_logits
+from .scorer import (
+    SCORER,
+    SCORER_NO_TERMS,
+    Choice,
+    ReadOut,
+    bundled_model,
+    bundled_stage,
+    choose,
+    reader_candidates,
+)
 from .settings import SAME_FEATURES, Settings
 from .types import Answer, Quote
 
@@ -78,6 +88,7 @@ class Decision:
     score: float  # the abstention model's probability, or the specificity for other models
     threshold: float  # the answer abstains when ``score`` is below it
     readings: dict[int, Reading] = field(default_factory=dict)  # sentence id -> what the reader said of it
+    read_ms: float = 0.0  # the time the reader took to read them
 
 
 def abstain_score(index: Index, retrieval: Retrieval, settings: Settings) -> float:
@@ -119,26 +130,29 @@ def decide(index: Index, retrieval: Retrieval, settings: Settings, reader: Reade
     if stage is not None and settings.support_min is not None:
         stage = replace(stage, support_min=settings.support_min)
     readings: dict[int, Reading] = {}
-    read = None
-    if stage is not None and reader is not None and sf.sentences:
-        _, top = reader_logits(model, stage, sf)
+    read, read_ms = None, 0.0
+    logits = model.sentence.logit(sf.x) if sf.sentences else None
+    if stage is not None and reader is not None and logits is not None:
+        top = reader_candidates(logits, stage)
         ids = [sf.sentences[i] for i in top]
+        started = time.perf_counter()
         said = reader.read(retrieval.question, [texts[i] for i in top], [context_of(index, s) for s in ids])
+        read_ms = (time.perf_counter() - started) * 1000
         readings = dict(zip(ids, said, strict=True))
         read = ReadOut(np.array([r.logit for r in said]), np.array([r.span_prob for r in said]),
                        np.array([r.span_score for r in said]))
-    choice = choose(sf, texts, model, settings.max_answer_sentences, stage, read)
+    choice = choose(sf, texts, model, settings.max_answer_sentences, stage, read, logits)
     if learned(settings):
         threshold = settings.abstain_threshold if settings.abstain_threshold is not None else (
             stage.threshold if stage is not None else abstain_threshold(settings, terms))
         abstain = not choice.sentences or choice.answerable < threshold
-        return Decision(replace(choice, abstain=abstain), choice.answerable, threshold, readings)
+        return Decision(replace(choice, abstain=abstain), choice.answerable, threshold, readings, read_ms)
     threshold, scale = calibration(settings)
     margin = max(-50.0, min(50.0, (retrieval.specificity - threshold) / scale))
     confidence = 1.0 / (1.0 + math.exp(-margin))
     return Decision(replace(choice, confidence=confidence,
                             abstain=not choice.sentences or retrieval.specificity < threshold),
-                    retrieval.specificity, threshold, readings)
+                    retrieval.specificity, threshold, readings, read_ms)
 
 
 def has_terms(index: Index, retrieval: Retrieval) -> bool:

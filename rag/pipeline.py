@@ -169,9 +169,11 @@ class Pipeline:
         question's vector), ``encode.e5``/``encode.use``/... (each model; they run concurrently),
         ``encode.terms`` (its latent terms, concurrently),
         ``lexical`` (language and BM25, concurrently with encoding), ``search`` (nearest
-        neighbours and candidates, after encoding), ``score`` (re-scoring the candidates),
-        ``read`` (the reader reading the best candidates with the question), ``answer`` (choosing
-        the sentences, the reading excluded) and ``total``."""
+        neighbours and candidates, after encoding), ``fuse`` (the encoders' and BM25's scores of
+        the candidate chunks and sentences fused), ``read`` (the reader reading the best
+        candidates with the question), ``decide`` (the answer scorer and the reader's stage
+        choosing the sentences and deciding abstention, the reading excluded), ``answer`` (the
+        cited answer made from that decision) and ``total``."""
         t0 = time.perf_counter()
         lexical = self._lexical.submit(_timed_lexical, self.index, text, settings)
         # terms made in the question's own encoder pass are read after it; others in a pass beside it
@@ -189,15 +191,15 @@ class Pipeline:
         retrieval = retrieve(self.index, vectors[0], text, settings, evidence, query_terms)
         t2 = time.perf_counter()
         reader = self.reader if settings.reader else None  # settings: a per-question copy may turn it off
-        t_read = time.perf_counter()
         decision = decide(self.index, retrieval, settings, reader)
-        read_ms = (time.perf_counter() - t_read) * 1000 if decision.readings else 0.0
-        answer = make_answer(self.index, retrieval, settings, text, decision)
         t3 = time.perf_counter()
-        score_ms = retrieval.timings_ms["score"]
+        answer = make_answer(self.index, retrieval, settings, text, decision)
+        t4 = time.perf_counter()
+        fuse_ms, read_ms = retrieval.timings_ms["fuse"], decision.read_ms
         timings = {"encode": (t1 - t0) * 1000, **{f"encode.{k}": ms for k, ms in per_model.items()},
-                   "lexical": lexical_ms, "search": (t2 - t1) * 1000 - score_ms, "score": score_ms,
-                   "read": read_ms, "answer": (t3 - t2) * 1000 - read_ms, "total": (t3 - t0) * 1000}
+                   "lexical": lexical_ms, "search": (t2 - t1) * 1000 - fuse_ms, "fuse": fuse_ms,
+                   "read": read_ms, "decide": (t3 - t2) * 1000 - read_ms, "answer": (t4 - t3) * 1000,
+                   "total": (t4 - t0) * 1000}
         return Traced(replace(answer, timings_ms=timings), retrieval, decision)
 
 

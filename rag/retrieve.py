@@ -191,6 +191,6 @@ def retrieve(index: Index, query_vector: np.ndarray, question: str, settings: Se
         sentence_score=dict(zip(sents.tolist(), sent_score.tolist(), strict=True)),
         sentence_cosine=dict(zip(sents.tolist(), first_sent_cos.astype(float).tolist(), strict=True)),
         background=background,
-        timings_ms={"search": (t_search - t0) * 1000, "score": (t_end - t_search) * 1000},
+        timings_ms={"search": (t_search - t0) * 1000, "fuse": (t_end - t_search) * 1000},
         query_vector=q[0], query_terms=query_terms, sentence_ids=sents, part_cosines=part_cos,
     )

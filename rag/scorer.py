@@ -203,7 +203,7 @@ class Choice:
 
 @dataclass(frozen=True)
 class ReadOut:
-    """What the reader said of the candidates it read, in the order ``reader_logits`` names them."""
+    """What the reader said of the candidates it read, in the order ``reader_candidates`` names them."""
 
     logits: np.ndarray  # its answer head
     span_probs: np.ndarray  # its best span's probability
@@ -228,20 +228,20 @@ def reader_features(read: ReadOut | None, final: np.ndarray) -> np.ndarray:
                      float(read.span_scores.max()), float(read.span_scores[best])])
 
 
-def reader_logits(model: ScorerModel, stage: ReaderStage, sf: SentenceFeatures
-                  ) -> tuple[np.ndarray, list[int]]:
-    """The scorer's logits and the candidates the reader reads (the scorer's best ``stage.sentences``)."""
-    logits = model.sentence.logit(sf.x)
-    return logits, [int(i) for i in np.argsort(-logits, kind="stable")[: stage.sentences]]
+def reader_candidates(logits: np.ndarray, stage: ReaderStage) -> list[int]:
+    """The candidates the reader reads: the scorer's best ``stage.sentences`` by its ``logits``."""
+    return [int(i) for i in np.argsort(-logits, kind="stable")[: stage.sentences]]
 
 
 def choose(sf: SentenceFeatures, texts: list[str], model: ScorerModel, max_sentences: int = 3,
-           stage: ReaderStage | None = None, read: ReadOut | None = None) -> Choice:
+           stage: ReaderStage | None = None, read: ReadOut | None = None,
+           logits: np.ndarray | None = None) -> Choice:
     """Score the candidates, pick the best sentence and at most ``max_sentences - 1`` supports.
 
     A support must itself be likely (``support_min``) and must not nearly repeat a sentence
-    already quoted (``texts[i]`` is candidate i's text). With the reader ``stage``, ``read``
-    holds what the reader said of the candidates ``reader_logits`` names:
+    already quoted (``texts[i]`` is candidate i's text). ``logits`` are the scorer's sentence
+    logits when the caller has them (else ``model`` computes them). With the reader ``stage``,
+    ``read`` holds what the reader said of the candidates ``reader_candidates`` names:
     only those are quoted, in the stage's order, and its models give confidence and abstention.
     """
     if not sf.sentences:
@@ -250,10 +250,10 @@ def choose(sf: SentenceFeatures, texts: list[str], model: ScorerModel, max_sente
             row = np.concatenate([row[0], reader_features(None, np.zeros(0))])[None, :]
             return Choice((), (), float(stage.answer.prob(row)[0]), float(stage.abstain.prob(row)[0]), True)
         return Choice((), (), float(model.answer.prob(row)[0]), float(model.abstain.prob(row)[0]), True)
-    logits = model.sentence.logit(sf.x)
+    logits = model.sentence.logit(sf.x) if logits is None else logits
     row = answer_features(sf, logits)[None, :]
     if stage is not None and read is not None:
-        _, top = reader_logits(model, stage, sf)
+        top = reader_candidates(logits, stage)
         final = stage.rerank.logit(read.rerank_rows(logits[top]))
         row = np.concatenate([row[0], reader_features(read, final)])[None, :]
         probs = np.zeros(len(logits))

@@ -51,7 +51,8 @@ def test_benchmark_runs_at_its_smallest_size(tmp_path: Path) -> None:
     query = results["systems"]["ours[hash]"]["query"]
     assert query["questions"] == results["bench"]["questions_count"] > 0
     assert 0 <= query["passage_hit@1"] <= 1
-    assert {"encode", "encode.hash", "lexical", "search", "score", "answer", "total"} <= set(query["stages"])
+    stages = {"encode", "encode.hash", "lexical", "search", "fuse", "read", "decide", "answer", "total"}
+    assert stages <= set(query["stages"])
     assert "| ours[hash] | total |" in proc.stdout
     assert set(results["encoding"]["raw"]) == {"threads2", "procs2"}
     assert set(results["encoding"]["query"]) == {"1", "2"}

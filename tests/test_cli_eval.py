@@ -23,7 +23,8 @@ def test_eval_json_builds_the_index_and_reports_every_metric(tiny: tuple[Path, P
     assert data["n"] == 4 and data["model"] == "hash"
     assert data["retrieval"]["passage_hit@1"] == 1.0
     assert data["answers"] == {"answer_accuracy": 1.0, "first_sentence_accuracy": 1.0, "citation_accuracy": 1.0}
-    stages = {"encode", "encode.hash", "lexical", "search", "score", "answer", "total"}  # Answer.timings_ms keys
+    # Answer.timings_ms keys
+    stages = {"encode", "encode.hash", "lexical", "search", "fuse", "read", "decide", "answer", "total"}
     assert stages <= set(data["latency"]["stages"])
     assert data["latency"]["stages"]["total"]["p95_ms"] >= data["latency"]["stages"]["total"]["p50_ms"] > 0
     assert sum(b["count"] for b in data["calibration"]["reliability"]) == 4

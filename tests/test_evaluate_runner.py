@@ -37,7 +37,8 @@ def test_evaluate_a_tiny_set_end_to_end(tiny: tuple[Path, Path], make_index: Mak
     assert t1.abstain_score is not None and t1.abstain_score >= report.abstain_threshold
     assert t1.top_docs[0] == "lighthouse.txt" and t1.latency_ms > 0
     assert t1.first_sentence_correct is True and report.results[3].first_sentence_correct is None
-    stages = {"encode", "encode.hash", "lexical", "search", "score", "answer", "total"}  # the pipeline's, per row
+    # the pipeline's, per row
+    stages = {"encode", "encode.hash", "lexical", "search", "fuse", "read", "decide", "answer", "total"}
     assert stages <= set(t1.timings_ms)
     assert report.results[3].near_miss is None and report.results[3].group is None
     assert report.results[2].has_context is False and report.results[2].passage_rank is None

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ..answer import context_of
+from ..features import SENTENCE_FEATURES
 from ..index import open_index
 from ..reader import Reader, Reading, shipped_dir
 from ..scorer import (
@@ -135,7 +136,7 @@ def fit_stage(cases: Sequence[Case], logits: dict[int, np.ndarray], reads: Seque
         c, r = cases[i], reads[i]
         rows.append(_row(c, logits[i], r, rerank))
         # the answer model's label: the answer shown (first sentence and supports) holds a gold answer
-        choice = choose(c.sf, c.texts, _fixed_logits(logits[i]), 3, shape, r.out) \
+        choice = choose(c.sf, c.texts, _stage_only(), 3, shape, r.out, logits[i]) \
             if len(c.sf.sentences) else None
         shown = [] if choice is None else [list(c.sf.sentences).index(s) for s in choice.sentences]
         right.append(any(bool(c.loose[j]) for j in shown))
@@ -164,8 +165,8 @@ def outcomes(cases: Sequence[Case], logits: dict[int, np.ndarray], reads: Sequen
         stage = stages[int(fold[i])]
         stage = ReaderStage(stage.sentences, stage.rerank, stage.answer, stage.abstain, threshold,
                             stage.support_min, {})
-        choice = choose(c.sf, c.texts, _fixed_logits(logits[i]), 3, stage,
-                        reads[i].out) if len(c.sf.sentences) else None
+        choice = choose(c.sf, c.texts, _stage_only(), 3, stage, reads[i].out,
+                        logits[i]) if len(c.sf.sentences) else None
         shown = [] if choice is None else [list(c.sf.sentences).index(s) for s in choice.sentences]
         abstained = choice is None or choice.abstain
         out.append({"set": c.set, "lang": c.lang, "variant": c.variant, "answerable": c.answerable,
@@ -176,20 +177,11 @@ def outcomes(cases: Sequence[Case], logits: dict[int, np.ndarray], reads: Sequen
     return out
 
 
-class _Given:
-    """A sentence 'model' that returns the case's out-of-fold logits (so ``choose`` reads the top the reader read)."""
-
-    def __init__(self, logits: np.ndarray) -> None:
-        self.logits = logits
-
-    def logit(self, x: np.ndarray) -> np.ndarray:
-        return self.logits
-
-
-def _fixed_logits(logits: np.ndarray) -> ScorerModel:
-    """A scorer whose sentence model returns ``logits`` (a case's out-of-fold ones); the rest unused with a stage."""
+def _stage_only() -> ScorerModel:
+    """The scorer ``choose`` is given beside a stage and the case's out-of-fold logits: it reads
+    neither its sentence model (the logits are given) nor its answer models (the stage's decide)."""
     zero = _zero(ANSWER_FEATURES)
-    return ScorerModel(_Given(logits), zero, zero, 0.0, 0.15, {})  # type: ignore[arg-type]
+    return ScorerModel(_zero(SENTENCE_FEATURES), zero, zero, 0.0, 0.15, {})
 
 
 def out_of_fold(cases: Sequence[Case], logits: dict[int, np.ndarray], reads: Sequence[Read], fold: np.ndarray,
