@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from typing import Any
 
@@ -11,11 +12,17 @@ from fakes import FAKE, FakeTermsEncoder
 from helpers import MakeIndex
 
 from rag.encoders import HashEncoder
-from rag.features import SENTENCE_FEATURES, _lexical, candidate_sentences, question_cues, sentence_features
+from rag.features import (
+    COLUMN,
+    SENTENCE_FEATURES,
+    SENTENCE_GROUPS,
+    _lexical,
+    candidate_sentences,
+    question_cues,
+    sentence_features,
+)
 from rag.index import open_index
 from rag.retrieve import retrieve
-
-COL = {name: i for i, name in enumerate(SENTENCE_FEATURES)}
 
 
 @pytest.mark.parametrize(
@@ -101,8 +108,8 @@ def test_feature_rows_and_masking(small_index) -> None:
     sf = sentence_features(small_index, retrieval, chunks=10)
     assert sf.x.shape == (len(sf.sentences), len(SENTENCE_FEATURES))
     assert np.isfinite(sf.x).all()
-    assert sf.x[:, COL["fused_gap"]].max() == 0.0 and sf.x[:, COL["e5_gap"]].max() == 0.0
-    best = sf.sentences[int(np.argmax(sf.x[:, COL["fused"]]))]
+    assert sf.x[:, COLUMN["fused_gap"]].max() == 0.0 and sf.x[:, COLUMN["e5_gap"]].max() == 0.0
+    best = sf.sentences[int(np.argmax(sf.x[:, COLUMN["fused"]]))]
     assert "lamp" in small_index.sentences[best].text
     # masking every sentence that mentions the lamp leaves none of them among the candidates
     lamp = {i for i, s in enumerate(small_index.sentences) if "lamp" in s.text}
@@ -126,18 +133,18 @@ def test_latent_terms_are_stored_per_sentence_and_compared_with_the_question(mak
     ids, weights = encoder.encode_terms([question])
     retrieval = replace(_retrieval(index, question), query_terms=(ids[0], weights[0]))
     sf = sentence_features(index, retrieval, chunks=10)
-    terms = dict(zip((index.sentences[s].text for s in sf.sentences), sf.x[:, COL["terms"]], strict=True))
+    terms = dict(zip((index.sentences[s].text for s in sf.sentences), sf.x[:, COLUMN["terms"]], strict=True))
     # 7 question terms; 4 shared ("aliyev", "for", "the", "call") with a sentence of 6: cosine 4 / sqrt(7 x 6)
     assert terms["Aliyev thanked Blinken for the call."] == pytest.approx(4 / np.sqrt(7 * 6), abs=2e-3)
     assert terms["Geneva hosted the ministers."] == pytest.approx(1 / np.sqrt(7 * 4), abs=2e-3)
     assert max(terms, key=terms.__getitem__) == "Aliyev thanked Blinken for the call."
-    assert sf.x[:, COL["terms_gap"]].max() == 0.0
+    assert sf.x[:, COLUMN["terms_gap"]].max() == 0.0
     # the question names Aliyev: found in one sentence only
-    names = dict(zip((index.sentences[s].text for s in sf.sentences), sf.x[:, COL["lex_name"]], strict=True))
+    names = dict(zip((index.sentences[s].text for s in sf.sentences), sf.x[:, COLUMN["lex_name"]], strict=True))
     assert names["Aliyev thanked Blinken for the call."] == 1.0 and names["Geneva hosted the ministers."] == 0.0
     # without the question's terms (or an index without terms) the columns are 0, never a guess
     plain = sentence_features(index, _retrieval(index, question), chunks=10)
-    assert not plain.x[:, COL["terms"]].any()
+    assert not plain.x[:, COLUMN["terms"]].any()
 
 
 def test_term_focus_weighs_the_question_terms_that_few_candidates_hold(make_index: MakeIndex) -> None:
@@ -149,8 +156,8 @@ def test_term_focus_weighs_the_question_terms_that_few_candidates_hold(make_inde
     sf = sentence_features(index, retrieval, chunks=10)
     texts = [index.sentences[s].text for s in sf.sentences]
     assert len(texts) == 3
-    plain = dict(zip(texts, sf.x[:, COL["terms"]], strict=True))
-    focus = dict(zip(texts, sf.x[:, COL["terms_focus"]], strict=True))
+    plain = dict(zip(texts, sf.x[:, COLUMN["terms"]], strict=True))
+    focus = dict(zip(texts, sf.x[:, COLUMN["terms_focus"]], strict=True))
     # plain cosine: the sentences about the two men share 4 of the 8 question words and win
     assert max(plain, key=plain.__getitem__) == "Aliyev thanked Blinken by letter to Washington."
     assert plain["Washington offered help with the border."] == pytest.approx(2 / np.sqrt(8 * 6), abs=2e-3)
@@ -162,13 +169,34 @@ def test_term_focus_weighs_the_question_terms_that_few_candidates_hold(make_inde
     assert focus["Blinken and Aliyev met to talk by phone."] == pytest.approx(4 * idf[2] / np.sqrt(8) / norm,
                                                                               abs=2e-3)
     assert max(focus, key=focus.__getitem__) == "Washington offered help with the border."
-    assert sf.x[:, COL["terms_focus_gap"]].max() == 0.0
+    assert sf.x[:, COLUMN["terms_focus_gap"]].max() == 0.0
     # without the question's terms the columns are 0
     none = sentence_features(index, _retrieval(index, question), chunks=10)
-    assert not none.x[:, [COL["terms_focus"], COL["terms_focus_gap"]]].any()
+    assert not none.x[:, [COLUMN["terms_focus"], COLUMN["terms_focus_gap"]]].any()
 
 
 def test_a_question_without_names_misses_no_name(small_index) -> None:
     sf = sentence_features(small_index, _retrieval(small_index, "what did the lamp burn?"), chunks=10)
-    assert (sf.x[:, COL["lex_name"]] == 1.0).all()
+    assert (sf.x[:, COLUMN["lex_name"]] == 1.0).all()
     assert small_index.sentence_terms is None  # the hashing encoder makes no latent terms
+
+
+def test_feature_groups_name_every_feature_once_in_column_order() -> None:
+    names = [name for group in SENTENCE_GROUPS.values() for name in group]
+    assert len(names) == len(set(names)) and all(SENTENCE_GROUPS.values())
+    assert tuple(names) == SENTENCE_FEATURES
+    assert {name: i for i, name in enumerate(SENTENCE_FEATURES)} == COLUMN
+
+
+def test_every_feature_column_is_written_by_name() -> None:
+    """A feature added to a group but never written would stay 0 in every row: each name must be
+    assigned in rag/features.py as ``x[..., col["name"]]``, and nothing else assigned by number."""
+    import inspect
+
+    import rag.features
+
+    source = inspect.getsource(rag.features.sentence_features)
+    written = set(re.findall(r'x\[[^\]]*col\["(\w+)"\]\]\s*(?:,[^=\n]*)?=', source))
+    written |= set(re.findall(r', x\[i, col\["(\w+)"\]\] =', source))
+    assert written == set(SENTENCE_FEATURES), set(SENTENCE_FEATURES) ^ written
+    assert not re.search(r"x\[[^\]]*\b\d+\]\s*=", source)  # no column written by number

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from rag.errors import ScorerError
-from rag.features import SENTENCE_FEATURES, SentenceFeatures, question_cues
+from rag.features import COLUMN, SENTENCE_FEATURES, SentenceFeatures, question_cues
 from rag.scorer import (
     ANSWER_FEATURES,
     NO_RUNNER_UP,
@@ -21,8 +21,6 @@ from rag.scorer import (
     choose,
 )
 
-COL = {name: i for i, name in enumerate(SENTENCE_FEATURES)}
-
 
 def only(names: tuple[str, ...], feature: str, weight: float = 1.0, bias: float = 0.0) -> Logistic:
     """A model that reads one feature, unscaled."""
@@ -33,7 +31,7 @@ def only(names: tuple[str, ...], feature: str, weight: float = 1.0, bias: float 
 
 def features(fused: list[float]) -> SentenceFeatures:
     x = np.zeros((len(fused), len(SENTENCE_FEATURES)))
-    x[:, COL["fused"]] = fused
+    x[:, COLUMN["fused"]] = fused
     return SentenceFeatures(tuple(range(100, 100 + len(fused))), x, question_cues("Who?"), 0.1)
 
 
@@ -91,17 +89,17 @@ def test_abstains_below_the_threshold_and_on_no_candidates() -> None:
 
 def test_answer_features_margin_and_lone_candidate() -> None:
     sf = features([1.0, 4.0, 2.0])
-    sf.x[1, COL["type_when"]] = 1.0
-    sf.x[1, COL["lex_prefix"]] = 0.5
+    sf.x[1, COLUMN["type_when"]] = 1.0
+    sf.x[1, COLUMN["lex_prefix"]] = 0.5
     row = dict(zip(ANSWER_FEATURES, answer_features(sf, np.array([1.0, 4.0, 2.0])), strict=True))
     assert row["best_logit"] == 4.0 and row["margin"] == 2.0
     assert row["best_share"] == pytest.approx(np.exp(4) / (np.exp(1) + np.exp(4) + np.exp(2)))
     assert row["type_match"] == 1.0 and row["coverage"] == 0.5 and row["top_chunk_fused"] == 4.0
     assert row["specificity"] == pytest.approx(0.1)
     # evidence anywhere among the candidates, not only in the best one
-    sf.x[2, COL["terms"]], sf.x[1, COL["terms"]] = 0.4, 0.3
-    sf.x[0, COL["lex_name"]] = 1.0
-    sf.x[0, COL["type_number"]] = -1.0
+    sf.x[2, COLUMN["terms"]], sf.x[1, COLUMN["terms"]] = 0.4, 0.3
+    sf.x[0, COLUMN["lex_name"]] = 1.0
+    sf.x[0, COLUMN["type_number"]] = -1.0
     row = dict(zip(ANSWER_FEATURES, answer_features(sf, np.array([1.0, 4.0, 2.0])), strict=True))
     assert row["best_terms"] == pytest.approx(0.3) and row["terms_max"] == pytest.approx(0.4)
     assert row["names_found"] == 1.0 and row["type_found"] == 1.0
