@@ -50,26 +50,33 @@ def test_default_abstains_by_e5_uses_learned_model(fake_pipeline: Pipeline) -> N
     """``--model default`` once fell back to the uncalibrated threshold (0.1) instead of e5+use's.
 
     e5+use abstains by its learned answer model (its features include the specificity), so
-    ``default`` must too: across specificities on both sides of the uncalibrated threshold, every
-    abstention is the learned model's decision, and that decision is not the specificity rule's.
-    (Comparing ``default`` with ``e5+use`` could not fail: both are the same settings once the
-    alias is resolved.)"""
+    ``default`` must too: across specificities from well below to well above every threshold, each
+    abstention is the learned model's decision, and somewhere that decision differs both from
+    e5+use's calibrated specificity rule and from the uncalibrated one. (Comparing ``default`` with
+    ``e5+use`` could not fail: both are the same settings once the alias is resolved. Four fixed
+    specificities could not fail either when the specificity rule decided in the learned model's
+    place: they fell where both rules agree.)"""
+    index = fake_pipeline.index
     question = "Qu'a proposé Antony Blinken pour la délimitation des frontières ?"
-    vector = fake_pipeline.encoder.encode_queries([question])[0]
-    found = retrieve(fake_pipeline.index, vector, question, fake_pipeline.settings)
+    found = retrieve(index, fake_pipeline.encoder.encode_queries([question])[0], question, fake_pipeline.settings)
     default = Settings(model="default")
-    assert learned(default) and abstain_threshold(default) == bundled_model().threshold
-    uncalibrated = UNCALIBRATED[0]
-    seen, differs = set(), False
-    for specificity in (uncalibrated - 0.2, uncalibrated - 0.005, uncalibrated + 0.005, uncalibrated + 0.3):
+    assert learned(default) and abstain_threshold(default) == bundled_model(SCORER).threshold
+    assert not has_terms(index, found)  # the hashing encoder makes no latent terms: the scorer without them
+    threshold = abstain_threshold(default, terms=False)
+    assert threshold == bundled_model(SCORER_NO_TERMS).threshold
+    rules = {"e5+use's specificity rule": CALIBRATION["e5+use"][0], "the uncalibrated rule": UNCALIBRATED[0]}
+    differs = dict.fromkeys(rules, False)
+    seen = set()
+    for specificity in np.arange(-0.3, 0.5, 0.01):
         between = replace(found, background=max(found.sentence_cosine.values()) - specificity)
-        got = make_answer(fake_pipeline.index, between, default, question)
-        chosen = choice_of(fake_pipeline.index, between, default)
-        assert got.abstained == (chosen.answerable < bundled_model().threshold)
-        differs |= got.abstained != (specificity < uncalibrated)
+        got = make_answer(index, between, default, question)
+        chosen = choice_of(index, between, default)
+        assert got.abstained == (chosen.answerable < threshold), (between.specificity, chosen.answerable)
+        for rule, cut in rules.items():
+            differs[rule] |= got.abstained != (between.specificity < cut)
         seen.add(chosen.answerable)
     assert len(seen) > 1  # the specificity is one of the answer model's features
-    assert differs  # the learned decision is not the uncalibrated specificity rule
+    assert all(differs.values()), differs  # the learned decision is neither specificity rule
 
 
 def test_an_explicit_threshold_overrides_the_calibrated_one() -> None:
