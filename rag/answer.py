@@ -145,13 +145,13 @@ def decide(index: Index, retrieval: Retrieval, settings: Settings, reader: Reade
     if learned(settings):
         threshold = settings.abstain_threshold if settings.abstain_threshold is not None else (
             stage.threshold if stage is not None else abstain_threshold(settings, terms))
-        abstain = not choice.sentences or choice.answerable < threshold
+        abstain = bool(not choice.sentences or choice.answerable < threshold)
         return Decision(replace(choice, abstain=abstain), choice.answerable, threshold, readings, read_ms)
     threshold, scale = calibration(settings)
     margin = max(-50.0, min(50.0, (retrieval.specificity - threshold) / scale))
     confidence = 1.0 / (1.0 + math.exp(-margin))
     return Decision(replace(choice, confidence=confidence,
-                            abstain=not choice.sentences or retrieval.specificity < threshold),
+                            abstain=bool(not choice.sentences or retrieval.specificity < threshold)),
                     retrieval.specificity, threshold, readings, read_ms)
 
 
