@@ -78,7 +78,8 @@ def report(results: dict[str, Any]) -> str:
             for label, stages in staged:
                 lines += [f"| {label} | {stage} | {_f(p.get('p50_ms'), 2)} | {_f(p.get('p95_ms'), 2)} |"
                           for stage, p in stages.items()]
-            lines += ["", "`encode.*` and `lexical` run concurrently inside `encode`; search, score and answer follow."]
+            lines += ["", "`encode.*` and `lexical` run concurrently inside `encode`; search, fuse, read, decide and "
+                          "answer follow."]
         for label, e in systems.items():
             q = e.get("query", {})
             if q.get("raw_e5_p50_ms"):
@@ -168,7 +169,8 @@ def report(results: dict[str, Any]) -> str:
         lines += ["", f"## Whole-project scale curve (synthetic corpus, generated d={pipe['dim']} vectors; "
                       "encoding excluded)", "",
                   "| chunks | sentences | FAISS chunks / sentences | build s | open s "
-                  "| p50 ms (search / score / answer) | p95 ms | CPU ms p50 | RAM after open MB | peak build MB "
+                  "| p50 ms (search / fuse / decide / answer) | p95 ms | CPU ms p50 | RAM after open MB "
+                  "| peak build MB "
                   "| disk MB |",
                   "|---|---|---|---|---|---|---|---|---|---|---|"]
         for n, entry in pipe["sizes"].items():
@@ -179,8 +181,8 @@ def report(results: dict[str, Any]) -> str:
             lines.append(
                 f"| {b['chunks']:,} | {b['sentences']:,} | {q['faiss']} / {q.get('faiss_sentences', '-')} "
                 f"| {_f(b['build_s'])} | {_f(q['open_s'], 2)} "
-                f"| {_f(q['total_p50_ms'])} ({_f(q['search_p50_ms'])} / {_f(q.get('score_p50_ms'))} "
-                f"/ {_f(q['answer_p50_ms'])}) "
+                f"| {_f(q['total_p50_ms'])} ({_f(q['search_p50_ms'])} / {_f(q.get('fuse_p50_ms'))} "
+                f"/ {_f(q.get('decide_p50_ms'))} / {_f(q['answer_p50_ms'])}) "
                 f"| {_f(q['total_p95_ms'])} | {_f(q.get('cpu_p50_ms'))} | {_f(q['index_mb'], 0)} "
                 f"| {_f(b['build_peak_rss_mb'], 0)} "
                 f"| {_f(b['disk_bytes'] / 2**20, 1)} |")
