@@ -148,11 +148,12 @@ def decide(index: Index, retrieval: Retrieval, settings: Settings, reader: Reade
         abstain = bool(not choice.sentences or choice.answerable < threshold)
         return Decision(replace(choice, abstain=abstain), choice.answerable, threshold, readings, read_ms)
     threshold, scale = calibration(settings)
-    margin = max(-50.0, min(50.0, (retrieval.specificity - threshold) / scale))
+    specificity = retrieval.specificity
+    margin = max(-50.0, min(50.0, (specificity - threshold) / scale))
     confidence = 1.0 / (1.0 + math.exp(-margin))
     return Decision(replace(choice, confidence=confidence,
-                            abstain=bool(not choice.sentences or retrieval.specificity < threshold)),
-                    retrieval.specificity, threshold, readings, read_ms)
+                            abstain=bool(not choice.sentences or specificity < threshold)),
+                    specificity, threshold, readings, read_ms)
 
 
 def has_terms(index: Index, retrieval: Retrieval) -> bool:

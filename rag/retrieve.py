@@ -47,7 +47,6 @@ class Retrieval:
     sentence_cosine: dict[int, float]  # first encoder's raw cosine of every candidate sentence
     background: float  # first encoder's cosine of the question to generic text (rag/data/background.tsv)
     timings_ms: dict[str, float] = field(default_factory=dict)
-    query_vector: np.ndarray | None = None  # the encoded question (fused layout)
     query_terms: tuple[np.ndarray, np.ndarray] | None = None  # its latent terms (ids, weights), for rag.features
     # every candidate sentence's raw cosine per encoder of the model (columns: ``Index.parts``),
     # rows in the order of ``sentence_ids`` (sorted): computed once here, read by rag.features
@@ -192,5 +191,5 @@ def retrieve(index: Index, query_vector: np.ndarray, question: str, settings: Se
         sentence_cosine=dict(zip(sents.tolist(), first_sent_cos.astype(float).tolist(), strict=True)),
         background=background,
         timings_ms={"search": (t_search - t0) * 1000, "fuse": (t_end - t_search) * 1000},
-        query_vector=q[0], query_terms=query_terms, sentence_ids=sents, part_cosines=part_cos,
+        query_terms=query_terms, sentence_ids=sents, part_cosines=part_cos,
     )

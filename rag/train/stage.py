@@ -124,6 +124,11 @@ def _zero(names: tuple[str, ...]) -> Logistic:
     return Logistic(names, np.zeros(n), np.ones(n), np.zeros(n), 0.0)
 
 
+# The scorer ``choose`` is given beside a stage and a case's out-of-fold logits: it reads neither
+# its sentence model (the logits are given) nor its answer models (the stage's decide).
+_STAGE_ONLY = ScorerModel(_zero(SENTENCE_FEATURES), _zero(ANSWER_FEATURES), _zero(ANSWER_FEATURES), 0.0, 0.15, {})
+
+
 def fit_stage(cases: Sequence[Case], logits: dict[int, np.ndarray], reads: Sequence[Read], idx: np.ndarray,
               sentences: int, support_min: float, seed_weight: float, drop: tuple[str, ...] = ()) -> ReaderStage:
     """The stage fit on the cases ``idx``; ``drop`` names evidence it must not use (the ablation)."""
@@ -136,7 +141,7 @@ def fit_stage(cases: Sequence[Case], logits: dict[int, np.ndarray], reads: Seque
         c, r = cases[i], reads[i]
         rows.append(_row(c, logits[i], r, rerank))
         # the answer model's label: the answer shown (first sentence and supports) holds a gold answer
-        choice = choose(c.sf, c.texts, _stage_only(), 3, shape, r.out, logits[i]) \
+        choice = choose(c.sf, c.texts, _STAGE_ONLY, 3, shape, r.out, logits[i]) \
             if len(c.sf.sentences) else None
         shown = [] if choice is None else [list(c.sf.sentences).index(s) for s in choice.sentences]
         right.append(any(bool(c.loose[j]) for j in shown))
@@ -165,7 +170,7 @@ def outcomes(cases: Sequence[Case], logits: dict[int, np.ndarray], reads: Sequen
         stage = stages[int(fold[i])]
         stage = ReaderStage(stage.sentences, stage.rerank, stage.answer, stage.abstain, threshold,
                             stage.support_min, {})
-        choice = choose(c.sf, c.texts, _stage_only(), 3, stage, reads[i].out,
+        choice = choose(c.sf, c.texts, _STAGE_ONLY, 3, stage, reads[i].out,
                         logits[i]) if len(c.sf.sentences) else None
         shown = [] if choice is None else [list(c.sf.sentences).index(s) for s in choice.sentences]
         abstained = choice is None or choice.abstain
@@ -175,13 +180,6 @@ def outcomes(cases: Sequence[Case], logits: dict[int, np.ndarray], reads: Sequen
                     "first_right": bool(shown) and bool(c.loose[shown[0]]),
                     "any_right": any(bool(c.loose[j]) for j in shown), "n_shown": len(shown)})
     return out
-
-
-def _stage_only() -> ScorerModel:
-    """The scorer ``choose`` is given beside a stage and the case's out-of-fold logits: it reads
-    neither its sentence model (the logits are given) nor its answer models (the stage's decide)."""
-    zero = _zero(ANSWER_FEATURES)
-    return ScorerModel(_zero(SENTENCE_FEATURES), zero, zero, 0.0, 0.15, {})
 
 
 def out_of_fold(cases: Sequence[Case], logits: dict[int, np.ndarray], reads: Sequence[Read], fold: np.ndarray,
