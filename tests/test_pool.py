@@ -25,8 +25,8 @@ from rag.settings import Settings
 TEXTS = [f"Passage {i}: l'accord de Genève, Übergang {i * 7} — 北京 {i % 13}" for i in range(300)]
 
 
-def pooled_hash(**kwargs: int) -> PooledEncoder:
-    return PooledEncoder("hash", HashEncoder(), processes=kwargs.pop("processes", 2), min_chars=0, **kwargs)
+def pooled_hash(batch: int = 32) -> PooledEncoder:
+    return PooledEncoder("hash", HashEncoder(), processes=2, min_chars=0, batch=batch)
 
 
 def test_rows_equal_the_in_process_encoder_in_input_order() -> None:

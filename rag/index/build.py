@@ -261,10 +261,10 @@ def _one_start(encoder: Encoder, terms: Any, texts: list[str],
     Otherwise nothing."""
     from ..pool import PooledEncoder
 
+    if terms is encoder and isinstance(encoder, PooledEncoder):
+        return encoder.terms_alongside(sentence_texts, keep_workers=sum(map(len, texts)) >= encoder.min_chars)
     if terms is not None and hasattr(terms, "terms_alongside"):
         return terms.terms_alongside(sentence_texts)
-    if terms is encoder and isinstance(encoder, PooledEncoder) and sum(map(len, texts)) >= encoder.min_chars:
-        return encoder.workers()
     return contextlib.nullcontext()
 
 

@@ -109,6 +109,7 @@ class Manifest:
                 # builds from before the setting existed embedded their chunks
                 "chunk_vectors": self.settings.get("chunk_vectors", "encoded"),
                 "latent_terms": self.settings.get("latent_terms", True),
+                "terms_pass": self.settings.get("terms_pass", "two"),  # made in a pass of their own before
                 "splitter_version": self.splitter_version}
 
     @classmethod

