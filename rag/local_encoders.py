@@ -223,7 +223,7 @@ class E5Encoder(KeptTerms, _LazyEncoder):
         from .model.onepass import OnePassE5, ensure_engine
         from .settings import Paths
 
-        return OnePassE5(ensure_engine(self.cache or Paths.from_env().cache))
+        return OnePassE5(ensure_engine(self.cache or Paths.from_env().cache).path)
 
     def _encode(self, model: Any, texts: list[str], is_query: bool) -> np.ndarray:
         threads = 1 if len(texts) == 1 else self.threads  # a question alone: one thread (_openmp_threads)

@@ -285,6 +285,7 @@ def test_random_text_keeps_every_invariant() -> None:
         ({"max_question_chars": 0}, r"^max_question_chars must be a whole number of at least 1, not 0$"),
         ({"lexical": "sometimes"}, r"^lexical must be one of never, same-language, always, not 'sometimes'$"),
         ({"lexical_weight": -0.1}, r"must not be negative"),
+        ({"terms_pass": "three"}, r"^terms_pass must be one of one, two, not 'three'$"),
         ({"model": "  "}, r"^model must name an encoder, e\.g\. 'e5', 'use' or 'e5\+use'$"),
     ],
 )
@@ -299,5 +300,5 @@ def test_settings_round_trip_and_build_key() -> None:
     s = Settings(model="hash", chunk_size=800, chunk_overlap=100, top_k=3)
     assert Settings.from_dict({**s.to_dict(), "unknown_future_field": 1}) == s
     assert s.build_key() == {"model": "hash", "chunk_size": 800, "chunk_overlap": 100, "chunk_vectors": "encoded",
-                           "latent_terms": True}
+                           "latent_terms": True, "terms_pass": "one"}
     assert s.with_(top_k=None) == s  # None means "not given" (CLI options)

@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,15 +64,25 @@ def engine_key(cc: str | None = None) -> str:
     return digest.hexdigest()[:16]
 
 
-def ensure_engine(cache: Path) -> Path:
+@dataclass(frozen=True)
+class CompiledEngine:
+    """Where the compiled library is, and whether (and in how many seconds) this call made it."""
+
+    path: Path
+    built: bool
+    seconds: float
+
+
+def ensure_engine(cache: Path) -> CompiledEngine:
     """The compiled one-pass library in ``cache`` (``onepass-<key>/libonepass.so``), made first if
     missing; raises ``ModelError`` when it cannot be compiled."""
+    started = time.perf_counter()
     cc = _compiler()
     target = Path(cache) / f"onepass-{engine_key(cc)}"
     library = target / LIBRARY
     with _LOCK:
         if library.is_file():
-            return library
+            return CompiledEngine(library, False, 0.0)
         target.parent.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=".onepass-", dir=target.parent))
         try:
@@ -92,7 +103,7 @@ def ensure_engine(cache: Path) -> Path:
                     raise
         finally:
             shutil.rmtree(work, ignore_errors=True)
-    return library
+    return CompiledEngine(library, True, time.perf_counter() - started)
 
 
 @dataclass(frozen=True)

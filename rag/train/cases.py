@@ -59,10 +59,11 @@ def _terms(pipe: Pipeline, questions: list[str], cache: Path) -> list[tuple[np.n
     terms = terms_encoder(pipe.encoder)
     if terms is None or pipe.index.sentence_terms is None:
         return [None] * len(questions)
-    key = hashlib.sha1(("\n".join(questions) + pipe.encoder.model_id + "terms").encode()).hexdigest()[:12]
+    made = pipe.encoder.model_id + "terms" + ("" if pipe.settings.terms_pass == "two" else pipe.settings.terms_pass)
+    key = hashlib.sha1(("\n".join(questions) + made).encode()).hexdigest()[:12]
     path = cache / f"{key}.npz"
-    if not path.exists():
-        ids, weights = terms.encode_terms(questions)
+    if not path.exists():  # as rag.pipeline makes a question's: from its "query: " pass where it can
+        ids, weights = terms.query_terms(questions) if hasattr(terms, "query_terms") else terms.encode_terms(questions)
         cache.mkdir(parents=True, exist_ok=True)
         np.savez(path, ids=ids, weights=weights)
     data = np.load(path)
@@ -116,7 +117,8 @@ def collect(name: str, docs: Path, questions_path: Path, index_dir: Path, settin
     made_by = ("features.py", "retrieve.py", "chunk.py", "encoders.py", "local_encoders.py")
     code = b"".join((PACKAGE / f).read_bytes() for f in made_by)
     tag = (name + str(simulate) + ("" if simulate else "v2")
-           + ("" if settings.chunk_vectors == "encoded" else settings.chunk_vectors)).encode()
+           + ("" if settings.chunk_vectors == "encoded" else settings.chunk_vectors)
+           + ("" if settings.terms_pass == "two" else settings.terms_pass)).encode()
     key = hashlib.sha1(code + questions_path.read_bytes() + tag).hexdigest()[:12]
     meta_path, arrays_path = cache / f"cases-{key}.json", cache / f"cases-{key}.npz"
     if meta_path.exists() and arrays_path.exists():
