@@ -112,9 +112,14 @@ def test_the_library_is_compiled_once_and_a_missing_compiler_names_the_fix(
     again = ensure_engine(tmp_path)
     assert first.name == LIBRARY and again.path == first and not again.built
     assert [p.name for p in tmp_path.iterdir()] == [first.parent.name]  # no temporary folder left
+    assert sorted(p.name for p in first.parent.iterdir()) == [LIBRARY]  # the object file is gone
     monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
-    with pytest.raises(ModelError, match="terms_pass=two"):
+    with pytest.raises(ModelError, match=r"(?s)none ran.*--terms-pass two"):
         ensure_engine(tmp_path / "other")
+    monkeypatch.setenv("CC", "false")  # runs, and fails without a word
+    with pytest.raises(ModelError, match=r"(?s)exit status 1.*--terms-pass two"):
+        ensure_engine(tmp_path / "other")
+    assert not list((tmp_path / "other").iterdir())  # nothing half-made left
 
 
 def test_the_encoder_keeps_a_builds_terms_from_the_vectors_pass(tmp_path: Path) -> None:

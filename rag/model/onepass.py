@@ -44,6 +44,8 @@ FLAGS = ("-O2", "-ftree-loop-vectorize", "-funroll-loops", "-mavx2", "-mfma", "-
 # then lose subnormal numbers; a Hypothesis test caught it).
 LINK = ("-shared", "-fopenmp", "-lm")
 _LOCK = threading.Lock()
+_FIX = ("install a C compiler with OpenMP (apt-get install gcc), or build and ask with two passes: "
+        "rag index --terms-pass two (rag eval: --set terms_pass=two)")
 
 
 def _compiler() -> str:
@@ -54,10 +56,7 @@ def _compiler_version(cc: str) -> str:
     try:
         done = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise ModelError(
-            f"the one-pass engine needs a C compiler and none ran ({cc}: {exc}): install one "
-            "(apt-get install gcc), or build and ask with two passes: --set terms_pass=two"
-        ) from exc
+        raise ModelError(f"the one-pass engine needs a C compiler and none ran ({cc}: {exc}): {_FIX}") from exc
     return done.stdout.splitlines()[0] if done.stdout else cc
 
 
@@ -99,16 +98,15 @@ def ensure_engine(cache: Path) -> CompiledEngine:
                           "-o", str(objects)]
             link_it = [cc, str(objects), "-o", str(work / LIBRARY), *LINK]
             for command in (compile_it, link_it):
-                done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
-                if done.returncode != 0:
-                    break
-            objects.unlink(missing_ok=True)
-            if done.returncode != 0:
-                raise ModelError(
-                    f"compiling the one-pass engine failed ({' '.join(command)}):\n{done.stderr.strip()[-2000:]}\n"
-                    "install a C compiler with OpenMP (apt-get install gcc), or build and ask with two "
-                    "passes: --set terms_pass=two"
-                )
+                try:
+                    done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+                    said = done.stderr.strip()[-2000:] or f"exit status {done.returncode}"
+                    failed = said if done.returncode else ""
+                except (OSError, subprocess.TimeoutExpired) as exc:
+                    failed = str(exc)
+                if failed:
+                    raise ModelError(f"compiling the one-pass engine failed ({' '.join(command)}):\n{failed}\n{_FIX}")
+            objects.unlink()
             try:
                 os.rename(work, target)
             except OSError:  # another process made it first
