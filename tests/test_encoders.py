@@ -345,3 +345,33 @@ def test_sentence_transformers_missing_model_is_a_model_error(monkeypatch: pytes
     with pytest.raises(ModelError, match=r"cannot load the sentence-transformers model '/nowhere/no-such-model' "
                                          r"\(\w+\): give a local model folder"):
         encoder.encode_queries(["x"])
+
+
+def test_kept_terms_of_many_questions_at_once_are_all_read() -> None:
+    """A one-pass encoder keeps a question's terms from its vector's pass and drops questions' terms
+    past four batches: asked for 300 questions at once (the scorer's training does), every one
+    must still come back, each its own (it raised KeyError when read after all the passes)."""
+    import zlib
+
+    from rag.local_encoders import KeptTerms, _LazyEncoder
+
+    class Kept(KeptTerms, _LazyEncoder):
+        _dim = 4
+
+        def __init__(self) -> None:
+            super().__init__(1)
+            self._init_kept()
+
+        def _load(self) -> Any:
+            return object()
+
+        def _encode(self, model: Any, texts: list[str], is_query: bool) -> np.ndarray:
+            rows = [(np.array([zlib.crc32(t.encode()) % 16384]), np.array([1.0])) if w else None
+                    for t, w in zip(texts, self._wants(texts, is_query), strict=True)]
+            self._keep(texts, is_query, rows)
+            return np.ones((len(texts), 4), dtype=np.float32)
+
+    questions = [f"question number {i}?" for i in range(300)]
+    ids, weights = Kept().query_terms(questions)
+    assert ids[:, 0].tolist() == [zlib.crc32(q.encode()) % 16384 for q in questions]
+    assert np.all(weights[:, 0] == 1.0)

@@ -169,3 +169,65 @@ def test_an_index_with_terms_of_two_passes_is_stale_for_one_pass_settings(make_i
     manifest_file.write_text(json.dumps(data), encoding="utf-8")
     assert index_state(root, FAKE).status == "stale"
     assert index_state(root, replace(FAKE, terms_pass="two")).status == "ok"
+
+
+def test_a_chunk_read_in_pieces_is_the_joined_text_and_a_piece_is_the_mean_of_its_tokens(
+        engine: OnePassE5, tmp_path: Path) -> None:
+    """``embed_pieces``: the chunk's vector is the joined text's (the pieces are tokenised one by one,
+    which here gives the same tokens), and a piece's vector is the mean of its own tokens' states in
+    that pass, checked against the PyTorch e5's states over the same tokens (an off-by-one range, the
+    prefix's tokens or </s> counted in, scores lower)."""
+    pytest.importorskip("torch")
+    from rag.model.export import ensure_model
+    from rag.model.torch_e5 import TorchE5, Window
+
+    chunks = [["Blinken a proposé son aide.", "Les États-Unis sont prêts à aider.", "Il a présenté ses condoléances."],
+              ["Die Verteidigung gab nur 308 Punkte ab."], [LONG, "Zwölfundneunzigtausend Kängurus hüpften."]]
+    want = [[True, False, True], [True], [False, True]]
+    got = engine.embed_pieces(chunks, want, True, TERMS)
+    whole = engine.embed([" ".join(c) for c in chunks], False, [False] * len(chunks), TERMS).vectors
+    assert np.sum(got.chunk_vectors * whole, axis=1).min() >= 0.9999  # windows and weights as embed's
+    flat = [p for c in chunks for p in c]
+    flags = [w for f in want for w in f]
+    assert not got.piece_vectors[~np.asarray(flags)].any() and [t is not None for t in got.terms] == flags
+    torch_e5 = TorchE5(ensure_model(tmp_path).path, threads=2, precision="fp32")
+    row = 0
+    for chunk in chunks[:2]:  # within one window (the long chunk's last piece is in its second)
+        ids = [torch_e5.tokenizer.encode(("passage: " if j == 0 else "") + p, add_special_tokens=False).ids
+               for j, p in enumerate(chunk)]
+        skip = torch_e5.prefix_tokens("passage: ")
+        tokens = [t for part in ids for t in part]
+        states = torch_e5.states([Window(0, (torch_e5.bos, *tokens, torch_e5.eos), len(tokens))])[0]
+        start = 1
+        for j, part in enumerate(ids):
+            lo, hi = start + (skip if j == 0 else 0), start + len(part)
+            if flags[row]:
+                mean = states[lo:hi].mean(axis=0)
+                cosine = float(got.piece_vectors[row] @ mean / np.linalg.norm(mean))
+                shifted = states[lo - 1 : hi - 1].mean(axis=0)
+                assert cosine >= 0.9995 > float(got.piece_vectors[row] @ shifted / np.linalg.norm(shifted)), flat[row]
+            start += len(part)
+            row += 1
+    # a piece in a long chunk's second window is read there: its terms are its own words'
+    last = got.terms[-1]
+    alone = engine.embed([chunks[2][1]], False, [True], TERMS).terms[0]
+    assert last is not None and alone is not None
+    assert len(set(last[0][:16].tolist()) & set(alone[0][:16].tolist())) >= 8
+
+
+def test_the_e5_encoder_reads_a_builds_chunks_in_batches(tmp_path: Path) -> None:
+    encoder = E5Encoder(2, "one", cache=tmp_path)
+    assert encoder.reads_in_chunks
+    chunks = [[f"Der {i}. Satz steht hier.", f"Und dann kommt Satz {i + 1}."] for i in range(40)]  # two batches
+    want = [[True, i % 2 == 0] for i in range(40)]
+    read = encoder.encode_in_chunks([" ".join(c) for c in chunks], chunks, want, True)
+    direct = encoder._model.embed_pieces(chunks, want, True, TERMS)
+    np.testing.assert_allclose(read.chunk_vectors, direct.chunk_vectors, atol=1e-6)
+    np.testing.assert_allclose(read.piece_vectors, direct.piece_vectors, atol=1e-6)
+    flags = np.asarray([w for f in want for w in f])
+    assert read.term_ids is not None and read.term_weights is not None
+    assert (read.term_weights[flags] > 0).any(axis=1).all() and not read.term_weights[~flags].any()
+    two = E5Encoder(2, "two")
+    assert not two.reads_in_chunks
+    with pytest.raises(ModelError, match="--sentence-vectors alone"):
+        two.encode_in_chunks(["x"], [["x"]], [[True]], True)

@@ -159,3 +159,161 @@ int onepass_embed(e5_model *m, const char **texts, int n, int is_query, const ui
     free(content); free(clen); free(wt); free(wa); free(wb); free(wsum); free(pooled);
     return rc;
 }
+
+/* Embed n chunks, each given as its pieces in order: chunk i is pieces[poff[i] .. poff[i+1]),
+ * tokenised piece by piece ("passage: " before the first) and run as one text. out (n x H) gets
+ * each chunk's vector as onepass_embed makes it for the joined text (same windows, pooling and
+ * weighting); for each piece p with want[p], pout (npieces x H) gets the mean of its own tokens'
+ * states in that pass, L2-normalised (late pooling: a sentence read in its chunk), and, when
+ * terms is nonzero, its latent terms (each of its tokens' strongest k, the maximum over them, the
+ * strongest top_k) into idx/val[p * top_k ...] with their count in nterms[p]. A wanted piece with
+ * no token gets a zero vector and no term. Returns 0, or -1 when terms are asked for and no
+ * sparse head is loaded. */
+int onepass_embed_pieces(e5_model *m, const char **pieces, const int32_t *poff, int n,
+                         const uint8_t *want, int terms, int top_k, float *out, float *pout,
+                         int32_t *idx, float *val, int32_t *nterms) {
+    int H = m->H, WMAX = m->MAXP - 2, N = m->sae_N, nbmax = H / QK;
+    int np = n > 0 ? poff[n] : 0;
+    if (terms && !m->has_sae) return -1;
+    for (int p = 0; p < np; p++) nterms[p] = 0;
+
+    /* each chunk's content tokens, and each piece's range [pa, pb) in them */
+    int **content = (int **)malloc(sizeof(int *) * (n > 0 ? n : 1));
+    int *clen = (int *)malloc(sizeof(int) * (n > 0 ? n : 1));
+    int *pa = (int *)malloc(sizeof(int) * (np > 0 ? np : 1)), *pb = (int *)malloc(sizeof(int) * (np > 0 ? np : 1));
+    int W = 0;
+    for (int i = 0; i < n; i++) {
+        size_t cap = 16;
+        for (int p = poff[i]; p < poff[i + 1]; p++) cap += strlen(pieces[p]) + 4;
+        content[i] = (int *)malloc(sizeof(int) * cap);
+        int len = 0;
+        for (int p = poff[i]; p < poff[i + 1]; p++) {
+            const char *text = pieces[p];
+            char *buf = NULL;
+            if (p == poff[i]) {  /* the prefix goes before the first piece, as in "passage: " + text */
+                size_t tl = strlen(text);
+                buf = (char *)malloc(tl + 10);
+                memcpy(buf, "passage: ", 9); memcpy(buf + 9, text, tl + 1);
+                text = buf;
+            }
+            int got = tok_content(&m->tok, text, content[i] + len, (int)(cap - (size_t)len));
+            pa[p] = len + (p == poff[i] ? onepass_prefix_tokens(m, 0) : 0);
+            if (pa[p] > len + got) pa[p] = len + got;
+            len += got; pb[p] = len;
+            free(buf);
+        }
+        if (poff[i + 1] == poff[i]) {  /* a chunk of no piece: the prefix alone, as onepass_embed */
+            len = tok_content(&m->tok, "passage: ", content[i], (int)cap);
+        }
+        clen[i] = len;
+        int nw = len / WMAX + (len % WMAX ? 1 : 0);
+        W += nw < 1 ? 1 : nw;
+    }
+    int *wt = (int *)malloc(sizeof(int) * W), *wa = (int *)malloc(sizeof(int) * W);
+    int *wb = (int *)malloc(sizeof(int) * W);
+    int W2 = 0;
+    for (int i = 0; i < n; i++) {
+        int nw = clen[i] / WMAX + (clen[i] % WMAX ? 1 : 0); if (nw < 1) nw = 1;
+        for (int w = 0; w < nw; w++) {
+            int a = w * WMAX, b = a + WMAX; if (b > clen[i]) b = clen[i];
+            wt[W2] = i; wa[W2] = a; wb[W2] = b; W2++;
+        }
+    }
+
+    double *wsum = (double *)calloc(n > 0 ? n : 1, sizeof(double));
+    int *pcount = (int *)calloc(np > 0 ? np : 1, sizeof(int));
+    for (size_t j = 0; j < (size_t)n * H; j++) out[j] = 0.f;
+    for (size_t j = 0; j < (size_t)np * H; j++) pout[j] = 0.f;
+    float **pooled = (float **)calloc(np > 0 ? np : 1, sizeof(float *));
+    if (terms)
+        for (int p = 0; p < np; p++) if (want[p]) pooled[p] = (float *)calloc((size_t)N, sizeof(float));
+
+    int budget = E5_CHUNK_TOKENS;
+    if (budget < m->MAXP) budget = m->MAXP;
+    int rc = 0;
+    for (int w0 = 0; w0 < W; ) {
+        int w1 = w0; long Tc = 0;
+        while (w1 < W) {
+            int len = (wb[w1] - wa[w1]) + 2;
+            if (w1 > w0 && Tc + len > budget) break;
+            Tc += len; w1++;
+        }
+        int segc = w1 - w0;
+        int *ids = (int *)malloc(sizeof(int) * (size_t)Tc), *pos = (int *)malloc(sizeof(int) * (size_t)Tc);
+        int *segoff = (int *)malloc(sizeof(int) * (segc + 1));
+        int *sstart = (int *)malloc(sizeof(int) * (size_t)Tc), *send = (int *)malloc(sizeof(int) * (size_t)Tc);
+        int T2 = 0; segoff[0] = 0;
+        for (int s = 0; s < segc; s++) {
+            int wi = w0 + s, a = wa[wi], b = wb[wi], q = 0;
+            ids[T2] = m->tok.bos; pos[T2] = q++; T2++;
+            for (int j = a; j < b; j++) { ids[T2] = content[wt[wi]][j]; pos[T2] = q++; T2++; }
+            ids[T2] = m->tok.eos; pos[T2] = q++; T2++;
+            segoff[s + 1] = T2;
+        }
+        for (int s = 0; s < segc; s++)
+            for (int t = segoff[s]; t < segoff[s + 1]; t++) { sstart[t] = segoff[s]; send[t] = segoff[s + 1]; }
+
+        float *hid = (float *)malloc(sizeof(float) * (size_t)Tc * H);
+        rc |= forward_batch(m, ids, pos, sstart, send, segoff, segc, (int)Tc, NULL, hid);
+
+        for (int s = 0; s < segc; s++) {
+            int wi = w0 + s, i = wt[wi], a = segoff[s], b = segoff[s + 1];
+            /* the chunk's vector: as onepass_embed */
+            float wgt = (float)((wb[wi] - wa[wi]) > 0 ? (wb[wi] - wa[wi]) : 1);
+            float *d = out + (size_t)i * H;
+            float sm[1024];
+            for (int kk = 0; kk < H; kk++) sm[kk] = 0.f;
+            for (int t = a; t < b; t++) {
+                const float *r = hid + (size_t)t * H;
+                for (int kk = 0; kk < H; kk++) sm[kk] += r[kk];
+            }
+            float invL = 1.f / (float)(b - a);
+            for (int kk = 0; kk < H; kk++) d[kk] += wgt * (sm[kk] * invL);
+            wsum[i] += wgt;
+            /* each wanted piece's share of this window: content token j is row a + 1 + (j - wa) */
+            for (int p = poff[i]; p < poff[i + 1]; p++) {
+                if (!want[p]) continue;
+                int lo = pa[p] > wa[wi] ? pa[p] : wa[wi], hi = pb[p] < wb[wi] ? pb[p] : wb[wi];
+                if (lo >= hi) continue;
+                int first = a + 1 + (lo - wa[wi]), L = hi - lo;
+                float *e = pout + (size_t)p * H;
+                for (int t = first; t < first + L; t++) {
+                    const float *r = hid + (size_t)t * H;
+                    for (int kk = 0; kk < H; kk++) e[kk] += r[kk];
+                }
+                pcount[p] += L;
+                if (!terms) continue;
+                int8_t *aq = (int8_t *)malloc((size_t)L * H);
+                float *ad = (float *)malloc((size_t)L * nbmax * sizeof(float));
+                int32_t *as = (int32_t *)malloc((size_t)L * nbmax * sizeof(int32_t));
+                quantize_acts(hid + (size_t)first * H, L, H, aq, ad, as);
+                project_sae(m, aq, ad, as, L, pooled[p]);
+                free(aq); free(ad); free(as);
+            }
+        }
+        free(ids); free(pos); free(segoff); free(sstart); free(send); free(hid);
+        w0 = w1;
+    }
+
+    for (int i = 0; i < n; i++) {
+        float *d = out + (size_t)i * H;
+        float inv = wsum[i] > 0 ? (float)(1.0 / wsum[i]) : 1.f, nrm = 0.f;
+        for (int kk = 0; kk < H; kk++) { d[kk] *= inv; nrm += d[kk] * d[kk]; }
+        nrm = 1.f / sqrtf(nrm > 1e-12f ? nrm : 1e-12f);
+        for (int kk = 0; kk < H; kk++) d[kk] *= nrm;
+    }
+    for (int p = 0; p < np; p++) {
+        if (!want[p] || pcount[p] == 0) { free(pooled[p]); continue; }
+        float *e = pout + (size_t)p * H, nrm = 0.f;  /* the mean's scale cancels in the norm */
+        for (int kk = 0; kk < H; kk++) nrm += e[kk] * e[kk];
+        nrm = 1.f / sqrtf(nrm > 1e-12f ? nrm : 1e-12f);
+        for (int kk = 0; kk < H; kk++) e[kk] *= nrm;
+        if (terms)
+            nterms[p] = onepass_top(pooled[p], N, top_k, idx + (size_t)p * top_k, val + (size_t)p * top_k);
+        free(pooled[p]);
+    }
+    for (int i = 0; i < n; i++) free(content[i]);
+    free(content); free(clen); free(pa); free(pb); free(wt); free(wa); free(wb); free(wsum); free(pcount);
+    free(pooled);
+    return rc;
+}
