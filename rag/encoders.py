@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -176,9 +176,10 @@ class FusionEncoder:
         (first, _), others = self.members[0], self.members[1:]
         pending = [self._helpers.submit(_timed, enc, texts) for enc, _ in others] if self._helpers else []
         try:
-            parts = [_timed(first, texts)]
-        finally:  # an error in the first member still waits for the others: no work left running
-            parts += [job.result() for job in pending]
+            mine = _timed(first, texts)
+        finally:  # an error in the first member still waits for the others (no work left running), then is raised
+            wait(pending)
+        parts = [mine, *(job.result() for job in pending)]
         timings: dict[str, float] = {}
         for (enc, _), (_, ms) in zip(self.members, parts, strict=True):
             timings[_stage_key(enc, timings)] = ms

@@ -375,3 +375,25 @@ def test_kept_terms_of_many_questions_at_once_are_all_read() -> None:
     ids, weights = Kept().query_terms(questions)
     assert ids[:, 0].tolist() == [zlib.crc32(q.encode()) % 16384 for q in questions]
     assert np.all(weights[:, 0] == 1.0)
+
+
+def test_a_fused_question_raises_its_first_members_own_error_after_the_others_finish() -> None:
+    """It raised UnboundLocalError ("parts"), hiding the real one, when the first member failed."""
+
+    class Broken(HashEncoder):
+        def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+            raise ModelError("the first member failed")
+
+    class Slow(TrigramEncoder):
+        finished = False
+
+        def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+            import time
+
+            time.sleep(0.2)
+            Slow.finished = True
+            return super().encode_queries(texts)
+
+    with pytest.raises(ModelError, match="the first member failed"):
+        FusionEncoder([(Broken(), 1.0), (Slow(), 0.5)]).encode_queries(["a question?"])
+    assert Slow.finished  # no work left running
