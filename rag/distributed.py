@@ -133,8 +133,6 @@ class RayEncoder(WrappingEncoder):
     ``encode_terms`` is offered by ``rag.encoders.terms_encoder`` only for models with e5.
     """
 
-    embeds_remotely = True  # rag.index.in_chunk does not read a cluster's sentences in this process
-
     def __init__(self, spec: str, address: str, local: Encoder, actors: int | None = None, threads: int = 1,
                  batch: int = BATCH, retries: int = -1, terms_pass: str = "one") -> None:
         if (actors is not None and actors < 1) or threads < 1 or batch < 1:

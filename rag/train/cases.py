@@ -118,7 +118,6 @@ def collect(name: str, docs: Path, questions_path: Path, index_dir: Path, settin
     code = b"".join((PACKAGE / f).read_bytes() for f in made_by)
     tag = (name + str(simulate) + ("" if simulate else "v2")
            + ("" if settings.chunk_vectors == "encoded" else settings.chunk_vectors)
-           + ("" if settings.sentence_vectors == "alone" else settings.sentence_vectors)
            + ("" if settings.terms_pass == "two" else settings.terms_pass)).encode()
     key = hashlib.sha1(code + questions_path.read_bytes() + tag).hexdigest()[:12]
     meta_path, arrays_path = cache / f"cases-{key}.json", cache / f"cases-{key}.npz"

@@ -35,7 +35,7 @@ import numpy as np
 from ..evaluate.metrics import expected_calibration_error, largest_threshold, reliability_table
 from ..features import COLUMN, SENTENCE_FEATURES, SENTENCE_GROUPS, SentenceFeatures
 from ..scorer import ANSWER_FEATURES, SCORER, SCORER_NO_TERMS, Logistic, ScorerModel, answer_features, choose
-from ..settings import CHUNK_VECTORS, SENTENCE_VECTORS, Settings
+from ..settings import CHUNK_VECTORS, Settings
 from .cases import PACKAGE, Case, collect
 
 SETS = ("xquad-en-de", "xquad-en-es", "xquad-de-de", "xquad-es-es")
@@ -277,16 +277,13 @@ def main(argv: list[str] | None = None) -> int:
                              "off, models without e5): their columns are 0 in training as at run time")
     parser.add_argument("--chunk-vectors", choices=CHUNK_VECTORS, default=Settings.chunk_vectors,
                         help="how the indexes' chunk vectors are made (the features read them) [the default]")
-    parser.add_argument("--sentence-vectors", choices=SENTENCE_VECTORS, default=Settings.sentence_vectors,
-                        help="how the indexes' sentence vectors are made (the features read them) [the default]")
     parser.add_argument("--held-out-pairs", action="store_true",
                         help="also report German questions over the Spanish articles and Spanish over the German, "
                              "language pairs no model is trained on, each answered by the fold models that did not "
                              "see its article")
     args = parser.parse_args(argv)
-    settings = Settings(chunk_vectors=args.chunk_vectors, sentence_vectors=args.sentence_vectors)
-    qidx = args.work / ("qidx" + ("" if settings.chunk_vectors == "encoded" else f"-{settings.chunk_vectors}")
-                        + ("" if settings.sentence_vectors == "alone" else f"-{settings.sentence_vectors}"))
+    settings = Settings(chunk_vectors=args.chunk_vectors)
+    qidx = args.work / ("qidx" if settings.chunk_vectors == "encoded" else f"qidx-{settings.chunk_vectors}")
     cache = args.work / "scorer-cache"
     cases: list[Case] = []
     for name in SETS:
