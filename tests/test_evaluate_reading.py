@@ -21,3 +21,11 @@ def test_f1_and_exact_match() -> None:
     assert span_f1("nothing alike", "308") == 0.0
     assert span_f1("", "308") == 0.0
     assert span_f1("", "") == 1.0
+
+
+def test_chinese_and_japanese_count_character_by_character() -> None:
+    """Written without spaces, a whole sentence would be one word: a near miss scored as nothing."""
+    assert normalise("北京是首都。") == ["北", "京", "是", "首", "都"]
+    assert normalise("東京タワーは333メートル") == ["東", "京", "タ", "ワ", "ー", "は", "333", "メ", "ー", "ト", "ル"]
+    assert span_f1("中国的首都", "首都") == pytest.approx(2 * (2 / 5) * 1 / (2 / 5 + 1))
+    assert span_f1("333メートル", "333") == pytest.approx(2 * (1 / 5) / (1 / 5 + 1))

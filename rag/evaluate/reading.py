@@ -32,10 +32,17 @@ ARTICLES = re.compile(r"\b(a|an|the|der|die|das|den|dem|des|ein|eine|einer|eines
                       r"el|la|los|las|un|una|unos|unas)\b")
 
 
+# Chinese and Japanese characters count one by one (MLQA's mixed segmentation): those languages
+# write no spaces, so a "word" would be a whole sentence
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_TOKEN = re.compile(f"[{_CJK}]|[^\\s{_CJK}]+")
+
+
 def normalise(text: str) -> list[str]:
-    """SQuAD/MLQA answer normalisation: lower case, no punctuation, no articles, words."""
+    """SQuAD/MLQA answer normalisation: lower case, no punctuation, no articles, words (and each
+    Chinese or Japanese character on its own)."""
     text = "".join(" " if unicodedata.category(ch).startswith("P") else ch for ch in text.lower())
-    return ARTICLES.sub(" ", text).split()
+    return _TOKEN.findall(ARTICLES.sub(" ", text))
 
 
 def span_f1(prediction: str, gold: str) -> float:

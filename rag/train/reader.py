@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from ..evaluate.reading import span_f1
 from ..files import sha256_file
 from ..reader import (
     FORMAT,
@@ -114,19 +115,6 @@ def _step_loss(net: Any, tokens: Tokens, groups: Sequence[Group]) -> Any:
     return loss
 
 
-def _f1(pred: str, gold: str) -> float:
-    from ..features import fold
-
-    p, g = fold(pred).split(), fold(gold).split()
-    if not p or not g:  # languages without spaces: characters
-        p, g = list(fold(pred).replace(" ", "")), list(fold(gold).replace(" ", ""))
-    common = sum(min(p.count(w), g.count(w)) for w in set(p))
-    if common == 0:
-        return 0.0
-    precision, recall = common / len(p), common / len(g)
-    return 2 * precision * recall / (precision + recall)
-
-
 def evaluate(net: Any, tokens: Tokens, groups: Sequence[Group]) -> dict[str, Any]:
     """Held-out figures: which row a group ranks first, abstention at 0.5, span F1, and log-loss."""
     import torch
@@ -149,7 +137,7 @@ def evaluate(net: Any, tokens: Tokens, groups: Sequence[Group]) -> dict[str, Any
                 if labels[best] and g.rows[best].span is not None:
                     span, _ = best_span(start[best], end[best], pairs[best])
                     said = "" if span is None else g.rows[best].sentence[span[0] : span[1]]
-                    spans.append(_f1(said, g.answer))
+                    spans.append(span_f1(said, g.answer))  # SQuAD's, as rag.evaluate.reading
             else:
                 silent[g.kind].append(bool(probs.max() < 0.5))
     net.train()
