@@ -18,6 +18,7 @@ BM25 helped same-language questions but hurt cross-lingual ones, hence the langu
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 
@@ -44,7 +45,6 @@ class Retrieval:
     lexical: bool
     ranked: list[RankedChunk]
     sentence_score: dict[int, float]  # fused z-score of every candidate sentence
-    sentence_cosine: dict[int, float]  # first encoder's raw cosine of every candidate sentence
     background: float  # first encoder's cosine of the question to generic text (rag/data/background.tsv)
     timings_ms: dict[str, float] = field(default_factory=dict)
     query_terms: tuple[np.ndarray, np.ndarray] | None = None  # its latent terms (ids, weights), for rag.features
@@ -52,6 +52,13 @@ class Retrieval:
     # rows in the order of ``sentence_ids`` (sorted): computed once here, read by rag.features
     sentence_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     part_cosines: np.ndarray = field(default_factory=lambda: np.zeros((0, 1)))
+
+    @functools.cached_property
+    def sentence_cosine(self) -> dict[int, float]:
+        """The first encoder's raw cosine of every candidate sentence, by sentence id (read from
+        ``part_cosines``, not stored twice)."""
+        first = self.part_cosines[:, 0] if self.part_cosines.shape[1] else np.zeros(len(self.sentence_ids))
+        return dict(zip(self.sentence_ids.tolist(), first.astype(float).tolist(), strict=True))
 
     @property
     def specificity(self) -> float:
@@ -188,7 +195,6 @@ def retrieve(index: Index, query_vector: np.ndarray, question: str, settings: Se
     return Retrieval(
         question=question, question_lang=qlang, lexical=lexical, ranked=ranked,
         sentence_score=dict(zip(sents.tolist(), sent_score.tolist(), strict=True)),
-        sentence_cosine=dict(zip(sents.tolist(), first_sent_cos.astype(float).tolist(), strict=True)),
         background=background,
         timings_ms={"search": (t_search - t0) * 1000, "fuse": (t_end - t_search) * 1000},
         query_terms=query_terms, sentence_ids=sents, part_cosines=part_cos,
