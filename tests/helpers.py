@@ -198,3 +198,23 @@ def sparse_cosines(a: TermRows, b: TermRows) -> np.ndarray:
         y[ids_b] += w_b.astype(np.float64)
         out.append(x @ y / max(float(np.linalg.norm(x) * np.linalg.norm(y)), 1e-12))
     return np.array(out)
+
+
+@contextmanager
+def browser_page(width: int, height: int, failure_shot: str) -> Iterator[Any]:
+    """A page (``width`` x ``height``) of Debian's Chromium kept off the network (``CHROMIUM_ARGS``);
+    when the block fails, a full-page screenshot goes to tests/artifacts/``failure_shot`` before the
+    error is raised; the browser is closed after."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": width, "height": height})
+        try:
+            yield page
+        except Exception:
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / failure_shot), full_page=True)
+            raise
+        finally:
+            browser.close()

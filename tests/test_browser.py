@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, ROOT, serve_app
+from helpers import ARTIFACTS, ROOT, browser_page, serve_app
 
 from rag.settings import DEFAULT_MODEL
 
@@ -35,44 +35,35 @@ def app_url(tmp_path: Path) -> Iterator[str]:
 
 
 def test_ask_in_the_browser_and_open_the_source(app_url: str) -> None:
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 1250})  # the whole chat in one shot
-        try:
-            page.goto(app_url)
-            # the index is built at the first start; the chat input and the facts appear once it is loaded
-            expect(page.get_by_text("Documents: 1")).to_be_visible(timeout=START_TIMEOUT_S * 1000)
-            # a local tool: no "Deploy" button or menu item (.streamlit/config.toml: toolbarMode minimal;
-            # with toolbarMode developer the header shows one)
-            menu = page.locator("[data-testid='stMainMenu']")
-            if menu.count():
-                menu.click()
-            expect(page.get_by_text(re.compile("Deploy"))).to_have_count(0)
-            page.keyboard.press("Escape")
-            box = page.get_by_placeholder("Ask a question about the documents")
-            box.fill(QUESTION)
-            box.press("Enter")
-            answer = page.locator("[data-testid='stChatMessage']").nth(1)
-            expect(answer.locator(".rag-answer")).to_be_visible(timeout=ANSWER_TIMEOUT_S * 1000)
-            expect(answer.locator(".rag-answer")).to_contain_text(EXPECTED)
-            quotes = re.findall(r"«(.*?)»\s*\[(\d+)\]", answer.locator(".rag-answer").inner_text())
-            number = next(n for quote, n in quotes if EXPECTED in quote)
-            source = answer.locator("[data-testid='stExpander'] summary").nth(int(number) - 1)
-            expect(source).to_contain_text(f"[{number}] 000_5af0c40136177a6e.txt · 2022-10 · paragraph")
-            source.click()
-            mark = answer.locator("[data-testid='stExpander']").nth(int(number) - 1).locator("mark")
-            expect(mark).to_be_visible()
-            expect(mark).to_contain_text(EXPECTED)
-            assert mark.inner_text() == dict((n, q) for q, n in quotes)[number]  # exactly the cited sentence
-            page.wait_for_timeout(1000)  # let the expander finish opening
-            shot = SCREENSHOT if os.environ.get("RAG_SAVE_SCREENSHOT") == "1" else ARTIFACTS / "browser-answer.png"
-            shot.parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(shot), full_page=True)
-        except Exception:
-            ARTIFACTS.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "browser-failure.png"), full_page=True)
-            raise
-        finally:
-            browser.close()
+    with browser_page(1280, 1250, "browser-failure.png") as page:  # the whole chat in one shot
+        page.goto(app_url)
+        # the index is built at the first start; the chat input and the facts appear once it is loaded
+        expect(page.get_by_text("Documents: 1")).to_be_visible(timeout=START_TIMEOUT_S * 1000)
+        # a local tool: no "Deploy" button or menu item (.streamlit/config.toml: toolbarMode minimal;
+        # with toolbarMode developer the header shows one)
+        menu = page.locator("[data-testid='stMainMenu']")
+        if menu.count():
+            menu.click()
+        expect(page.get_by_text(re.compile("Deploy"))).to_have_count(0)
+        page.keyboard.press("Escape")
+        box = page.get_by_placeholder("Ask a question about the documents")
+        box.fill(QUESTION)
+        box.press("Enter")
+        answer = page.locator("[data-testid='stChatMessage']").nth(1)
+        expect(answer.locator(".rag-answer")).to_be_visible(timeout=ANSWER_TIMEOUT_S * 1000)
+        expect(answer.locator(".rag-answer")).to_contain_text(EXPECTED)
+        quotes = re.findall(r"«(.*?)»\s*\[(\d+)\]", answer.locator(".rag-answer").inner_text())
+        number = next(n for quote, n in quotes if EXPECTED in quote)
+        source = answer.locator("[data-testid='stExpander'] summary").nth(int(number) - 1)
+        expect(source).to_contain_text(f"[{number}] 000_5af0c40136177a6e.txt · 2022-10 · paragraph")
+        source.click()
+        mark = answer.locator("[data-testid='stExpander']").nth(int(number) - 1).locator("mark")
+        expect(mark).to_be_visible()
+        expect(mark).to_contain_text(EXPECTED)
+        assert mark.inner_text() == dict((n, q) for q, n in quotes)[number]  # exactly the cited sentence
+        page.wait_for_timeout(1000)  # let the expander finish opening
+        shot = SCREENSHOT if os.environ.get("RAG_SAVE_SCREENSHOT") == "1" else ARTIFACTS / "browser-answer.png"
+        shot.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(shot), full_page=True)
