@@ -179,12 +179,27 @@ def reader_record(folder: Path | None = None) -> dict[str, Any]:
     return dict(record)
 
 
+def load_net(base: Path, folder: Path, record: dict[str, Any]) -> Any:
+    """The reader in ``folder`` (its ``record`` checked by ``reader_record``) over the exported e5 ``base``,
+    in float32: for reading, or as the start of a further training run."""
+    from safetensors.torch import load_file
+
+    net = build_net(base, int(record["layers"]), str(record.get("pooling", "cls")))
+    state = load_file(str(folder / WEIGHTS))
+    expected = set(trained_keys(net))
+    if set(state) != expected:
+        missing, unknown = sorted(expected - set(state))[:3], sorted(set(state) - expected)[:3]
+        raise ModelError(f"the reader's weights in {folder} do not fit a {record['layers']}-layer e5 "
+                         f"(missing {missing}, unknown {unknown}): {RETRAIN}")
+    net.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
+    return net
+
+
 class Reader:
     """The shipped reader over the exported e5 ``base`` folder; thread-safe (one read at a time)."""
 
     def __init__(self, base: Path, folder: Path | None = None, threads: int = 2, precision: str = "auto") -> None:
         import torch
-        from safetensors.torch import load_file
 
         from .model.torch_e5 import native_bf16
 
@@ -192,14 +207,7 @@ class Reader:
         self.record = reader_record(folder)
         torch.set_num_threads(threads)
         self.tokens = Tokens(base)
-        net = build_net(base, int(self.record["layers"]), str(self.record.get("pooling", "cls")))
-        state = load_file(str(folder / WEIGHTS))
-        expected = set(trained_keys(net))
-        if set(state) != expected:
-            missing, unknown = sorted(expected - set(state))[:3], sorted(set(state) - expected)[:3]
-            raise ModelError(f"the reader's weights in {folder} do not fit a {self.record['layers']}-layer e5 "
-                             f"(missing {missing}, unknown {unknown}): {RETRAIN}")
-        net.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
+        net = load_net(base, folder, self.record)
         net.eval()
         if precision == "auto":
             precision = "bf16" if native_bf16() else "fp32"

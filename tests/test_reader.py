@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from safetensors.numpy import load_file
 
 from rag.errors import ModelError
 from rag.model.export import export_model
@@ -101,6 +102,15 @@ def test_a_tiny_training_run_writes_a_reader_that_loads_and_reads(base: Path, tm
         if reading.span is not None:  # a span of spaces only is no span
             a, b = reading.span
             assert 0 <= a < b <= len(sentence) and sentence[a : b] == sentence[a : b].strip()
+    # a further run goes on from that reader: with nothing learnt (rates 0) it writes the same weights
+    again = train(TrainConfig(str(pool), str(tmp_path / "again"), layers=1, per_language=10, held_out_per_language=10,
+                              held_out_share=1000, groups_per_step=4, lr=0.0, head_lr=0.0, init=str(out)),
+                  base, log=lambda _: None)
+    assert again["trained"]["went_on_from"]["steps"] == record["trained"]["steps"]
+    first, then = load_file(str(out / WEIGHTS)), load_file(str(tmp_path / "again" / WEIGHTS))
+    assert set(first) == set(then) and all(np.array_equal(first[k], then[k]) for k in first)
+    with pytest.raises(ValueError, match="has 1 layers, not --layers 2"):
+        train(TrainConfig(str(pool), str(tmp_path / "other"), layers=2, init=str(out)), base, log=lambda _: None)
     # a damaged weights file is refused, naming the fix
     weights = out / WEIGHTS
     weights.write_bytes(weights.read_bytes()[:1000])

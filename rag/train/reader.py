@@ -35,6 +35,8 @@ from ..reader import (
     batch_tensors,
     best_span,
     build_net,
+    load_net,
+    reader_record,
     trained_keys,
 )
 from .reader_data import GROUP, Group, held_out_by_hash, make_groups, read_pool
@@ -55,6 +57,7 @@ class TrainConfig:
     minutes: float = 0.0  # stop after this long (0: one pass over the data)
     threads: int = 2
     seed: int = 0
+    init: str = ""  # a reader folder to go on training from ("": e5's layers with fresh heads)
 
 
 def _labels(pairs: Sequence[Pair], group: Group) -> list[tuple[int, int] | None]:
@@ -178,7 +181,15 @@ def train(config: TrainConfig, base: Path, log: Any = print) -> dict[str, Any]:
     log(f"training on {len(groups):,} questions ({len(groups) * GROUP:,} rows at most) from {len(fit):,} pool "
         f"records; {len(dev_groups):,} held-out questions from {len(dev):,}; {len(skip)} articles never read")
     tokens = Tokens(base)
-    net = build_net(base, config.layers)
+    start: dict[str, Any] = {}
+    if config.init:
+        start = reader_record(Path(config.init))
+        if int(start["layers"]) != config.layers:
+            raise ValueError(f"--init {config.init} has {start['layers']} layers, not --layers {config.layers}")
+        net = load_net(base, Path(config.init), start)
+        log(f"going on from the reader in {config.init} ({start['trained']['steps']:,} steps)")
+    else:
+        net = build_net(base, config.layers)
     shipped = set(trained_keys(net))
     for name, p in net.named_parameters():
         p.requires_grad = name in shipped
@@ -226,7 +237,8 @@ def train(config: TrainConfig, base: Path, log: Any = print) -> dict[str, Any]:
                     "questions": done * config.groups_per_step,
                     "groups": counts, "seconds": round(time.perf_counter() - started),
                     "hardware": f"{platform.processor() or platform.machine()}, {config.threads} threads, CPU",
-                    "command": " ".join(["python -m rag.train.reader", *sys.argv[1:]])},
+                    "command": " ".join(["python -m rag.train.reader", *sys.argv[1:]]),
+                    "went_on_from": start.get("trained")},
         "held_out": figures,
     }
     (out / RECORD).write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -282,11 +294,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="split.json of a long-document set (default: bench/results/long-docs/*/split.json)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--init", default="", help="a reader folder to go on training from (e.g. rag/data/reader)")
+    parser.add_argument("--lr", type=float, default=TrainConfig.lr, help="the layers' peak learning rate")
     args = parser.parse_args(argv)
     splits = args.skip_split if args.skip_split is not None else sorted(
         str(p) for p in Path("bench/results/long-docs").glob("*/split.json"))
     config = TrainConfig(args.pool, args.out, args.layers, args.per_language, args.held_out_per_language,
-                         skip_splits=tuple(splits), minutes=args.minutes, threads=args.threads, seed=args.seed)
+                         skip_splits=tuple(splits), lr=args.lr, minutes=args.minutes, threads=args.threads,
+                         seed=args.seed, init=args.init)
     base = ensure_model(Paths.from_env().cache).path
     train(config, base, log=lambda line: print(line, flush=True))
     return 0
