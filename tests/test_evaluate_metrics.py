@@ -201,6 +201,21 @@ def test_first_sentence_accuracy_and_abstention_recall_by_kind() -> None:
     assert summarise(rows[:3])["abstain_recall_near_miss"] is None
 
 
+def test_the_words_that_answer_are_scored_over_the_questions_the_reader_read() -> None:
+    rows = [
+        case_result(span="1891", span_f1=1.0, span_exact=1.0, span_shown=True),
+        case_result(span="in 1891 to", span_f1=0.5, span_exact=0.0, span_shown=False),
+        case_result(abstained=True, span_f1=0.0, span_exact=0.0, span_shown=False),  # abstained: scores 0
+        case_result(),  # not read (no reader): not counted
+        case_result(answerable=False, abstained=True),
+    ]
+    m = summarise(rows)
+    assert m["span_f1"] == pytest.approx(0.5) and m["span_exact_match"] == pytest.approx(1 / 3)
+    assert m["span_shown"] == pytest.approx(1 / 3) and m["span_f1_when_shown"] == 1.0
+    without = summarise(rows[3:])
+    assert without["span_f1"] is None and without["span_shown"] is None and without["span_f1_when_shown"] is None
+
+
 # ------------------------------------------------------------------------------ calibration
 
 

@@ -151,3 +151,12 @@ def test_seed_questions_with_the_default_model(real_pipeline: Pipeline) -> None:
         assert r.best_sentence_score is not None and r.latency_ms > 0
         # the row's abstain_score is the value the answer was refused or given on
         assert r.abstained == (r.abstain_score is not None and r.abstain_score < report.abstain_threshold)
+        if r.answerable:  # the reader read every answered question: its words in the first quote are scored
+            assert r.span_f1 is not None and 0.0 <= r.span_f1 <= 1.0 and r.span_exact in (0.0, 1.0)
+            if r.abstained:
+                assert (r.span_f1, r.span_shown) == (0.0, False)
+            if r.span is not None and r.answer is not None:
+                assert r.span in r.answer
+        else:
+            assert r.span_f1 is None
+    assert report.metrics["span_f1"] is not None and report.metrics["span_shown"] is not None

@@ -41,6 +41,8 @@ RETRIEVAL_METRICS = (
 ANSWER_METRICS = ("answer_accuracy", "first_sentence_accuracy", "citation_accuracy")
 ABSTENTION_METRICS = ("abstain_precision", "abstain_recall", "abstain_recall_near_miss", "abstain_recall_off_topic",
                       "false_abstention_rate")
+# the reader's words in the first quoted sentence, through the whole pipeline (SQuAD's F1 and exact match)
+SPAN_METRICS = ("span_f1", "span_exact_match", "span_shown", "span_f1_when_shown")
 CALIBRATION_METRICS = ("ece",)
 LATENCY_METRICS = ("p50_ms", "p95_ms")
 RELIABILITY_BINS = 10
@@ -275,6 +277,13 @@ class CaseResult:
     top_docs: tuple[str, ...] = ()
     latency_ms: float = 0.0
     timings_ms: dict[str, float] = field(default_factory=dict)  # Answer.timings_ms: per stage of the pipeline
+    # The reader's words in the first quoted sentence (answerable questions it read; None otherwise):
+    # its best span whatever its probability, scored against the gold answers as rag.evaluate.reading
+    # does (0 when the answer abstained), and whether the answer showed those words (rag.answer.SPAN_SHOWN).
+    span: str | None = None
+    span_f1: float | None = None
+    span_exact: float | None = None
+    span_shown: bool | None = None
 
 
 def outcome_correct(r: CaseResult) -> bool:
@@ -326,6 +335,12 @@ def summarise(results: Sequence[CaseResult]) -> Metrics:
     for key, flag in (("abstain_recall_near_miss", True), ("abstain_recall_off_topic", False)):
         out[key] = mean(float(r.abstained) for r in results if not r.answerable and r.near_miss is flag)
     out["ece"] = expected_calibration_error(reliability(results))
+    # the words that answer, through the whole pipeline (None without a reader)
+    read = [r for r in answerable if r.span_f1 is not None]
+    out["span_f1"] = mean(r.span_f1 for r in read if r.span_f1 is not None)
+    out["span_exact_match"] = mean(r.span_exact for r in read if r.span_exact is not None)
+    out["span_shown"] = mean(float(r.span_shown is True) for r in read)
+    out["span_f1_when_shown"] = mean(r.span_f1 for r in read if r.span_shown and r.span_f1 is not None)
     latencies = [r.latency_ms for r in results]
     out["p50_ms"] = percentile(latencies, 50)
     out["p95_ms"] = percentile(latencies, 95)

@@ -16,6 +16,7 @@ from .metrics import (
     CALIBRATION_METRICS,
     LATENCY_METRICS,
     RETRIEVAL_METRICS,
+    SPAN_METRICS,
     CaseResult,
     Metrics,
     ReliabilityBin,
@@ -25,7 +26,7 @@ from .metrics import (
 from .runner import EvalReport
 
 # What --min and --max may check: a fraction that should be high, or one that should be low.
-HIGHER_IS_BETTER = (*RETRIEVAL_METRICS, *ANSWER_METRICS,
+HIGHER_IS_BETTER = (*RETRIEVAL_METRICS, *ANSWER_METRICS, *SPAN_METRICS,
                     *(k for k in ABSTENTION_METRICS if k != "false_abstention_rate"))
 LOWER_IS_BETTER = ("false_abstention_rate", *CALIBRATION_METRICS, *LATENCY_METRICS, "build_s")
 FRACTIONS = frozenset((*HIGHER_IS_BETTER, "false_abstention_rate", *CALIBRATION_METRICS))
@@ -109,6 +110,7 @@ def _grouped(metrics: Metrics, rows: Sequence[CaseResult]) -> dict[str, Any]:
     return {
         "retrieval": {k: _rounded(metrics[k], k) for k in RETRIEVAL_METRICS},
         "answers": {k: _rounded(metrics[k], k) for k in ANSWER_METRICS},
+        "words": {k: _rounded(metrics[k], k) for k in SPAN_METRICS},
         "abstention": {k: _rounded(metrics[k], k) for k in ABSTENTION_METRICS},
         "calibration": {**{k: _rounded(metrics[k], k) for k in CALIBRATION_METRICS},
                         "reliability": [_bin_dict(b) for b in reliability(rows)]},
@@ -158,7 +160,10 @@ def report_text(report: EvalReport) -> str:
     width = max(len(k) for k in (*RETRIEVAL_METRICS, *ABSTENTION_METRICS)) + 2
     lines.append("".ljust(width) + "".join(name.rjust(8) for name, _ in columns))
     lines.append("n".ljust(width) + "".join(f"{int(m['n'] or 0):>8}" for _, m in columns))
-    for group in (RETRIEVAL_METRICS, ANSWER_METRICS, ABSTENTION_METRICS, CALIBRATION_METRICS, LATENCY_METRICS):
+    for group in (RETRIEVAL_METRICS, ANSWER_METRICS, SPAN_METRICS, ABSTENTION_METRICS, CALIBRATION_METRICS,
+                  LATENCY_METRICS):
+        if group is SPAN_METRICS and all(m[k] is None for _, m in columns for k in group):
+            continue  # no reader read: no words to score
         lines.append("")
         for key in group:
             lines.append(key.ljust(width) + "".join(_cell(m[key], key).rjust(8) for _, m in columns))

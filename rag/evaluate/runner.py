@@ -12,9 +12,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..answer import abstain_threshold, answer_sentences
+from ..answer import Decision, abstain_threshold, answer_sentences
 from ..errors import QuestionError, QuestionSetError
+from ..index.loaded import Index
 from ..pipeline import Pipeline
+from ..types import Answer
 from .metrics import (
     CaseResult,
     Metrics,
@@ -26,6 +28,7 @@ from .metrics import (
     summarise,
 )
 from .questions import EvalCase, QuestionSet, locate_passages
+from .reading import exact, span_f1
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,7 @@ def _run_case(pipeline: Pipeline, case: EvalCase, passage: tuple[int, int] | Non
     # on the order of Answer.sentences: the sentence shown first, whatever order the pipeline chose
     first = answer.sentences[0].text if answer.sentences and not answer.abstained else None
     first_right = contains_answer(first, case.answers)
+    span = _first_span(traced.decision, answer, index, case) if case.answerable else {}
     return CaseResult(
         id=case.id, question_lang=case.question_lang, answerable=case.answerable, abstained=answer.abstained,
         question=case.question, line=case.line, gold_doc=case.doc, has_context=passage is not None,
@@ -102,7 +106,24 @@ def _run_case(pipeline: Pipeline, case: EvalCase, passage: tuple[int, int] | Non
         top_docs=tuple(d for d, _ in docs[:5]),
         latency_ms=round(latency_ms, 3),
         timings_ms={stage: round(ms, 3) for stage, ms in answer.timings_ms.items()},
+        **span,
     ), traced.decision.threshold
+
+
+def _first_span(decision: Decision, answer: Answer, index: Index, case: EvalCase) -> dict[str, Any]:
+    """The reader's best span in the answer's first sentence, scored against the case's gold answers
+    (SQuAD's exact match and F1, 0 when the answer abstained); nothing when the reader did not read."""
+    if not decision.readings:
+        return {}
+    if answer.abstained or not answer.sentences:
+        return {"span": None, "span_f1": 0.0, "span_exact": 0.0, "span_shown": False}
+    sid = decision.choice.sentences[0]
+    reading = decision.readings.get(sid)
+    text = index.sentences[sid].text
+    said = "" if reading is None or reading.span is None else text[reading.span[0] : reading.span[1]]
+    return {"span": said or None, "span_f1": max(span_f1(said, a) for a in case.answers),
+            "span_exact": max(exact(said, a) for a in case.answers),
+            "span_shown": answer.sentences[0].span is not None}
 
 
 def evaluate(
