@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import threading
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -203,15 +204,23 @@ class Reader:
 
         from .model.torch_e5 import native_bf16
 
+        if precision not in ("auto", "fp32", "bf16", "int8"):
+            raise ModelError(f"the reader's precision is auto, fp32, bf16 or int8, not {precision!r}")
         folder = folder or shipped_dir()
         self.record = reader_record(folder)
         torch.set_num_threads(threads)
         self.tokens = Tokens(base)
         net = load_net(base, folder, self.record)
         net.eval()
+        self.auto_precision = "bf16" if native_bf16() else "fp32"
         if precision == "auto":
-            precision = "bf16" if native_bf16() else "fp32"
+            precision = self.auto_precision
         self.precision = precision
+        if precision == "int8":  # the linear layers' weights in int8, activations quantised as they come
+            with warnings.catch_warnings():  # torch 2.13 says this API moves to torchao; it still works
+                warnings.simplefilter("ignore", category=DeprecationWarning)
+                warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*", category=UserWarning)
+                net = torch.ao.quantization.quantize_dynamic(net, {torch.nn.Linear}, dtype=torch.qint8)
         self.net = net.to(torch.bfloat16) if precision == "bf16" else net
         self._lock = threading.Lock()
 

@@ -25,7 +25,7 @@ MILVUS_INDEXES = ("FLAT", "HNSW")
 HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 80, 128
 CHUNK_VECTORS = ("encoded", "derived")
 TERMS_PASSES = ("one", "two")
-READER_PRECISIONS = ("auto", "fp32", "bf16")
+READER_PRECISIONS = ("auto", "fp32", "bf16", "int8")
 # A model whose answer features are another's: the same e5 run in PyTorch, its latent terms from
 # its vectors' own pass (figures within noise of e5+use's with e5+use's scorer: docs/model.md).
 SAME_FEATURES = {E5_TORCH + "+use": DEFAULT_MODEL}
@@ -123,7 +123,7 @@ class Settings:
     # The reader (rag.reader): a cross-encoder reads the best candidate sentences with the question,
     # orders them and shares in abstention. Off: the scorer alone (the answer path before it).
     reader: bool = True
-    reader_precision: str = "auto"  # auto (bf16 where the CPU has it, else fp32), fp32, bf16
+    reader_precision: str = "auto"  # auto (bf16 where the CPU has it, else fp32), fp32, bf16, int8 (dynamic)
 
     def __post_init__(self) -> None:
         positive = ("chunk_size", "threads", "processes", "top_k", "candidates", "max_answer_sentences",

@@ -102,6 +102,11 @@ def test_a_tiny_training_run_writes_a_reader_that_loads_and_reads(base: Path, tm
         if reading.span is not None:  # a span of spaces only is no span
             a, b = reading.span
             assert 0 <= a < b <= len(sentence) and sentence[a : b] == sentence[a : b].strip()
+    # int8 (the linear layers quantised) reads as float32 does, within quantisation's noise
+    int8 = Reader(base, out, threads=1, precision="int8").read("Where was Marie Curie born?", sentences, ["", ""])
+    assert [r.prob for r in int8] == pytest.approx([r.prob for r in said], abs=0.05)
+    with pytest.raises(ModelError, match="not 'fp8'"):
+        Reader(base, out, precision="fp8")
     # a further run goes on from that reader: with nothing learnt (rates 0) it writes the same weights
     again = train(TrainConfig(str(pool), str(tmp_path / "again"), layers=1, per_language=10, held_out_per_language=10,
                               held_out_share=1000, groups_per_step=4, lr=0.0, head_lr=0.0, init=str(out)),

@@ -62,7 +62,8 @@ class Read:
 def read_cases(cases: Sequence[Case], logits: dict[int, np.ndarray], reader: Reader, most: int,
                index_dirs: dict[str, Path], cache: Path) -> list[Read]:
     """The reader's logits for each case's best ``most`` candidates by its out-of-fold scorer logits."""
-    digest = hashlib.sha1((reader.record["sha256"] + str(most) + str(len(cases)) + "v2").encode())
+    precision = "" if reader.precision == reader.auto_precision else reader.precision  # keys of "auto" runs kept
+    digest = hashlib.sha1((reader.record["sha256"] + str(most) + str(len(cases)) + "v2" + precision).encode())
     for i in range(len(cases)):
         digest.update(np.asarray(logits[i], np.float64).tobytes())
     key = digest.hexdigest()[:12]
@@ -212,6 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed-weight", type=float, default=20.0)
     parser.add_argument("--support-min", type=float, default=0.15)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--precision", default="auto", help="the reader's: auto, fp32, bf16 or int8 [auto]")
     parser.add_argument("--ablation", action="store_true", help="also the reader without the scorer's evidence")
     parser.add_argument("--write", action="store_true", help="fit on everything and write stage.json to the reader")
     args = parser.parse_args(argv)
@@ -233,7 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     fold = folds(cases)
     _, logits = cross_validate(cases, fold, with_answer=False)
     folder = args.reader or shipped_dir()
-    reader = Reader(ensure_model(Paths.from_env().cache).path, folder, threads=args.threads)
+    reader = Reader(ensure_model(Paths.from_env().cache).path, folder, threads=args.threads, precision=args.precision)
     sweep = sorted({args.sentences, *(int(n) for n in args.sweep.split(",") if n)})
     reads_all = read_cases(cases, logits, reader, max(sweep), dirs, args.work / "reader-cache")
     report: dict = {}
