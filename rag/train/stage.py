@@ -147,7 +147,7 @@ def fit_stage(cases: Sequence[Case], logits: dict[int, np.ndarray], reads: Seque
         shown = [] if choice is None else [list(c.sf.sentences).index(s) for s in choice.sentences]
         right.append(any(bool(c.loose[j]) for j in shown))
         able.append(c.answerable)
-        weight.append(seed_weight if c.variant == "seed" else 1.0)
+        weight.append(seed_weight if c.set == "seed-tune" else 1.0)
         real.append(c.variant in ("answerable", "seed"))
     x, w, keep = _masked(np.array(rows), names, drop), np.array(weight), np.array(real)
     answer = fit_logistic(x[keep], np.array(right)[keep], names, w[keep])
@@ -200,6 +200,31 @@ def out_of_fold(cases: Sequence[Case], logits: dict[int, np.ndarray], reads: Seq
     return threshold, figures
 
 
+def real_halves(questions: Path) -> tuple[Path, Path]:
+    """A question set split in two by article (``doc``, or ``topic_doc`` for an unanswerable question):
+    the articles ordered by a stable hash, every other one to each half. Written beside the set as
+    ``questions-tune.jsonl`` and ``questions-test.jsonl``; in the tuning half every question's
+    ``group`` is its article, so the stage's folds keep an article's questions together."""
+    rows = [json.loads(line) for line in questions.read_text(encoding="utf-8").splitlines() if line.strip()]
+    for q in rows:
+        if not (q.get("doc") or q.get("topic_doc")):
+            raise ValueError(f"{questions}: question {q.get('id')} names no article (doc or topic_doc)")
+    articles = sorted({q.get("doc") or q.get("topic_doc") for q in rows},
+                      key=lambda a: hashlib.sha256(f"{questions.parent.name}\x00{a}".encode()).hexdigest())
+    testing = set(articles[1::2])
+    tune, test = [], []
+    for q in rows:
+        article = q.get("doc") or q.get("topic_doc")
+        if article in testing:
+            test.append(json.dumps(q, ensure_ascii=False))
+        else:
+            tune.append(json.dumps({**q, "group": f"{questions.parent.name}/{article}"}, ensure_ascii=False))
+    out = questions.with_name("questions-tune.jsonl"), questions.with_name("questions-test.jsonl")
+    for path, lines in zip(out, (tune, test), strict=True):
+        path.write_text("".join(f"{x}\n" for x in lines), encoding="utf-8")
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rag.train.stage", description=__doc__.split("\n")[0])
     parser.add_argument("--bench", type=Path, default=Path("../shared/bench"))
@@ -214,6 +239,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--support-min", type=float, default=0.15)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--precision", default="auto", help="the reader's: auto, fp32, bf16 or int8 [auto]")
+    parser.add_argument("--real", action="append", type=Path, default=[], metavar="DIR",
+                        help="a question-set folder (docs/, questions.jsonl) with unanswerable questions written "
+                             "by people (e.g. bench/results/long-docs/long-es): the half of its articles "
+                             "real_halves() names for tuning joins the fit; the other half is left for rag eval")
     parser.add_argument("--ablation", action="store_true", help="also the reader without the scorer's evidence")
     parser.add_argument("--write", action="store_true", help="fit on everything and write stage.json to the reader")
     args = parser.parse_args(argv)
@@ -232,6 +261,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         dirs[name] = qidx / lang
     cases += collect("seed-tune", Path("seeds"), args.seed_tune, qidx / "seeds", settings, cache, {}, simulate=False)
     dirs["seed-tune"] = qidx / "seeds"
+    for d in args.real:
+        tune, test = real_halves(d / "questions.jsonl")
+        print(f"{d.name}: tuning on {tune} (its test half, for rag eval: {test})", file=sys.stderr)
+        cases += collect(f"{d.name}-tune", d / "docs", tune, qidx / d.name, settings, cache, {}, simulate=False)
+        dirs[f"{d.name}-tune"] = qidx / d.name
     fold = folds(cases)
     _, logits = cross_validate(cases, fold, with_answer=False)
     folder = args.reader or shipped_dir()
