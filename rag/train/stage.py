@@ -31,7 +31,7 @@ import numpy as np
 
 from ..answer import context_of
 from ..features import SENTENCE_FEATURES
-from ..index import open_index
+from ..index import Index, open_index
 from ..reader import Reader, Reading, shipped_dir
 from ..scorer import (
     ANSWER_FEATURES,
@@ -61,38 +61,48 @@ class Read:
 
 def read_cases(cases: Sequence[Case], logits: dict[int, np.ndarray], reader: Reader, most: int,
                index_dirs: dict[str, Path], cache: Path) -> list[Read]:
-    """The reader's logits for each case's best ``most`` candidates by its out-of-fold scorer logits."""
-    precision = "" if reader.precision == reader.auto_precision else reader.precision  # keys of "auto" runs kept
-    digest = hashlib.sha1((reader.record["sha256"] + str(most) + str(len(cases)) + "v2" + precision).encode())
-    for i in range(len(cases)):
-        digest.update(np.asarray(logits[i], np.float64).tobytes())
-    key = digest.hexdigest()[:12]
-    path = cache / f"read-{key}.json"
-    if path.exists():
-        rows = json.loads(path.read_text(encoding="utf-8"))
-        return [Read(r["top"], ReadOut(np.array(r["logits"]), np.array(r["spans"]), np.array(r["scores"])))
-                for r in rows]
-    indexes = {name: open_index(d) for name, d in index_dirs.items()}
-    seen: dict[tuple[str, str, int], Reading] = {}  # a question's near-miss and off-topic cases share sentences
-    out = []
+    """The reader's logits for each case's best ``most`` candidates by its out-of-fold scorer logits,
+    cached per set (a set's reads are kept when another set joins the fit)."""
+    precision = "" if reader.precision == reader.auto_precision else reader.precision
+    out: list[Read | None] = [None] * len(cases)
+    for name in dict.fromkeys(c.set for c in cases):
+        members = [i for i, c in enumerate(cases) if c.set == name]
+        digest = hashlib.sha1((reader.record["sha256"] + str(most) + name + str(len(members)) + "v3"
+                               + precision).encode())
+        for i in members:
+            digest.update(np.asarray(logits[i], np.float64).tobytes())
+        path = cache / f"read-{digest.hexdigest()[:12]}.json"
+        if path.exists():
+            rows = json.loads(path.read_text(encoding="utf-8"))
+        else:
+            rows = _read_set([cases[i] for i in members], [logits[i] for i in members], reader, most,
+                             open_index(index_dirs[name]))
+            cache.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(rows), encoding="utf-8")
+        for i, r in zip(members, rows, strict=True):
+            out[i] = Read(r["top"], ReadOut(np.array(r["logits"]), np.array(r["spans"]), np.array(r["scores"])))
+    return [r for r in out if r is not None]
+
+
+def _read_set(cases: Sequence[Case], logits: Sequence[np.ndarray], reader: Reader, most: int,
+              index: Index) -> list[dict]:
+    seen: dict[tuple[str, int], Reading] = {}  # a question's near-miss and off-topic cases share sentences
+    rows = []
     for i, c in enumerate(cases):
         top = [int(j) for j in np.argsort(-logits[i], kind="stable")[:most]]
-        index = indexes[c.set]
-        keys = [(c.set, c.question, c.sf.sentences[j]) for j in top]
+        keys = [(c.question, c.sf.sentences[j]) for j in top]
         new = [j for j, k in zip(top, keys, strict=True) if k not in seen]
         if new:
             said = reader.read(c.question, [c.texts[j] for j in new],
                                [context_of(index, c.sf.sentences[j]) for j in new])
-            seen.update(((c.set, c.question, c.sf.sentences[j]), r) for j, r in zip(new, said, strict=True))
+            seen.update(((c.question, c.sf.sentences[j]), r) for j, r in zip(new, said, strict=True))
         got = [seen[k] for k in keys]
-        out.append(Read(top, ReadOut(np.array([r.logit for r in got]), np.array([r.span_prob for r in got]),
-                                     np.array([r.span_score for r in got]))))
+        rows.append({"top": top, "logits": [r.logit for r in got], "spans": [r.span_prob for r in got],
+                     "scores": [r.span_score for r in got]})
         if (i + 1) % 1000 == 0:
-            print(f"read {i + 1:,}/{len(cases):,} cases ({len(seen):,} sentences)", file=sys.stderr, flush=True)
-    cache.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps([{"top": r.top, "logits": r.out.logits.tolist(), "spans": r.out.span_probs.tolist(),
-                                 "scores": r.out.span_scores.tolist()} for r in out]), encoding="utf-8")
-    return out
+            print(f"{c.set}: read {i + 1:,}/{len(cases):,} cases ({len(seen):,} sentences)", file=sys.stderr,
+                  flush=True)
+    return rows
 
 
 def _cut(read: Read, n: int) -> Read:
