@@ -112,6 +112,9 @@ def test_a_tiny_training_run_writes_a_reader_that_loads_and_reads(base: Path, tm
                               held_out_share=1000, groups_per_step=4, lr=0.0, head_lr=0.0, init=str(out)),
                   base, log=lambda _: None)
     assert again["trained"]["went_on_from"]["steps"] == record["trained"]["steps"]
+    assert again["trained"]["went_on_from"]["held_out"] == record["held_out"]
+    card = (tmp_path / "again" / "README.md").read_text(encoding="utf-8")
+    assert "Then, going on from that reader" in card and "The reader it went on from" in card
     first, then = load_file(str(out / WEIGHTS)), load_file(str(tmp_path / "again" / WEIGHTS))
     assert set(first) == set(then) and all(np.array_equal(first[k], then[k]) for k in first)
     with pytest.raises(ValueError, match="has 1 layers, not --layers 2"):

@@ -238,7 +238,7 @@ def train(config: TrainConfig, base: Path, log: Any = print) -> dict[str, Any]:
                     "groups": counts, "seconds": round(time.perf_counter() - started),
                     "hardware": f"{platform.processor() or platform.machine()}, {config.threads} threads, CPU",
                     "command": " ".join(["python -m rag.train.reader", *sys.argv[1:]]),
-                    "went_on_from": start.get("trained")},
+                    "went_on_from": {**start["trained"], "held_out": start.get("held_out")} if start else None},
         "held_out": figures,
     }
     (out / RECORD).write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -246,18 +246,32 @@ def train(config: TrainConfig, base: Path, log: Any = print) -> dict[str, Any]:
     return record
 
 
+def _trained_lines(trained: dict[str, Any]) -> list[str]:
+    """The card's training line, with the runs it went on from, first run first."""
+    runs = [trained]
+    while runs[0].get("went_on_from"):
+        runs.insert(0, runs[0]["went_on_from"])
+    lines = []
+    for n, run in enumerate(runs):
+        config = run["config"]
+        said = (f"`{run['command']}`, {run['steps']:,} steps of {config['groups_per_step']} questions "
+                f"({run['seconds'] / 60:.0f} min on {run['hardware']})")
+        lines.append(f"- **Trained**: {said}." if n == 0 else f"  Then, going on from that reader: {said}.")
+    return lines
+
+
 def write_card(out: Path, record: dict[str, Any], sources: Path) -> None:
     """The model card (README.md beside the weights): base, data and licences, command, hardware and time, figures."""
-    trained, config = record["trained"], record["trained"]["config"]
+    trained = record["trained"]
     lines = [
         "# The reader: a cross-encoder over the first layers of multilingual-e5-small",
         "",
         f"- **Base**: {record['base']}; its first {record['layers']} layers fine-tuned (float16 here, "
         f"{(out / WEIGHTS).stat().st_size / 1e6:.1f} MB); the embeddings are the base's and are not shipped.",
         "- **Reads** `<s> question </s></s> sentence </s> end of the sentence before </s>`; gives the probability "
-        "that the sentence answers (from `<s>`) and the answering span (start and end over the sentence's tokens).",
-        f"- **Trained**: `{trained['command']}`, {trained['steps']:,} steps of {config['groups_per_step']} questions "
-        f"({trained['seconds'] / 60:.0f} min on {trained['hardware']}).",
+        "that the sentence answers (a head over the mean of the token states) and the answering span (start and end "
+        "over the sentence's tokens).",
+        *_trained_lines(trained),
         "- **Data**: extractive QA in seven languages (`qa-pool.jsonl.gz`), languages sampled evenly; per question "
         "its answering sentence against other sentences of its paragraph and the most question-like sentence of "
         "another paragraph of its article; near misses (the answering sentence deleted); unanswerable questions "
@@ -274,8 +288,13 @@ def write_card(out: Path, record: dict[str, Any], sources: Path) -> None:
     groups = ", ".join(f"{k} {v:,}" for k, v in sorted(trained["groups"].items()))
     lines += ["", f"Trained on: {groups} questions.",
               "", "## Held-out articles (never trained on)", "", "```json",
-              json.dumps(record["held_out"], indent=1), "```", "",
-              "Figures on the XQuAD development sets and the seed questions: docs/reader.md.", ""]
+              json.dumps(record["held_out"], indent=1), "```", ""]
+    before = trained.get("went_on_from") or {}
+    if before.get("held_out"):
+        lines += ["The reader it went on from, on the same held-out questions (its `span_f1_when_first` was computed "
+                  "by the training code of its time, which may differ from today's):", "", "```json",
+                  json.dumps(before["held_out"], indent=1), "```", ""]
+    lines += ["Figures on the XQuAD development sets and the seed questions: docs/reader.md.", ""]
     (out / "README.md").write_text("\n".join(lines), encoding="utf-8")
 
 
