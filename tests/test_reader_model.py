@@ -76,14 +76,9 @@ def test_the_answering_sentence_outranks_a_same_topic_distractor(reader: Reader,
         assert said[1].prob > 0.5, (question, said[1])
 
 
-# Known miss of the shipped reader (measured 2026-12-05, not tuned away): asked "Wer hat den Turm im
-# Jahr 2010 gekauft?", it gives "Der Turm wurde zwischen 1965 und 1969 errichtet." 0.58 (a year for
-# a question about a year). strict: the mark fails as soon as a reader gets it right.
-NEAR_MISS_KNOWN = {"de": "the shipped reader gives a built-in-year sentence 0.58 for a bought-in-year question"}
-
-
-@pytest.mark.parametrize("lang", [pytest.param(lang, marks=pytest.mark.xfail(reason=NEAR_MISS_KNOWN[lang], strict=True))
-                                  if lang in NEAR_MISS_KNOWN else lang for lang in sorted(CASES)])
+# The first reader (2026-12-05, 45 min of training) missed the German case (a built-in-year sentence
+# 0.58 for a bought-in-year question), marked as a known miss; the reader trained further gets it.
+@pytest.mark.parametrize("lang", sorted(CASES))
 def test_a_near_miss_gets_a_low_probability(reader: Reader, lang: str) -> None:
     for _, answer, distractor, unanswered in CASES[lang]:
         said = reader.read(unanswered, [answer, distractor], ["", ""])

@@ -10,7 +10,7 @@ import pytest
 from rag.train.stage import real_halves
 
 
-def _write(folder: Path, rows: list[dict]) -> Path:
+def _write(folder: Path, rows: list[dict[str, object]]) -> Path:
     folder.mkdir()
     path = folder / "questions.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
@@ -18,7 +18,7 @@ def _write(folder: Path, rows: list[dict]) -> Path:
 
 
 def test_real_halves_split_by_article_and_group_the_tuning_half_by_article(tmp_path: Path) -> None:
-    rows = []
+    rows: list[dict[str, object]] = []
     for a in range(10):
         rows.append({"id": f"a{a}", "question": "q?", "doc": f"art{a}.txt", "answers": ["x"], "context": "x"})
         rows.append({"id": f"u{a}", "question": "q?", "doc": None, "answers": [], "answerable": False,
