@@ -62,7 +62,8 @@ class Read:
 def read_cases(cases: Sequence[Case], logits: dict[int, np.ndarray], reader: Reader, most: int,
                index_dirs: dict[str, Path], cache: Path) -> list[Read]:
     """The reader's logits for each case's best ``most`` candidates by its out-of-fold scorer logits,
-    cached per set (a set's reads are kept when another set joins the fit)."""
+    cached per set, keyed by the reader, its precision and the set's logits (a set joining the fit
+    changes the folds, and so the others' logits: they are read again)."""
     precision = "" if reader.precision == reader.auto_precision else reader.precision
     out: list[Read | None] = [None] * len(cases)
     for name in dict.fromkeys(c.set for c in cases):
