@@ -28,6 +28,7 @@ import numpy as np
 
 from .errors import ModelError
 from .files import sha256_file
+from .settings import READER_PRECISIONS
 
 FORMAT = 1  # of rag/data/reader; a change of inputs or layout bumps it
 MAX_QUESTION, MAX_SENTENCE, MAX_CONTEXT = 40, 72, 24  # tokens of each part read
@@ -204,8 +205,8 @@ class Reader:
 
         from .model.torch_e5 import native_bf16
 
-        if precision not in ("auto", "fp32", "bf16", "int8"):
-            raise ModelError(f"the reader's precision is auto, fp32, bf16 or int8, not {precision!r}")
+        if precision not in READER_PRECISIONS:
+            raise ModelError(f"the reader's precision is one of {', '.join(READER_PRECISIONS)}, not {precision!r}")
         folder = folder or shipped_dir()
         self.record = reader_record(folder)
         torch.set_num_threads(threads)
