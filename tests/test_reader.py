@@ -14,7 +14,7 @@ from safetensors.numpy import load_file
 from rag.errors import ModelError
 from rag.model.export import export_model
 from rag.reader import MAX_CONTEXT, MAX_QUESTION, MAX_SENTENCE, RECORD, WEIGHTS, Pair, Reader, Tokens, best_span
-from rag.train.reader import TrainConfig, train
+from rag.train.reader import TrainConfig, draw, train
 from rag.train.reader_data import Record, make_groups
 
 pytestmark = pytest.mark.model
@@ -51,6 +51,20 @@ def test_groups_hold_the_answering_sentence_with_its_span_and_negatives() -> Non
     # unanswerable and near-miss groups have no answering row
     assert all(not any(r.label for r in g.rows) for g in groups if g.kind != "answerable")
     assert any(g.kind == "unanswerable" for g in groups)
+
+
+def test_another_seed_draws_other_training_questions_but_the_same_held_out_ones() -> None:
+    records = [Record(f"pool-en:{a}-{k}", "pool-en", "en", f"Article {a}", PARAGRAPH, f"Question {k} on {a}?",
+                      (("Warsaw", PARAGRAPH.index("Warsaw")),))
+               for a in range(40) for k in range(3)]
+    config = TrainConfig("", "", per_language=20, held_out_per_language=5, held_out_share=4)
+    fit, dev = draw(records, config)
+    assert dev and all(g.article[1] not in {f.article[1] for f in fit} for g in dev)  # held out by article
+    for seed in (1, 2):
+        fit_other, dev_other = draw(records, TrainConfig("", "", per_language=20, held_out_per_language=5,
+                                                         held_out_share=4, seed=seed))
+        assert [g.question for g in dev_other] == [g.question for g in dev]
+        assert {g.question for g in fit_other} != {g.question for g in fit}
 
 
 def test_pairs_read_question_sentence_and_the_end_of_the_context(base: Path) -> None:
@@ -109,7 +123,7 @@ def test_a_tiny_training_run_writes_a_reader_that_loads_and_reads(base: Path, tm
         Reader(base, out, precision="fp8")
     # a further run goes on from that reader: with nothing learnt (rates 0) it writes the same weights
     again = train(TrainConfig(str(pool), str(tmp_path / "again"), layers=1, per_language=10, held_out_per_language=10,
-                              held_out_share=1000, groups_per_step=4, lr=0.0, head_lr=0.0, init=str(out)),
+                              held_out_share=1000, groups_per_step=4, lr=0.0, head_lr=0.0, seed=1, init=str(out)),
                   base, log=lambda _: None)
     assert again["trained"]["went_on_from"]["steps"] == record["trained"]["steps"]
     assert again["trained"]["went_on_from"]["held_out"] == record["held_out"]

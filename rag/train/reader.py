@@ -39,7 +39,7 @@ from ..reader import (
     reader_record,
     trained_keys,
 )
-from .reader_data import GROUP, Group, held_out_by_hash, make_groups, read_pool
+from .reader_data import GROUP, Group, Record, held_out_by_hash, make_groups, read_pool
 
 
 @dataclass(frozen=True)
@@ -160,6 +160,20 @@ def skipped_articles(splits: Sequence[str]) -> frozenset[tuple[str, str]]:
     return frozenset(out)
 
 
+# The held-out sample does not move with --seed, so every run's held-out figures are on the same questions
+# (seed 0's runs drew it with seed 1).
+HELD_OUT_SEED = 1
+
+
+def draw(records: list[Record], config: TrainConfig) -> tuple[list[Group], list[Group]]:
+    """The training questions (drawn with ``config.seed``) and the held-out ones (one article in
+    ``held_out_share``, drawn with ``HELD_OUT_SEED`` whatever the seed)."""
+    dev = [r for r in records if held_out_by_hash((r.source, r.title), config.held_out_share)]
+    fit = [r for r in records if not held_out_by_hash((r.source, r.title), config.held_out_share)]
+    return make_groups(fit, config.per_language, config.seed), make_groups(dev, config.held_out_per_language,
+                                                                           HELD_OUT_SEED)
+
+
 def train(config: TrainConfig, base: Path, log: Any = print) -> dict[str, Any]:
     """Train, evaluate on the held-out articles, write the reader to ``config.out``; returns its record."""
     import torch
@@ -171,10 +185,9 @@ def train(config: TrainConfig, base: Path, log: Any = print) -> dict[str, Any]:
     torch.set_num_threads(config.threads)
     skip = skipped_articles(config.skip_splits)
     records = [r for r in read_pool(config.pool) if (r.source, r.title) not in skip]
-    dev = [r for r in records if held_out_by_hash((r.source, r.title), config.held_out_share)]
+    groups, dev_groups = draw(records, config)
     fit = [r for r in records if not held_out_by_hash((r.source, r.title), config.held_out_share)]
-    groups = make_groups(fit, config.per_language, config.seed)
-    dev_groups = make_groups(dev, config.held_out_per_language, config.seed + 1)
+    dev = [r for r in records if held_out_by_hash((r.source, r.title), config.held_out_share)]
     counts: dict[str, int] = {}
     for g in groups:
         counts[f"{g.lang}/{g.kind}"] = counts.get(f"{g.lang}/{g.kind}", 0) + 1
