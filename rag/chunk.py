@@ -15,16 +15,20 @@ from dataclasses import dataclass
 
 from .types import Chunk, Document, Span
 
-SPLITTER_VERSION = 3  # bump when sentence or chunk boundaries change: the manifest records it
+SPLITTER_VERSION = 4  # bump when sentence or chunk boundaries change: the manifest records it
 
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t\r\f\v]*\n\s*")
 _LINE_BREAK = re.compile(r"\s*\n\s*")
 # Sentence-final punctuation, then any closing quotes or brackets. German closes with “ and ‘;
 # only » may follow a space (French spacing): a straight quote after a space opens the next
 # sentence ('He left. "Hello," she said.').
-_END = re.compile(r"[.!?…]+(?:[ \u00a0\u202f]?»|[”“\"’‘')\]])*")
-_WHITESPACE = re.compile(r"[\s\u00a0\u202f]+")
+# Also the Arabic question mark and full stop and the Devanagari danda. A full-width stop or mark
+# (Chinese, Japanese) ends a sentence with no space after it, unless a closing quote or bracket
+# follows it (「行きます。」と言った: the quote goes on).
+_END = re.compile(r"[.!?…؟۔।॥]+(?:[ \u00a0\u202f]?»|[”“\"’‘')\]])*|[。！？]+")
+_WHITESPACE = re.compile(r"[\s\u00a0\u202f]*")
 _OPENERS = "«\"“„‘'([¿¡—–-"
+_OPEN, _CLOSE = "(（「『", ")）」』"
 # Words that end with a period without ending a sentence (lower-cased, without the period).
 ABBREVIATIONS = frozenset(
     """
@@ -106,25 +110,36 @@ def _lines(text: str, start: int, end: int) -> Iterator[tuple[int, int]]:
         yield s, e
 
 
+def _depth(text: str) -> int:
+    return sum(text.count(c) for c in _OPEN) - sum(text.count(c) for c in _CLOSE)
+
+
+def _uncased(char: str) -> bool:
+    """A letter of a script without capitals (Arabic, Hebrew, Devanagari, CJK …): any may open a sentence."""
+    return char.isalpha() and not char.isupper() and not char.islower()
+
+
 def _sentences_in_line(text: str, start: int, end: int) -> Iterator[tuple[int, int]]:
     sent_start = start
     depth = 0  # parenthesis depth: a period inside "( … )" does not end the sentence
     scan = start
     for match in _END.finditer(text, start, end):
-        depth += text.count("(", scan, match.start()) - text.count(")", scan, match.start())
-        depth += match.group().count("(") - match.group().count(")")
+        depth += _depth(text[scan : match.start()]) + _depth(match.group())
         scan = match.end()
         depth = max(depth, 0)
         if depth > 0:
             continue
         gap = _WHITESPACE.match(text, match.end(), end)
-        if gap is None:
-            continue  # "3.5", "example.com", or the end of the line
-        nxt = gap.end()
+        nxt = gap.end() if gap else match.end()
         if nxt >= end:
-            continue
+            continue  # the end of the line
         follower = text[nxt]
-        if not (follower.isupper() or follower.isdigit() or follower in _OPENERS):
+        if match.group()[0] in "。！？":
+            if follower in "」』）〕】”’\"'":
+                continue
+        elif nxt == match.end():
+            continue  # "3.5", "example.com"
+        elif not (follower.isupper() or follower.isdigit() or follower in _OPENERS or _uncased(follower)):
             continue
         if follower == "(" and text[nxt + 1 : nxt + 2].isdigit():  # „Fürchtet sie!“ (2006) als auch …
             continue

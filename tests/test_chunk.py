@@ -135,6 +135,17 @@ def test_seed_sentences() -> None:
          ["Se conoce como la Guerra de los Siete Años.", '"Siete años" se refiere a Europa.']),
         ('He left. "Hello there," she said. (See below.) She left.',
          ["He left.", '"Hello there," she said.', "(See below.)", "She left."]),
+        # scripts without capitals: Arabic (؟ too), Hindi (the danda), Chinese and Japanese (no space after
+        # 。！？, but a quote that goes on after its closing mark is not cut), Hebrew
+        ("ولد في المدينة المنورة عام 1958. عمل صحفيا في السعودية. أين ولد؟ في المدينة.",
+         ["ولد في المدينة المنورة عام 1958.", "عمل صحفيا في السعودية.", "أين ولد؟", "في المدينة."]),
+        ("वह दिल्ली में पैदा हुआ। उसने पढ़ाई की।", ["वह दिल्ली में पैदा हुआ।", "उसने पढ़ाई की।"]),
+        ("本作以三大故事为主轴。此部份专门介绍角色！真的吗？是的。",
+         ["本作以三大故事为主轴。", "此部份专门介绍角色！", "真的吗？", "是的。"]),
+        ("「行きます。」と彼は言った。東京（日本の首都。）は大きい。 次の文。",
+         ["「行きます。」と彼は言った。", "東京（日本の首都。）は大きい。", "次の文。"]),
+        ("他说：“我们准备好了。”然后离开了。", ["他说：“我们准备好了。”然后离开了。"]),
+        ("הוא נולד בתל אביב. הוא למד שם.", ["הוא נולד בתל אביב.", "הוא למד שם."]),
         # a line break ends a sentence even without punctuation (titles, lists)
         ("# Titre\nLe texte suit. Il continue.", ["# Titre", "Le texte suit.", "Il continue."]),
     ],
