@@ -14,7 +14,7 @@ from safetensors.numpy import load_file
 from rag.errors import ModelError
 from rag.model.export import export_model
 from rag.reader import MAX_CONTEXT, MAX_QUESTION, MAX_SENTENCE, RECORD, WEIGHTS, Pair, Reader, Tokens, best_span
-from rag.train.reader import TrainConfig, draw, train
+from rag.train.reader import TrainConfig, _step_loss, draw, train
 from rag.train.reader_data import Record, make_groups
 
 pytestmark = pytest.mark.model
@@ -138,6 +138,24 @@ def test_a_tiny_training_run_writes_a_reader_that_loads_and_reads(base: Path, tm
     weights.write_bytes(weights.read_bytes()[:1000])
     with pytest.raises(ModelError, match=r"python -m rag\.train\.reader"):
         Reader(base, out)
+
+
+def test_a_step_under_bf16_autocast_computes_the_float32_loss_within_rounding(base: Path) -> None:
+    import torch
+
+    from rag.reader import build_net
+
+    torch.manual_seed(0)
+    net = build_net(base, 1)
+    groups = make_groups(_records(), per_language=10)
+    tokens = Tokens(base)
+    fp32 = _step_loss(net, tokens, groups)
+    bf16 = _step_loss(net, tokens, groups, bf16=True)
+    assert bf16.dtype == torch.float32 and bf16.item() == pytest.approx(fp32.item(), rel=0.03)
+    bf16.backward()  # gradients reach the float32 weights, the layers' and the heads'
+    grads = {n: p.grad for n, p in net.named_parameters() if p.grad is not None}
+    assert any(n.startswith("bert.") for n in grads) and any(not n.startswith("bert.") for n in grads)
+    assert all(g.dtype == torch.float32 and bool(torch.isfinite(g).all()) for g in grads.values())
 
 
 def test_a_reader_of_another_shape_or_format_is_refused(base: Path, tmp_path: Path) -> None:
