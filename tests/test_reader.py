@@ -14,7 +14,7 @@ from safetensors.numpy import load_file
 from rag.errors import ModelError
 from rag.model.export import export_model
 from rag.reader import MAX_CONTEXT, MAX_QUESTION, MAX_SENTENCE, RECORD, WEIGHTS, Pair, Reader, Tokens, best_span
-from rag.train.reader import TrainConfig, _step_loss, draw, train
+from rag.train.reader import TrainConfig, _step_loss, draw, evaluate_readers, train, write_card
 from rag.train.reader_data import Record, make_groups
 
 pytestmark = pytest.mark.model
@@ -128,9 +128,14 @@ def test_a_tiny_training_run_writes_a_reader_that_loads_and_reads(base: Path, tm
     assert again["trained"]["went_on_from"]["steps"] == record["trained"]["steps"]
     assert again["trained"]["went_on_from"]["held_out"] == record["held_out"]
     card = (tmp_path / "again" / "README.md").read_text(encoding="utf-8")
-    assert "Then, going on from that reader" in card and "The reader it went on from" in card
+    assert "Then, going on from that reader" in card and "The reader it went on from, on the same held-out" in card
     first, then = load_file(str(out / WEIGHTS)), load_file(str(tmp_path / "again" / WEIGHTS))
     assert set(first) == set(then) and all(np.array_equal(first[k], then[k]) for k in first)
+    # --evaluate: readers of several runs on one held-out sample (here every article held out)
+    every = TrainConfig(str(pool), "", held_out_per_language=10, held_out_share=1)
+    said = evaluate_readers(every, base, [out, tmp_path / "again"])
+    assert said[str(out)]["questions"] == len(draw(_records(), every)[1]) > 0
+    assert said[str(out)] == said[str(tmp_path / "again")] and 0 <= said[str(out)]["first_sentence"] <= 1
     with pytest.raises(ValueError, match="has 1 layers, not --layers 2"):
         train(TrainConfig(str(pool), str(tmp_path / "other"), layers=2, init=str(out)), base, log=lambda _: None)
     # a damaged weights file is refused, naming the fix
@@ -156,6 +161,17 @@ def test_a_step_under_bf16_autocast_computes_the_float32_loss_within_rounding(ba
     grads = {n: p.grad for n, p in net.named_parameters() if p.grad is not None}
     assert any(n.startswith("bert.") for n in grads) and any(not n.startswith("bert.") for n in grads)
     assert all(g.dtype == torch.float32 and bool(torch.isfinite(g).all()) for g in grads.values())
+
+
+def test_the_card_says_when_the_run_before_was_measured_on_another_held_out_sample(tmp_path: Path) -> None:
+    (tmp_path / WEIGHTS).write_bytes(b"0" * 1000)
+    run = {"command": "python -m rag.train.reader", "steps": 10, "seconds": 60, "hardware": "CPU",
+           "config": {"groups_per_step": 8}, "groups": {"fr/answerable": 80}}
+    record = {"base": "e5", "layers": 6, "held_out": {"questions": 1026},
+              "trained": {**run, "went_on_from": {**run, "held_out": {"questions": 814}}}}
+    write_card(tmp_path, record, tmp_path / "no-sources.json")
+    card = (tmp_path / "README.md").read_text(encoding="utf-8")
+    assert "on its own run's held-out questions (another sample" in card and "same held-out" not in card
 
 
 def test_a_reader_of_another_shape_or_format_is_refused(base: Path, tmp_path: Path) -> None:

@@ -177,6 +177,21 @@ def draw(records: list[Record], config: TrainConfig) -> tuple[list[Group], list[
                                                                            HELD_OUT_SEED)
 
 
+def _records(config: TrainConfig, skip: frozenset[tuple[str, str]]) -> list[Record]:
+    return [r for r in read_pool(config.pool) if (r.source, r.title) not in skip]
+
+
+def evaluate_readers(config: TrainConfig, base: Path, folders: Sequence[Path]) -> dict[str, dict[str, Any]]:
+    """Each reader's held-out figures on the one held-out sample today's code draws (``--evaluate``): readers
+    trained in other runs, whose printed figures may be on another sample, compared on the same questions."""
+    import torch
+
+    torch.set_num_threads(config.threads)
+    _, dev_groups = draw(_records(config, skipped_articles(config.skip_splits)), config)
+    tokens = Tokens(base)
+    return {str(f): evaluate(load_net(base, f, reader_record(f)), tokens, dev_groups) for f in folders}
+
+
 def train(config: TrainConfig, base: Path, log: Any = print) -> dict[str, Any]:
     """Train, evaluate on the held-out articles, write the reader to ``config.out``; returns its record."""
     import torch
@@ -187,7 +202,7 @@ def train(config: TrainConfig, base: Path, log: Any = print) -> dict[str, Any]:
     random.seed(config.seed)
     torch.set_num_threads(config.threads)
     skip = skipped_articles(config.skip_splits)
-    records = [r for r in read_pool(config.pool) if (r.source, r.title) not in skip]
+    records = _records(config, skip)
     groups, dev_groups = draw(records, config)
     fit = [r for r in records if not held_out_by_hash((r.source, r.title), config.held_out_share)]
     dev = [r for r in records if held_out_by_hash((r.source, r.title), config.held_out_share)]
@@ -303,13 +318,17 @@ def write_card(out: Path, record: dict[str, Any], sources: Path) -> None:
         for name, s in json.loads(sources.read_text(encoding="utf-8")).items():
             lines.append(f"| {name} | {s.get('lang')} | {s.get('licence')} | {s.get('repo')} @ {s.get('commit')} |")
     groups = ", ".join(f"{k} {v:,}" for k, v in sorted(trained["groups"].items()))
-    lines += ["", f"Trained on: {groups} questions.",
+    lines += ["", f"The last run trained on: {groups} questions.",
               "", "## Held-out articles (never trained on)", "", "```json",
               json.dumps(record["held_out"], indent=1), "```", ""]
     before = trained.get("went_on_from") or {}
     if before.get("held_out"):
-        lines += ["The reader it went on from, on the same held-out questions (its `span_f1_when_first` was computed "
-                  "by the training code of its time, which may differ from today's):", "", "```json",
+        same = before["held_out"].get("questions") == record["held_out"].get("questions")
+        said = ("on the same held-out questions" if same else
+                "on its own run's held-out questions (another sample: the sentence splitter or the pool changed "
+                "in between, so the two are not comparable)")
+        lines += [f"The reader it went on from, {said} (its `span_f1_when_first` was computed by the training code "
+                  "of its time, which may differ from today's):", "", "```json",
                   json.dumps(before["held_out"], indent=1), "```", ""]
     lines += ["Figures on the XQuAD development sets and the seed questions: docs/reader.md.", ""]
     (out / "README.md").write_text("\n".join(lines), encoding="utf-8")
@@ -334,6 +353,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=TrainConfig.lr, help="the layers' peak learning rate")
     parser.add_argument("--bf16", action="store_true",
                         help="compute under bfloat16 autocast (faster where the CPU has bf16 instructions)")
+    parser.add_argument("--evaluate", nargs="+", type=Path, metavar="READER",
+                        help="train nothing: print these readers' figures on today's held-out sample")
     args = parser.parse_args(argv)
     splits = args.skip_split if args.skip_split is not None else sorted(
         str(p) for p in Path("bench/results/long-docs").glob("*/split.json"))
@@ -341,6 +362,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                          skip_splits=tuple(splits), lr=args.lr, minutes=args.minutes, threads=args.threads,
                          seed=args.seed, init=args.init, bf16=args.bf16)
     base = ensure_model(Paths.from_env().cache).path
+    if args.evaluate:
+        for folder, figures in evaluate_readers(config, base, args.evaluate).items():
+            print(f"{folder}: {json.dumps(figures)}", flush=True)
+        return 0
     train(config, base, log=lambda line: print(line, flush=True))
     return 0
 
