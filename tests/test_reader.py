@@ -133,9 +133,9 @@ def test_a_tiny_training_run_writes_a_reader_that_loads_and_reads(base: Path, tm
     assert set(first) == set(then) and all(np.array_equal(first[k], then[k]) for k in first)
     # --evaluate: readers of several runs on one held-out sample (here every article held out)
     every = TrainConfig(str(pool), "", held_out_per_language=10, held_out_share=1)
-    said = evaluate_readers(every, base, [out, tmp_path / "again"])
-    assert said[str(out)]["questions"] == len(draw(_records(), every)[1]) > 0
-    assert said[str(out)] == said[str(tmp_path / "again")] and 0 <= said[str(out)]["first_sentence"] <= 1
+    figures = evaluate_readers(every, base, [out, tmp_path / "again"])
+    assert figures[str(out)]["questions"] == len(draw(_records(), every)[1]) > 0
+    assert figures[str(out)] == figures[str(tmp_path / "again")] and 0 <= figures[str(out)]["first_sentence"] <= 1
     with pytest.raises(ValueError, match="has 1 layers, not --layers 2"):
         train(TrainConfig(str(pool), str(tmp_path / "other"), layers=2, init=str(out)), base, log=lambda _: None)
     # a damaged weights file is refused, naming the fix
