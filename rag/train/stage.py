@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ..answer import context_of
-from ..features import SENTENCE_FEATURES
+from ..features import SENTENCE_FEATURES, SENTENCE_GROUPS
 from ..index import Index, open_index
 from ..reader import Reader, Reading, shipped_dir
 from ..scorer import (
@@ -50,6 +50,23 @@ from ..settings import Settings
 from .cases import PACKAGE, Case, collect
 from .scorer import SETS, cross_validate, fit_listwise, fit_logistic, folds, pick_threshold, summary
 
+# The stage's evidence by group, for the ablation: each is removed in turn from the rerank and the
+# answer and abstention models (the scorer's sentence model, which picks the candidates read, is
+# ablated by its SENTENCE_GROUPS with ``--ablation`` too).
+STAGE_GROUPS: dict[str, tuple[str, ...]] = {
+    "scorer logit in the order": ("scorer_logit",),
+    "reader logit in the order": ("reader_logit",),
+    "span score in the order": ("span_score",),
+    "scorer's logits": ("best_logit", "best_share", "margin"),
+    "specificity": ("specificity", "best_e5_spec"),
+    "lexical coverage": ("coverage", "ngram_coverage", "names_found"),
+    "question type": ("type_match", "type_found"),
+    "retrieval": ("top_chunk_fused",),
+    "latent terms": ("best_terms", "terms_max"),
+    "reader's logits": ("reader_best", "reader_margin", "reader_first"),
+    "reader's span": ("reader_span", "span_best", "span_first"),
+}
+
 
 @dataclass(frozen=True)
 class Read:
@@ -60,10 +77,13 @@ class Read:
 
 
 def read_cases(cases: Sequence[Case], logits: dict[int, np.ndarray], reader: Reader, most: int,
-               index_dirs: dict[str, Path], cache: Path) -> list[Read]:
+               index_dirs: dict[str, Path], cache: Path,
+               seen: dict[tuple[str, str, int], Reading] | None = None) -> list[Read]:
     """The reader's logits for each case's best ``most`` candidates by its out-of-fold scorer logits,
     cached per set, keyed by the reader, its precision and the set's logits (a set joining the fit
-    changes the folds, and so the others' logits: they are read again)."""
+    changes the folds, and so the others' logits: they are read again). ``seen`` keeps what was read
+    across calls (an ablation's scorer picks mostly the same candidates): only new ones are read."""
+    seen = {} if seen is None else seen
     precision = "" if reader.precision == reader.auto_precision else reader.precision
     out: list[Read | None] = [None] * len(cases)
     for name in dict.fromkeys(c.set for c in cases):
@@ -77,7 +97,7 @@ def read_cases(cases: Sequence[Case], logits: dict[int, np.ndarray], reader: Rea
             rows = json.loads(path.read_text(encoding="utf-8"))
         else:
             rows = _read_set([cases[i] for i in members], [logits[i] for i in members], reader, most,
-                             open_index(index_dirs[name]))
+                             open_index(index_dirs[name]), seen)
             cache.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(rows), encoding="utf-8")
         for i, r in zip(members, rows, strict=True):
@@ -86,17 +106,18 @@ def read_cases(cases: Sequence[Case], logits: dict[int, np.ndarray], reader: Rea
 
 
 def _read_set(cases: Sequence[Case], logits: Sequence[np.ndarray], reader: Reader, most: int,
-              index: Index) -> list[dict]:
-    seen: dict[tuple[str, int], Reading] = {}  # a question's near-miss and off-topic cases share sentences
+              index: Index, seen: dict[tuple[str, str, int], Reading]) -> list[dict]:
+    """Read each case's best ``most`` candidates; ``seen`` (set, question, sentence) -> what the reader
+    said: a question's near-miss and off-topic cases share sentences, and so do an ablation's."""
     rows = []
     for i, c in enumerate(cases):
         top = [int(j) for j in np.argsort(-logits[i], kind="stable")[:most]]
-        keys = [(c.question, c.sf.sentences[j]) for j in top]
+        keys = [(c.set, c.question, c.sf.sentences[j]) for j in top]
         new = [j for j, k in zip(top, keys, strict=True) if k not in seen]
         if new:
             said = reader.read(c.question, [c.texts[j] for j in new],
                                [context_of(index, c.sf.sentences[j]) for j in new])
-            seen.update(((c.question, c.sf.sentences[j]), r) for j, r in zip(new, said, strict=True))
+            seen.update(((c.set, c.question, c.sf.sentences[j]), r) for j, r in zip(new, said, strict=True))
         got = [seen[k] for k in keys]
         rows.append({"top": top, "logits": [r.logit for r in got], "spans": [r.span_prob for r in got],
                      "scores": [r.span_score for r in got]})
@@ -282,11 +303,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     folder = args.reader or shipped_dir()
     reader = Reader(ensure_model(Paths.from_env().cache).path, folder, threads=args.threads, precision=args.precision)
     sweep = sorted({args.sentences, *(int(n) for n in args.sweep.split(",") if n)})
-    reads_all = read_cases(cases, logits, reader, max(sweep), dirs, args.work / "reader-cache")
+    seen: dict[tuple[str, str, int], Reading] = {}
+    reads_all = read_cases(cases, logits, reader, max(sweep), dirs, args.work / "reader-cache", seen)
     report: dict = {}
     variants: dict[str, tuple[str, ...]] = {"scorer and reader": ()}
-    if args.ablation:  # the reader without the scorer's evidence: does the scorer still earn its place?
+    if args.ablation:  # the reader without the scorer's evidence, and each group of the stage's evidence removed
         variants["reader alone"] = (*ANSWER_FEATURES, "scorer_logit")
+        variants |= {f"without {group}": names for group, names in STAGE_GROUPS.items()}
     for n in sweep:
         reads = [_cut(r, n) for r in reads_all]
         for variant, drop in variants.items():
@@ -306,9 +329,50 @@ def main(argv: Sequence[str] | None = None) -> int:
             out = (args.reader or PACKAGE / "data" / "reader") / STAGE
             out.write_text(json.dumps(stage.to_dict(), indent=1) + "\n", encoding="utf-8")
             print(f"wrote {out}", file=sys.stderr)
+    if args.ablation:  # the scorer's sentence model without each group: it picks the candidates read
+        for group, names in SENTENCE_GROUPS.items():
+            _, dropped = cross_validate(cases, fold, drop=names, with_answer=False)
+            reads = read_cases(cases, dropped, reader, args.sentences, dirs, args.work / "reader-cache", seen)
+            stages = [fit_stage(cases, dropped, reads, np.flatnonzero(fold != f), args.sentences, args.support_min,
+                                args.seed_weight) for f in range(int(fold.max()) + 1)]
+            threshold, figures = out_of_fold(cases, dropped, reads, fold, stages, args.target)
+            report[f"{args.sentences} sentences, without the scorer's {group}"] = {
+                "threshold": threshold, "out_of_fold": figures}
+            print(f"ablation: without the scorer's {group} done ({len(seen):,} sentences read in all)",
+                  file=sys.stderr, flush=True)
     print(json.dumps(report, indent=1))
     print(table(report), file=sys.stderr)
+    if args.ablation:
+        print(ablation_table(report, f"{args.sentences} sentences, scorer and reader"), file=sys.stderr)
     return 0
+
+
+def ablation_table(report: dict, base: str) -> str:
+    """Each variant against ``base``: the mean over the sets of each figure, and the largest fall on any
+    one set (answers, first sentence, abstention on near misses and off topic; ECE: the worst set's)."""
+    keys = (("answerable", "answer_accuracy"), ("answerable", "first_sentence_accuracy"),
+            ("masked", "abstain_recall"), ("offdoc", "abstain_recall"))
+
+    def values(entry: dict, part: str, key: str) -> dict[str, float]:
+        out = {}
+        for name, f in entry["out_of_fold"].items():
+            # the seed questions' own unanswerable ones count with the near misses
+            got = f["answerable"] if part == "masked" and not f["masked"]["n"] else f[part]
+            if got.get(key) is not None and (part != "offdoc" or got["n"]):
+                out[name] = float(got[key])
+        return out
+
+    lines = ["| variant | threshold | answers: mean (largest fall) | first sentence | near-miss recall | "
+             "off-topic recall | ECE, worst set |", "|---|---|---|---|---|---|---|"]
+    for variant, entry in report.items():
+        cells = []
+        for part, key in keys:
+            now, before = values(entry, part, key), values(report[base], part, key)
+            fall = max(before[k] - now[k] for k in now)
+            cells.append(f"{np.mean(list(now.values())):.3f} ({fall:+.3f})")
+        worst = max(float(f["answerable"]["ece"]) for f in entry["out_of_fold"].values())
+        lines.append(f"| {variant} | {entry['threshold']} | {' | '.join(cells)} | {worst:.3f} |")
+    return "\n".join(lines)
 
 
 def table(report: dict) -> str:
