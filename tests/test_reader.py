@@ -189,3 +189,15 @@ def test_a_reader_of_another_shape_or_format_is_refused(base: Path, tmp_path: Pa
     (out / RECORD).write_text(json.dumps({**record, "format": 99}), encoding="utf-8")
     with pytest.raises(ModelError, match="format 99"):
         Reader(base, out)
+
+
+def test_training_refuses_to_start_when_the_long_document_splits_are_missing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from rag.train.reader import main
+
+    monkeypatch.chdir(tmp_path)  # a fresh clone: no bench/results/long-docs/*/split.json
+    with pytest.raises(SystemExit) as exited:
+        main(["--pool", str(tmp_path / "pool.jsonl.gz"), "--out", str(tmp_path / "out")])
+    assert exited.value.code == 2
+    assert "python scripts/long_docs.py" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -346,7 +346,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--held-out-per-language", type=int, default=TrainConfig.held_out_per_language)
     parser.add_argument("--minutes", type=float, default=0.0, help="stop after this long (default: one pass)")
     parser.add_argument("--skip-split", action="append", default=None,
-                        help="split.json of a long-document set (default: bench/results/long-docs/*/split.json)")
+                        help="split.json of a long-document set whose held-out articles are never trained on "
+                             "(default: bench/results/long-docs/*/split.json, which must exist; 'none': skip none)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--init", default="", help="a reader folder to go on training from (e.g. rag/data/reader)")
@@ -356,8 +357,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--evaluate", nargs="+", type=Path, metavar="READER",
                         help="train nothing: print these readers' figures on today's held-out sample")
     args = parser.parse_args(argv)
-    splits = args.skip_split if args.skip_split is not None else sorted(
+    splits = [s for s in args.skip_split if s != "none"] if args.skip_split is not None else sorted(
         str(p) for p in Path("bench/results/long-docs").glob("*/split.json"))
+    if args.skip_split is None and not splits:  # a fresh clone: the long-document sets are not written yet
+        parser.error("no bench/results/long-docs/*/split.json: the articles the long-document sets hold out "
+                     "would be trained on (and the held-out sample would differ). Write the sets first: "
+                     "python scripts/long_docs.py --paragraphs (seconds); or --skip-split none to skip none")
     config = TrainConfig(args.pool, args.out, args.layers, args.per_language, args.held_out_per_language,
                          skip_splits=tuple(splits), lr=args.lr, minutes=args.minutes, threads=args.threads,
                          seed=args.seed, init=args.init, bf16=args.bf16)
