@@ -77,7 +77,10 @@ def test_the_ablation_table_gives_each_variants_mean_and_its_largest_fall() -> N
 
 
 class _CountingReader:
+    precision = auto_precision = "fp32"
+
     def __init__(self) -> None:
+        self.record = {"sha256": "abc"}
         self.read_sentences: list[str] = []
 
     def read(self, question: str, sentences: list[str], contexts: list[str]) -> list[Reading]:
@@ -96,3 +99,19 @@ def test_an_ablations_candidates_are_read_once(monkeypatch: pytest.MonkeyPatch) 
     assert first == [{"top": [0, 1], "logits": [1.0, 2.0], "spans": [0.0, 0.0], "scores": [0.0, 0.0]}]
     assert again == [{"top": [2, 1], "logits": [3.0, 2.0], "spans": [0.0, 0.0], "scores": [0.0, 0.0]}]
     assert reader.read_sentences == ["a", "bb", "ccc"]  # "bb", read for the first, is not read again
+
+
+def test_what_an_earlier_run_read_is_not_read_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(stage, "context_of", lambda index, sentence: "")
+    monkeypatch.setattr(stage, "open_index", lambda folder: None)
+    sf = SentenceFeatures((10, 11, 12), np.zeros((3, len(SENTENCE_FEATURES))), question_cues("Who?"), 0.0)
+    case = Case("s", "q1", "en", "g", "answerable", True, sf, ["a", "bb", "ccc"], np.zeros(3, bool), np.zeros(3, bool),
+                "Who?")
+    first = _CountingReader()
+    stage.read_cases([case], {0: np.array([3.0, 2.0, 1.0])}, first, 2, {"s": tmp_path}, tmp_path)  # type: ignore[arg-type]
+    later, seen = _CountingReader(), dict[tuple[str, str, int], Reading]()
+    cached = stage.read_cases([case], {0: np.array([3.0, 2.0, 1.0])}, later, 2, {"s": tmp_path}, tmp_path, seen)  # type: ignore[arg-type]
+    assert later.read_sentences == [] and cached[0].top == [0, 1]  # from the disk cache
+    moved = stage.read_cases([case], {0: np.array([1.0, 2.0, 3.0])}, later, 2, {"s": tmp_path}, tmp_path, seen)  # type: ignore[arg-type]
+    assert later.read_sentences == ["ccc"]  # the new candidate only
+    assert moved[0].top == [2, 1] and list(moved[0].out.logits) == [3.0, 2.0]

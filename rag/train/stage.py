@@ -95,6 +95,11 @@ def read_cases(cases: Sequence[Case], logits: dict[int, np.ndarray], reader: Rea
         path = cache / f"read-{digest.hexdigest()[:12]}.json"
         if path.exists():
             rows = json.loads(path.read_text(encoding="utf-8"))
+            for i, r in zip(members, rows, strict=True):  # read before: only the figures the rows keep
+                c = cases[i]
+                seen.update(((c.set, c.question, c.sf.sentences[j]), Reading(0.0, logit, None, span, score))
+                            for j, logit, span, score in zip(r["top"], r["logits"], r["spans"], r["scores"],
+                                                             strict=True))
         else:
             rows = _read_set([cases[i] for i in members], [logits[i] for i in members], reader, most,
                              open_index(index_dirs[name]), seen)
