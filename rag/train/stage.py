@@ -229,12 +229,30 @@ def out_of_fold(cases: Sequence[Case], logits: dict[int, np.ndarray], reads: Seq
     figures = {}
     for name in sorted({r["set"] for r in rows}):
         sel = [r for r in rows if r["set"] == name]
+        asked = [r for r in sel if r["variant"] in ("answerable", "seed")]
+        able = [r["answerable_p"] for r in asked if r["answerable"]]
+        # how well P(answerable) tells the questions as asked from the unanswerable ones, whatever the
+        # threshold (the seed questions' own unanswerable ones count with the near misses)
+        near = [r["answerable_p"] for r in sel if r["variant"] == "masked" or (r["variant"] == "seed"
+                                                                                and not r["answerable"])]
         figures[name] = {
-            "answerable": summary([r for r in sel if r["variant"] in ("answerable", "seed")]),
+            "answerable": summary(asked),
             "masked": summary([r for r in sel if r["variant"] == "masked"]),
             "offdoc": summary([r for r in sel if r["variant"] == "offdoc"]),
+            "auc": {"near_miss": auc(able, near),
+                    "off_topic": auc(able, [r["answerable_p"] for r in sel if r["variant"] == "offdoc"])},
         }
     return threshold, figures
+
+
+def auc(positive: Sequence[float], negative: Sequence[float]) -> float | None:
+    """The chance that a random ``positive`` scores above a random ``negative`` (ties count half)."""
+    if not positive or not negative:
+        return None
+    pos, neg = np.sort(np.asarray(positive, np.float64)), np.asarray(negative, np.float64)
+    above = np.searchsorted(pos, neg, side="right")  # positives at or under each negative
+    tied = above - np.searchsorted(pos, neg, side="left")
+    return round(float(np.sum(len(pos) - above + 0.5 * tied) / (len(pos) * len(neg))), 3)
 
 
 def real_halves(questions: Path) -> tuple[Path, Path]:
@@ -353,10 +371,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def ablation_table(report: dict, base: str) -> str:
-    """Each variant against ``base``: the mean over the sets of each figure, and the largest fall on any
-    one set (answers, first sentence, abstention on near misses and off topic; ECE: the worst set's)."""
-    keys = (("answerable", "answer_accuracy"), ("answerable", "first_sentence_accuracy"),
-            ("masked", "abstain_recall"), ("offdoc", "abstain_recall"))
+    """Each variant against ``base``: the mean over the sets of each figure, and its largest fall on any
+    one set. First the figures no threshold moves: the answering sentence first (abstention aside), and
+    how well P(answerable) tells answerable questions from near misses and off-topic ones (AUC); then
+    answers, near-miss and off-topic recall at the threshold the rule picks on a 0.01 grid (a step of it
+    moves recall by points), and the worst set's ECE."""
+    figures = (("answerable", "candidate_first_accuracy"), ("auc", "near_miss"), ("auc", "off_topic"),
+               ("answerable", "answer_accuracy"), ("masked", "abstain_recall"), ("offdoc", "abstain_recall"))
 
     def values(entry: dict, part: str, key: str) -> dict[str, float]:
         out = {}
@@ -367,16 +388,17 @@ def ablation_table(report: dict, base: str) -> str:
                 out[name] = float(got[key])
         return out
 
-    lines = ["| variant | threshold | answers: mean (largest fall) | first sentence | near-miss recall | "
-             "off-topic recall | ECE, worst set |", "|---|---|---|---|---|---|---|"]
+    lines = ["| variant | first sentence, abstention aside | near-miss AUC | off-topic AUC | threshold | "
+             "answers | near-miss recall | off-topic recall | ECE, worst set |", "|---" * 9 + "|"]
     for variant, entry in report.items():
         cells = []
-        for part, key in keys:
+        for part, key in figures:
             now, before = values(entry, part, key), values(report[base], part, key)
             fall = max(before[k] - now[k] for k in now)
             cells.append(f"{np.mean(list(now.values())):.3f} ({fall:+.3f})")
         worst = max(float(f["answerable"]["ece"]) for f in entry["out_of_fold"].values())
-        lines.append(f"| {variant} | {entry['threshold']} | {' | '.join(cells)} | {worst:.3f} |")
+        lines.append(f"| {variant} | {' | '.join(cells[:3])} | {entry['threshold']} | {' | '.join(cells[3:])} | "
+                     f"{worst:.3f} |")
     return "\n".join(lines)
 
 
