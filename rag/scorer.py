@@ -91,6 +91,12 @@ SCORER, SCORER_NO_TERMS = "scorer.json", "scorer-no-terms.json"  # with and with
 # the answer and abstention models see its evidence beside the scorer's.
 RERANK_FEATURES = ("scorer_logit", "reader_logit", "span_score")
 READER_FEATURES = ("reader_best", "reader_margin", "reader_first", "reader_span", "span_best", "span_first")
+# The stage's answer and abstention models read the answer features less those that no longer earn their
+# place beside the reader (the ablation in docs/reader.md: without the latent terms' P(answerable) tells
+# near misses and off-topic questions from answerable ones as well, and the confidence is as well calibrated).
+NOT_BESIDE_READER = ("best_terms", "terms_max")
+STAGE_FEATURES = tuple(n for n in ANSWER_FEATURES if n not in NOT_BESIDE_READER) + READER_FEATURES
+_STAGE_ANSWER_COLUMNS = [ANSWER_FEATURES.index(n) for n in STAGE_FEATURES if n in ANSWER_FEATURES]
 STAGE = "stage.json"  # in rag/data/reader/, beside the reader's weights
 
 
@@ -100,7 +106,7 @@ class ReaderStage:
 
     sentences: int  # the reader reads the scorer's best this many candidates
     rerank: Logistic  # RERANK_FEATURES -> the order of the read candidates (softmax: their shares)
-    answer: Logistic  # ANSWER_FEATURES + READER_FEATURES -> P(the quoted sentences hold the answer)
+    answer: Logistic  # STAGE_FEATURES -> P(the quoted sentences hold the answer)
     abstain: Logistic  # the same row -> P(the documents hold an answer)
     threshold: float
     support_min: float
@@ -128,7 +134,7 @@ def bundled_stage(folder: str | None = None) -> ReaderStage:
     except (OSError, ValueError, KeyError) as exc:
         raise ScorerError(f"cannot read the reader stage {path} ({exc}): {fix}") from exc
     if (stage.rerank.names != RERANK_FEATURES
-            or not stage.answer.names == stage.abstain.names == ANSWER_FEATURES + READER_FEATURES):
+            or not stage.answer.names == stage.abstain.names == STAGE_FEATURES):
         raise ScorerError(f"{path} was fit on other features than this version computes: {fix}")
     return stage
 
@@ -228,6 +234,11 @@ def reader_features(read: ReadOut | None, final: np.ndarray) -> np.ndarray:
                      float(read.span_scores.max()), float(read.span_scores[best])])
 
 
+def stage_row(answer_row: np.ndarray, read: ReadOut | None, final: np.ndarray) -> np.ndarray:
+    """The stage's row (``STAGE_FEATURES``): the answer features it keeps, then the reader's."""
+    return np.concatenate([answer_row[_STAGE_ANSWER_COLUMNS], reader_features(read, final)])
+
+
 def reader_candidates(logits: np.ndarray, stage: ReaderStage) -> list[int]:
     """The candidates the reader reads: the scorer's best ``stage.sentences`` by its ``logits``."""
     return [int(i) for i in np.argsort(-logits, kind="stable")[: stage.sentences]]
@@ -247,7 +258,7 @@ def choose(sf: SentenceFeatures, texts: list[str], model: ScorerModel, max_sente
     if not sf.sentences:
         row = answer_features(sf, np.zeros(0))[None, :]
         if stage is not None:
-            row = np.concatenate([row[0], reader_features(None, np.zeros(0))])[None, :]
+            row = stage_row(row[0], None, np.zeros(0))[None, :]
             return Choice((), (), float(stage.answer.prob(row)[0]), float(stage.abstain.prob(row)[0]), True)
         return Choice((), (), float(model.answer.prob(row)[0]), float(model.abstain.prob(row)[0]), True)
     logits = model.sentence.logit(sf.x) if logits is None else logits
@@ -255,7 +266,7 @@ def choose(sf: SentenceFeatures, texts: list[str], model: ScorerModel, max_sente
     if stage is not None and read is not None:
         top = reader_candidates(logits, stage)
         final = stage.rerank.logit(read.rerank_rows(logits[top]))
-        row = np.concatenate([row[0], reader_features(read, final)])[None, :]
+        row = stage_row(row[0], read, final)[None, :]
         probs = np.zeros(len(logits))
         probs[top] = softmax(final)
         order = [top[int(i)] for i in np.argsort(-final, kind="stable")]

@@ -12,13 +12,21 @@ from rag.features import COLUMN, SENTENCE_FEATURES, SentenceFeatures, question_c
 from rag.scorer import (
     ANSWER_FEATURES,
     NO_RUNNER_UP,
+    NOT_BESIDE_READER,
+    READER_FEATURES,
     SCORER,
     SCORER_NO_TERMS,
+    STAGE,
+    STAGE_FEATURES,
     Logistic,
+    ReadOut,
     ScorerModel,
     answer_features,
     bundled_model,
+    bundled_stage,
     choose,
+    reader_features,
+    stage_row,
 )
 
 
@@ -132,3 +140,24 @@ def test_weights_for_other_features_are_refused(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(rag.scorer.resources, "files", lambda _pkg: Files())
     with pytest.raises(ScorerError, match=r"retrain it with `python scripts/train_scorer\.py`"):
         bundled_model.__wrapped__("scorer-old.json")
+
+
+def test_the_stage_row_keeps_the_answer_features_beside_the_reader_and_adds_the_readers() -> None:
+    answer = np.arange(len(ANSWER_FEATURES), dtype=np.float64)
+    read = ReadOut(np.array([2.0, -1.0]), np.array([0.6, 0.1]), np.array([5.0, 1.0]))
+    row = dict(zip(STAGE_FEATURES, stage_row(answer, read, np.array([0.5, 1.5])), strict=True))
+    assert NOT_BESIDE_READER and not set(NOT_BESIDE_READER) & set(row)
+    assert all(row[n] == ANSWER_FEATURES.index(n) for n in STAGE_FEATURES if n in ANSWER_FEATURES)
+    reader = dict(zip(READER_FEATURES, reader_features(read, np.array([0.5, 1.5])), strict=True))
+    assert all(row[n] == v for n, v in reader.items())
+    assert row["reader_first"] == -1.0  # the reranked first (logit 1.5) is the second read
+
+
+def test_the_shipped_stage_is_fit_on_the_stage_features_and_a_stage_fit_on_others_is_refused(tmp_path) -> None:
+    shipped = bundled_stage()
+    assert shipped.answer.names == shipped.abstain.names == STAGE_FEATURES
+    data = shipped.to_dict()
+    data["answer"]["names"] = data["abstain"]["names"] = list(ANSWER_FEATURES + READER_FEATURES)
+    (tmp_path / STAGE).write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(ScorerError, match=r"refit it with `python -m rag\.train\.stage --write`"):
+        bundled_stage.__wrapped__(str(tmp_path))

@@ -11,7 +11,7 @@ import pytest
 
 from rag.features import SENTENCE_FEATURES, SentenceFeatures, question_cues
 from rag.reader import Reading
-from rag.scorer import ANSWER_FEATURES, READER_FEATURES, RERANK_FEATURES
+from rag.scorer import RERANK_FEATURES, STAGE_FEATURES
 from rag.train import stage
 from rag.train.cases import Case
 from rag.train.stage import STAGE_GROUPS, ablation_table, auc, real_halves
@@ -52,7 +52,7 @@ def test_a_question_without_its_article_is_refused(tmp_path: Path) -> None:
 def test_the_ablation_groups_name_every_piece_of_the_stages_evidence_once() -> None:
     grouped = [name for names in STAGE_GROUPS.values() for name in names]
     assert len(grouped) == len(set(grouped))
-    assert set(grouped) == set(RERANK_FEATURES + ANSWER_FEATURES + READER_FEATURES)
+    assert set(grouped) == set(RERANK_FEATURES + STAGE_FEATURES)
 
 
 def _figures(answers: float, near: float, off: float, ece: float, seed: float, auc: float) -> dict:

@@ -12,7 +12,7 @@ the best ``--sentences`` candidates of the out-of-fold scorer; its logits are ca
 - the answer model: P(the answer shown holds a gold answer), from the questions as asked;
 - the abstention model: P(the question is answerable), also from the near misses and off-topic ones;
 
-both over the scorer's answer features and the reader's (``rag.scorer.READER_FEATURES``). The
+both over the scorer's answer features and the reader's (``rag.scorer.STAGE_FEATURES``). The
 threshold is the largest that keeps false abstention at or under ``--target`` on every tuning
 set; supports follow the scorer's rule. The reader never trained on any of these questions.
 """
@@ -35,16 +35,16 @@ from ..index import Index, open_index
 from ..reader import Reader, Reading, shipped_dir
 from ..scorer import (
     ANSWER_FEATURES,
-    READER_FEATURES,
     RERANK_FEATURES,
     STAGE,
+    STAGE_FEATURES,
     Logistic,
     ReaderStage,
     ReadOut,
     ScorerModel,
     answer_features,
     choose,
-    reader_features,
+    stage_row,
 )
 from ..settings import Settings
 from .cases import PACKAGE, Case, collect
@@ -52,7 +52,8 @@ from .scorer import SETS, cross_validate, fit_listwise, fit_logistic, folds, pic
 
 # The stage's evidence by group, for the ablation: each is removed in turn from the rerank and the
 # answer and abstention models (the scorer's sentence model, which picks the candidates read, is
-# ablated by its SENTENCE_GROUPS with ``--ablation`` too).
+# ablated by its SENTENCE_GROUPS with ``--ablation`` too). The group the ablation found no longer
+# earning its place, the latent terms' answer features, left the stage (``rag.scorer.NOT_BESIDE_READER``).
 STAGE_GROUPS: dict[str, tuple[str, ...]] = {
     "scorer logit in the order": ("scorer_logit",),
     "reader logit in the order": ("reader_logit",),
@@ -62,7 +63,6 @@ STAGE_GROUPS: dict[str, tuple[str, ...]] = {
     "lexical coverage": ("coverage", "ngram_coverage", "names_found"),
     "question type": ("type_match", "type_found"),
     "retrieval": ("top_chunk_fused",),
-    "latent terms": ("best_terms", "terms_max"),
     "reader's logits": ("reader_best", "reader_margin", "reader_first"),
     "reader's span": ("reader_span", "span_best", "span_first"),
 }
@@ -172,7 +172,7 @@ def fit_stage(cases: Sequence[Case], logits: dict[int, np.ndarray], reads: Seque
     """The stage fit on the cases ``idx``; ``drop`` names evidence it must not use (the ablation)."""
     xs, ys = rerank_rows(cases, logits, reads, idx, drop)
     rerank = fit_listwise(xs, ys, RERANK_FEATURES)
-    names = ANSWER_FEATURES + READER_FEATURES
+    names = STAGE_FEATURES
     shape = ReaderStage(sentences, rerank, _zero(names), _zero(names), 0.0, support_min, {})
     rows, right, able, weight, real = [], [], [], [], []
     for i in idx:
@@ -196,9 +196,9 @@ def _row(case: Case, logits: np.ndarray, read: Read, rerank: Logistic) -> np.nda
     """The answer/abstention row of a case, as ``choose`` makes it."""
     base = answer_features(case.sf, logits)
     if not read.top:
-        return np.concatenate([base, reader_features(None, np.zeros(0))])
+        return stage_row(base, None, np.zeros(0))
     final = rerank.logit(read.out.rerank_rows(logits[read.top]))
-    return np.concatenate([base, reader_features(read.out, final)])
+    return stage_row(base, read.out, final)
 
 
 def outcomes(cases: Sequence[Case], logits: dict[int, np.ndarray], reads: Sequence[Read], fold: np.ndarray,
