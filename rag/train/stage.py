@@ -1,6 +1,6 @@
 """Fit the reader stage (rag/data/reader/stage.json) and print its out-of-fold figures.
 
-    python -m rag.train.stage [--reader rag/data/reader] [--sentences 8] [--sweep 4,8,12] [--write]
+    python -m rag.train.stage [--reader rag/data/reader] [--sentences 8] [--sweep 4,8,12] [--ablation] [--write]
 
 The cases are the scorer's (``rag.train.cases``: the four XQuAD development sets, each question
 also asked as a near miss and off topic, and the seed tuning questions), in the scorer's folds
@@ -298,7 +298,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="a question-set folder (docs/, questions.jsonl) with unanswerable questions written "
                              "by people (e.g. bench/results/long-docs/long-es): the half of its articles "
                              "real_halves() names for tuning joins the fit; the other half is left for rag eval")
-    parser.add_argument("--ablation", action="store_true", help="also the reader without the scorer's evidence")
+    parser.add_argument("--ablation", action="store_true",
+                        help="also each group of the stage's and the scorer's evidence removed in turn, and the "
+                             "reader without the scorer's evidence (docs/reader.md, \"Ablation with the reader\")")
     parser.add_argument("--write", action="store_true", help="fit on everything and write stage.json to the reader")
     args = parser.parse_args(argv)
     from ..model.export import ensure_model
