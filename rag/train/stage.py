@@ -247,12 +247,11 @@ def out_of_fold(cases: Sequence[Case], logits: dict[int, np.ndarray], reads: Seq
 
 def auc(positive: Sequence[float], negative: Sequence[float]) -> float | None:
     """The chance that a random ``positive`` scores above a random ``negative`` (ties count half)."""
+    from sklearn.metrics import roc_auc_score
+
     if not positive or not negative:
         return None
-    pos, neg = np.sort(np.asarray(positive, np.float64)), np.asarray(negative, np.float64)
-    above = np.searchsorted(pos, neg, side="right")  # positives at or under each negative
-    tied = above - np.searchsorted(pos, neg, side="left")
-    return round(float(np.sum(len(pos) - above + 0.5 * tied) / (len(pos) * len(neg))), 3)
+    return round(float(roc_auc_score([1] * len(positive) + [0] * len(negative), [*positive, *negative])), 3)
 
 
 def real_halves(questions: Path) -> tuple[Path, Path]:
@@ -340,10 +339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for variant, drop in variants.items():
             if variant != "scorer and reader" and n != args.sentences:
                 continue
-            stages = [fit_stage(cases, logits, reads, np.flatnonzero(fold != f), n, args.support_min,
-                                args.seed_weight, drop) for f in range(int(fold.max()) + 1)]
-            threshold, figures = out_of_fold(cases, logits, reads, fold, stages, args.target)
-            report[f"{n} sentences, {variant}"] = {"threshold": threshold, "out_of_fold": figures}
+            report[f"{n} sentences, {variant}"] = variant_figures(cases, logits, reads, fold, n, args, drop)
         if args.write and n == args.sentences:
             stage = fit_stage(cases, logits, reads, np.arange(len(cases)), n, args.support_min, args.seed_weight)
             threshold = report[f"{n} sentences, scorer and reader"]["threshold"]
@@ -358,11 +354,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for group, names in SENTENCE_GROUPS.items():
             _, dropped = cross_validate(cases, fold, drop=names, with_answer=False)
             reads = read_cases(cases, dropped, reader, args.sentences, dirs, args.work / "reader-cache", seen)
-            stages = [fit_stage(cases, dropped, reads, np.flatnonzero(fold != f), args.sentences, args.support_min,
-                                args.seed_weight) for f in range(int(fold.max()) + 1)]
-            threshold, figures = out_of_fold(cases, dropped, reads, fold, stages, args.target)
-            report[f"{args.sentences} sentences, without the scorer's {group}"] = {
-                "threshold": threshold, "out_of_fold": figures}
+            report[f"{args.sentences} sentences, without the scorer's {group}"] = variant_figures(
+                cases, dropped, reads, fold, args.sentences, args)
             print(f"ablation: without the scorer's {group} done ({len(seen):,} sentences read in all)",
                   file=sys.stderr, flush=True)
     print(json.dumps(report, indent=1))
@@ -370,6 +363,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.ablation:
         print(ablation_table(report, f"{args.sentences} sentences, scorer and reader"), file=sys.stderr)
     return 0
+
+
+def variant_figures(cases: Sequence[Case], logits: dict[int, np.ndarray], reads: Sequence[Read], fold: np.ndarray,
+                    sentences: int, args: argparse.Namespace, drop: tuple[str, ...] = ()) -> dict:
+    """A stage fit per fold without ``drop``: the threshold the rule picks and the out-of-fold figures."""
+    stages = [fit_stage(cases, logits, reads, np.flatnonzero(fold != f), sentences, args.support_min,
+                        args.seed_weight, drop) for f in range(int(fold.max()) + 1)]
+    threshold, figures = out_of_fold(cases, logits, reads, fold, stages, args.target)
+    return {"threshold": threshold, "out_of_fold": figures}
 
 
 def ablation_table(report: dict, base: str) -> str:
